@@ -1,0 +1,36 @@
+"""Rollout policies: the `Policy` model and the built-in library (pure; imports nothing of ours)."""
+
+from policies.durations import Duration, format_duration, parse_duration
+from policies.errors import FieldProblem, InvalidPolicy
+from policies.library import builtin_names, deep_merge, field_path, load_policy, parse_policy_document
+from policies.model import (
+    Dialect,
+    Guardrails,
+    InsufficientTrafficAction,
+    LatencyBoundaries,
+    NotificationEvent,
+    NotificationKind,
+    NotificationTarget,
+    Policy,
+)
+
+__all__ = [
+    "Dialect",
+    "Duration",
+    "FieldProblem",
+    "Guardrails",
+    "InsufficientTrafficAction",
+    "InvalidPolicy",
+    "LatencyBoundaries",
+    "NotificationEvent",
+    "NotificationKind",
+    "NotificationTarget",
+    "Policy",
+    "builtin_names",
+    "deep_merge",
+    "field_path",
+    "format_duration",
+    "load_policy",
+    "parse_duration",
+    "parse_policy_document",
+]

@@ -1,0 +1,192 @@
+"""The `Policy` model: everything a rollout needs to know about how careful to be.
+
+A policy is a frozen value. It is resolved once, when a rollout is registered (a named built-in
+plus inline overrides), and stored inside the rollout, so editing a policy file later never
+changes a rollout in flight.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from policies.durations import Duration
+
+
+class Dialect(StrEnum):
+    """Which queue-proxy metrics the cluster's Prometheus holds (see design.md, "Metrics: dialects")."""
+
+    KNATIVE_OPENCENSUS = "knative-opencensus"
+    """Knative up to 1.18: `revision_app_request_count` and `revision_app_request_latencies` (ms)."""
+    KNATIVE_OTEL = "knative-otel"
+    """Knative 1.19+: `kn_serving_invocation_duration_seconds` over OTLP (s)."""
+
+
+class InsufficientTrafficAction(StrEnum):
+    """What to do when a step has run its minimum duration without enough canary requests."""
+
+    ROLLBACK = "rollback"
+    """Give up after `max_insufficient_duration`: a canary nobody exercised is not proven."""
+    HOLD = "hold"
+    """Keep the step's weight and wait for traffic for as long as it takes."""
+
+
+class NotificationEvent(StrEnum):
+    """Rollout transitions that people can be told about."""
+
+    STARTED = "started"
+    STEP_ADVANCED = "step_advanced"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+class NotificationKind(StrEnum):
+    WEBHOOK = "webhook"
+    """A JSON body, signed with HMAC-SHA256 when a secret is configured."""
+    SLACK = "slack"
+    """A Slack incoming-webhook message."""
+
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class NotificationTarget(BaseModel):
+    """Where to send rollout events. Secrets are never written in a policy, only named."""
+
+    model_config = _FROZEN
+
+    kind: NotificationKind
+    """`webhook` (generic JSON) or `slack` (incoming webhook)."""
+    url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)]
+    """The http(s) URL to POST to."""
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    """Name of the environment variable holding the HMAC secret (webhook only)."""
+    events: tuple[NotificationEvent, ...] | None = None
+    """Only these events; all of them when omitted."""
+
+
+class Guardrails(BaseModel):
+    """Absolute limits on the canary alone, as users of threshold-based tools know them.
+
+    They complement the statistical comparison with the stable revision: a canary that is as bad
+    as a bad stable is still stopped. Each is judged only over windows with `min_requests`.
+    """
+
+    model_config = _FROZEN
+
+    min_success_rate: Annotated[float, Field(ge=0, le=100)] | None = None
+    """Lowest acceptable share of non-5xx canary responses, in percent (e.g. 99.0). Off when omitted."""
+    max_p99_ms: Annotated[float, Field(gt=0)] | None = None
+    """Highest acceptable canary p99 latency in milliseconds, from the histogram. Off when omitted."""
+    min_requests: Annotated[int, Field(ge=1)] = 50
+    """Canary requests a window needs before a guardrail is judged at all."""
+
+
+class LatencyBoundaries(BaseModel):
+    """How the latency test chooses the histogram boundaries that define a "slow" request.
+
+    For each quantile q the analyzer takes the bucket boundary nearest the stable revision's
+    q-quantile, and counts requests above it in both revisions; a boundary near the stable's
+    p90 gives power against a shift of the whole distribution, one near its p99 against a
+    fatter tail. `slo_ms` adds a fixed boundary (e.g. the latency SLO). Each boundary runs its own
+    e-process; they are combined by a weighted average, which stays valid.
+    """
+
+    model_config = _FROZEN
+
+    quantiles: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.9, 0.99)
+    """Quantiles of the stable revision's latency whose nearest bucket boundaries are tested."""
+    slo_ms: Annotated[float, Field(gt=0)] | None = None
+    """An extra fixed boundary in milliseconds, typically the latency SLO."""
+
+    @field_validator("quantiles")
+    @classmethod
+    def _distinct_quantiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("quantiles must be distinct")
+        return value
+
+
+class Policy(BaseModel):
+    """How a canary advances and when it is rolled back."""
+
+    model_config = _FROZEN
+
+    name: Annotated[str, Field(min_length=1, max_length=63)] = "custom"
+    """Name of the policy this one was resolved from (informational)."""
+    description: str = ""
+    """One line for people choosing a policy."""
+    steps: Annotated[tuple[Annotated[int, Field(ge=1, le=99)], ...], Field(min_length=1, max_length=20)] = (
+        5,
+        10,
+        25,
+        50,
+    )
+    """Canary weights in percent, strictly increasing, each 1..99. After the last one: promote to 100."""
+    step_min_duration: Duration = timedelta(seconds=150)
+    """Least time the canary stays at each weight before the next step."""
+    interval: Duration = timedelta(seconds=10)
+    """Time between two checks (ticks); each check judges the metrics of the last interval."""
+    min_requests_per_step: Annotated[int, Field(ge=0)] = 100
+    """Canary requests a step must have served before it may advance."""
+    dialect: Dialect = Dialect.KNATIVE_OPENCENSUS
+    """Which queue-proxy metric names the cluster's Prometheus holds."""
+    alpha_errors: Annotated[float, Field(gt=0, le=0.5)] = 0.005
+    """Chance of rolling back a canary whose error rate equals the stable's (bounds false rollbacks)."""
+    alpha_latency: Annotated[float, Field(gt=0, le=0.5)] = 0.005
+    """The same bound for the latency test."""
+    latency_boundaries: LatencyBoundaries = LatencyBoundaries()
+    """Which histogram boundaries the latency test uses."""
+    guardrails: Guardrails = Guardrails()
+    """Absolute limits on the canary alone."""
+    progress_deadline: Duration = timedelta(minutes=10)
+    """How long the canary revision may take to become Ready before the rollout rolls back."""
+    on_insufficient_traffic: InsufficientTrafficAction = InsufficientTrafficAction.ROLLBACK
+    """What to do when a step lacks canary requests for longer than `max_insufficient_duration`."""
+    max_insufficient_duration: Duration = timedelta(minutes=10)
+    """How long past `step_min_duration` a step may wait for `min_requests_per_step`."""
+    notifications: tuple[NotificationTarget, ...] = ()
+    """Targets told about this policy's rollouts, in addition to the global default."""
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        for position in range(1, len(steps)):
+            if steps[position] <= steps[position - 1]:
+                raise ValueError(
+                    f"must be strictly increasing: {steps[position]} follows {steps[position - 1]}"
+                    f" at position {position}"
+                )
+        return steps
+
+    @field_validator("step_min_duration", "progress_deadline")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("max_insufficient_duration")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_fits_step(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s (Prometheus scrapes are seconds apart)")
+        step = info.data.get("step_min_duration")
+        if isinstance(step, timedelta) and value > step:
+            raise ValueError(f"must not be longer than step_min_duration ({step.total_seconds():g}s)")
+        return value

@@ -1,0 +1,73 @@
+"""The errors of autocanary, sorted by what the caller should do about them.
+
+    AutocanaryError
+    ├── TransientError      the world is briefly unavailable (Prometheus down, Kubernetes 5xx or
+    │   │                   timeout, Redis blip): retry later with backoff; never promote meanwhile
+    │   └── FencedOut       another worker (or an abort) took the rollout over: drop this result,
+    │                       write nothing more
+    ├── PermanentError      retrying cannot help (service deleted, request rejected by admission,
+    │                       malformed query): end the rollout `failed` or `rolled_back` with the message
+    ├── InvalidTransition   the command is not allowed in the rollout's phase (abort of a finished
+    │                       rollout, promote before the canary is Ready): report the phase, change nothing
+    └── ValidationError     bad input from a user: names every field and why, changes nothing
+
+Adapters turn library exceptions into these with `raise ... from exc`, adding what they were doing.
+`policies.InvalidPolicy` is the policy library's own validation error (it imports nothing of
+ours); `ValidationError.from_invalid_policy` carries its problems over with the request's field prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from policies import FieldProblem, InvalidPolicy
+
+
+class AutocanaryError(Exception):
+    """Base of every error autocanary raises on purpose."""
+
+
+class TransientError(AutocanaryError):
+    """Try again later: the dependency may come back."""
+
+
+class FencedOut(TransientError):
+    """This worker's lease token is no longer the newest: someone else owns the rollout now."""
+
+
+class PermanentError(AutocanaryError):
+    """Trying again cannot help: the rollout must end."""
+
+
+class InvalidTransition(AutocanaryError):
+    """An event or command that the rollout's current phase does not allow."""
+
+    def __init__(self, phase: str, event: str, rollout_id: str = "") -> None:
+        self.phase = phase
+        self.event = event
+        self.rollout_id = rollout_id
+        subject = f"rollout {rollout_id}" if rollout_id else "a rollout"
+        super().__init__(f"cannot {event} {subject} in phase {phase}")
+
+
+class ValidationError(AutocanaryError):
+    """Bad input; every problem names its field."""
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        if not problems:
+            raise ValueError("a ValidationError needs at least one problem")
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(problem) for problem in self.problems))
+
+    @classmethod
+    def single(cls, field: str, message: str) -> ValidationError:
+        return cls([FieldProblem(field, message)])
+
+    @classmethod
+    def from_invalid_policy(cls, error: InvalidPolicy, prefix: str = "") -> ValidationError:
+        """The policy's problems, with their paths under `prefix` (e.g. `policy_overrides`)."""
+        problems = [
+            FieldProblem(f"{prefix}.{p.field}" if prefix and p.field else (p.field or prefix), p.message)
+            for p in error.problems
+        ]
+        return cls(problems)

@@ -1,0 +1,205 @@
+"""The `Rollout`: one canary release of one Knative Service, as a frozen value.
+
+Everything the engine needs to decide the next step lives here, so a rollout stored in Redis
+and loaded by any worker decides exactly as it would have in the worker that saved it. The
+engine returns new values (`with_...` methods); nothing mutates a rollout in place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from policies import FieldProblem, Policy
+from rollouts.errors import ValidationError
+from rollouts.names import dns1123_label_problem
+from rollouts.phase import TERMINAL_PHASES, Phase
+from rollouts.verdict import Outcome
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class ManualActionKind(StrEnum):
+    ABORT = "abort"
+    PAUSE = "pause"
+    RESUME = "resume"
+    PROMOTE = "promote"
+
+
+class ManualAction(BaseModel):
+    """Who did what by hand, when and why (shown to on-call and kept in the event log)."""
+
+    model_config = _FROZEN
+
+    kind: ManualActionKind
+    actor: str
+    reason: str
+    at: AwareDatetime
+
+
+class CheckCounters(BaseModel):
+    """How many ticks ended in each outcome over the whole rollout."""
+
+    model_config = _FROZEN
+
+    passed: Annotated[int, Field(ge=0)] = 0
+    failed: Annotated[int, Field(ge=0)] = 0
+    inconclusive: Annotated[int, Field(ge=0)] = 0
+    errored: Annotated[int, Field(ge=0)] = 0
+
+    def counted(self, outcome: Outcome) -> CheckCounters:
+        field = {
+            Outcome.PASS: "passed",
+            Outcome.FAIL: "failed",
+            Outcome.INCONCLUSIVE: "inconclusive",
+            Outcome.ERROR: "errored",
+        }[outcome]
+        return self.model_copy(update={field: getattr(self, field) + 1})
+
+
+class Rollout(BaseModel):
+    """One canary rollout. Stored as a versioned JSON document; decided on by the engine."""
+
+    model_config = _FROZEN
+
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    namespace: str
+    service: str
+    stable_revision: str
+    """The revision that served 100 % when the rollout was registered; what a rollback returns to."""
+    canary_revision: str
+    """The new revision being judged."""
+    policy: Policy
+    """The resolved policy (named built-in plus overrides), frozen for the rollout's lifetime."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Free-form context from the pipeline, such as the run URL or the commit."""
+    phase: Phase = Phase.PENDING
+    step_index: Annotated[int, Field(ge=0)] = 0
+    """Index in `policy.steps` of the current step (0 before the first one starts)."""
+    canary_weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percent of traffic the canary is meant to receive now."""
+    step_requests: Annotated[int, Field(ge=0)] = 0
+    """Canary requests served since the current step started."""
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    phase_entered_at: AwareDatetime
+    """When the current phase began (the progress deadline counts from entering `initializing`)."""
+    step_started_at: AwareDatetime | None = None
+    """When the current step's weight was set; None until the first step."""
+    finished_at: AwareDatetime | None = None
+    applied_canary_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """The canary weight the router last confirmed in the cluster (None before the first pin)."""
+    analyzed_until: AwareDatetime | None = None
+    """End of the last interval the analyzer judged; the next one starts here."""
+    analysis_state: dict[str, Any] = Field(default_factory=dict)
+    """The analyzer's statistical state (e-processes), opaque to the engine, carried across steps."""
+    checks: CheckCounters = CheckCounters()
+    reason: str = ""
+    """Why the rollout is where it is (a rollback's verdict, a wait's cause, an operator's reason)."""
+    last_action: ManualAction | None = None
+    version: Annotated[int, Field(ge=0)] = 0
+    """Incremented by the store on every write; compare-and-set uses it."""
+    fencing_token: Annotated[int, Field(ge=0)] = 0
+    """The lease token of the worker that last wrote; a smaller token may not write again."""
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        id: str,
+        namespace: str,
+        service: str,
+        stable_revision: str,
+        canary_revision: str,
+        policy: Policy,
+        now: datetime,
+        labels: dict[str, str] | None = None,
+    ) -> Rollout:
+        """A pending rollout, after checking the names (every problem reported at once)."""
+        problems = [
+            FieldProblem(field, problem)
+            for field, value in (
+                ("namespace", namespace),
+                ("service", service),
+                ("stable_revision", stable_revision),
+                ("canary_revision", canary_revision),
+            )
+            if (problem := dns1123_label_problem(value))
+        ]
+        if not problems and stable_revision == canary_revision:
+            problems.append(FieldProblem("canary_revision", f"must differ from stable_revision ({stable_revision!r})"))
+        if problems:
+            raise ValidationError(problems)
+        return cls(
+            id=id,
+            namespace=namespace,
+            service=service,
+            stable_revision=stable_revision,
+            canary_revision=canary_revision,
+            policy=policy,
+            labels=dict(labels or {}),
+            created_at=now,
+            updated_at=now,
+            phase_entered_at=now,
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def step_count(self) -> int:
+        return len(self.policy.steps)
+
+    @property
+    def stable_weight(self) -> int:
+        return 100 - self.canary_weight
+
+    def with_phase(self, phase: Phase, now: datetime, reason: str | None = None) -> Rollout:
+        update: dict[str, Any] = {"phase": phase, "phase_entered_at": now}
+        if reason is not None:
+            update["reason"] = reason
+        if phase in TERMINAL_PHASES:
+            update["finished_at"] = now
+        return self.model_copy(update=update)
+
+    def with_step(self, index: int, weight: int, now: datetime) -> Rollout:
+        """At step `index` with `weight`, set now, its request count back to zero."""
+        return self.model_copy(
+            update={
+                "step_index": index,
+                "canary_weight": weight,
+                "step_started_at": now,
+                "step_requests": 0,
+            }
+        )
+
+    def with_weight(self, canary_weight: int) -> Rollout:
+        return self.model_copy(update={"canary_weight": canary_weight})
+
+    def with_reason(self, reason: str) -> Rollout:
+        return self.model_copy(update={"reason": reason})
+
+    def with_counted(self, outcome: Outcome, canary_requests: int) -> Rollout:
+        return self.model_copy(
+            update={
+                "checks": self.checks.counted(outcome),
+                "step_requests": self.step_requests + canary_requests,
+            }
+        )
+
+    def with_manual_action(self, kind: ManualActionKind, actor: str, reason: str, now: datetime) -> Rollout:
+        action = ManualAction(kind=kind, actor=actor, reason=reason, at=now)
+        return self.model_copy(update={"last_action": action})
+
+    def with_applied(self, canary_weight: int) -> Rollout:
+        return self.model_copy(update={"applied_canary_weight": canary_weight})
+
+    def with_analyzed(self, until: datetime, state: dict[str, Any]) -> Rollout:
+        return self.model_copy(update={"analyzed_until": until, "analysis_state": state})
+
+    def with_updated(self, now: datetime) -> Rollout:
+        return self.model_copy(update={"updated_at": now})
