@@ -1,0 +1,1 @@
+"""Metric dialects, the Prometheus adapter, the statistics and verdicts (see design.md)."""

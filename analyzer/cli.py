@@ -1,0 +1,141 @@
+"""`autocanary replay`: backtest a policy on recorded traces, or on what a real Prometheus holds."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from analyzer.counts import RevisionRef
+from analyzer.prometheus import PrometheusMetrics, PrometheusSettings
+from analyzer.replay import ReplayResult, TraceError, TraceInterval, parse_trace, replay, trace_record
+from policies import InvalidPolicy, Policy, load_policy, parse_duration
+from rollouts.errors import AutocanaryError, ValidationError
+from rollouts.names import require_dns1123_label
+from rollouts.verdict import Outcome
+
+out = Console(highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+_COLOURS = {
+    Outcome.PASS: "green",
+    Outcome.FAIL: "red",
+    Outcome.INCONCLUSIVE: "yellow",
+    Outcome.ERROR: "magenta",
+}
+
+
+def replay_command(
+    traces: Annotated[list[Path] | None, typer.Argument(help="JSON Lines traces, one interval per line.")] = None,
+    policy: Annotated[str, typer.Option(help="Built-in policy to replay.")] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per trace: decision, t, reason.")] = False,
+    prometheus: Annotated[str | None, typer.Option(help="Build the trace from this Prometheus instead.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="With --prometheus: the namespace.")] = None,
+    canary: Annotated[str | None, typer.Option(help="With --prometheus: the canary revision.")] = None,
+    stable: Annotated[str | None, typer.Option(help="With --prometheus: the stable revision.")] = None,
+    start: Annotated[str | None, typer.Option(help="With --prometheus: RFC 3339 time or Unix seconds.")] = None,
+    end: Annotated[str | None, typer.Option(help="With --prometheus: RFC 3339 time or Unix seconds.")] = None,
+    step: Annotated[str, typer.Option(help="With --prometheus: the interval length, e.g. 10s.")] = "10s",
+    save: Annotated[Path | None, typer.Option(help="With --prometheus: also write the trace here.")] = None,
+) -> None:
+    """Backtest a policy: per interval the verdict and its evidence, then the decision.
+
+    Replays the statistics, guardrails and minimum-sample rules only; the step schedule is not
+    replayed, since a trace already holds the traffic each revision got.
+    """
+    try:
+        resolved = load_policy(policy)
+    except InvalidPolicy as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(code=2) from None
+    try:
+        if prometheus:
+            if traces:
+                raise ValidationError.single("traces", "give trace files or --prometheus, not both")
+            intervals = _from_prometheus(resolved, prometheus, namespace, canary, stable, start, end, step, save)
+            _report(resolved, "prometheus", replay(resolved, intervals), as_json)
+            return
+        if not traces:
+            raise ValidationError.single("traces", "give at least one trace file, or --prometheus")
+        for path in traces:
+            try:
+                with path.open(encoding="utf-8") as stream:
+                    intervals = parse_trace(stream, resolved.dialect, str(path))
+            except OSError as exc:
+                raise ValidationError.single(str(path), f"cannot read: {exc.strerror or exc}") from None
+            _report(resolved, str(path), replay(resolved, intervals), as_json)
+    except (TraceError, AutocanaryError) as exc:
+        err.print(f"[red]replay: {exc}[/]")
+        raise typer.Exit(code=2) from None
+
+
+def _report(policy: Policy, source: str, result: ReplayResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.summary()))  # noqa: T201 (machine-readable output, one line per trace)
+        return
+    out.print(f"[bold]{source}[/] with policy {policy.name}")
+    for step in result.steps:
+        verdict = step.verdict
+        colour = _COLOURS[verdict.outcome]
+        out.print(
+            f"  t={step.interval.t:>7g}  [{colour}]{verdict.outcome.value:<12}[/] evidence {verdict.evidence:>9.3g}"
+            f"  {verdict.sentence}"
+        )
+    if result.decision == "rollback":
+        out.print(f"[bold red]decision: rollback at t={result.t:g}[/]: {result.reason}")
+    else:
+        out.print(f"[bold green]decision: no rollback[/]: {result.reason}")
+
+
+def _from_prometheus(
+    policy: Policy,
+    url: str,
+    namespace: str | None,
+    canary: str | None,
+    stable: str | None,
+    start: str | None,
+    end: str | None,
+    step: str,
+    save: Path | None,
+) -> list[TraceInterval]:
+    required = {"namespace": namespace, "canary": canary, "stable": stable, "start": start, "end": end}
+    missing = [name for name, value in required.items() if not value]
+    if missing:
+        raise ValidationError.single(missing[0], f"--{missing[0]} is required with --prometheus")
+    if not (namespace and canary and stable and start and end):  # narrowing for the type checker
+        raise ValidationError.single("prometheus", "namespace, canary, stable, start and end are required")
+    require_dns1123_label(namespace, "namespace")
+    canary_ref = RevisionRef(namespace, require_dns1123_label(canary, "canary"))
+    stable_ref = RevisionRef(namespace, require_dns1123_label(stable, "stable"))
+    begin, finish, length = _time(start, "start"), _time(end, "end"), parse_duration(step)
+    if not isinstance(length, timedelta) or length < timedelta(seconds=1):
+        raise ValidationError.single("step", f"{step!r} is not a duration of at least 1s")
+    if finish <= begin:
+        raise ValidationError.single("end", "must be after --start")
+    samples = PrometheusMetrics(PrometheusSettings(url)).fetch_range(
+        policy.dialect, [canary_ref, stable_ref], begin, finish, length
+    )
+    intervals = [
+        TraceInterval((s.at - begin).total_seconds(), s.counts[canary_ref], s.counts[stable_ref]) for s in samples
+    ]
+    if save:
+        lines = [json.dumps(trace_record(i.t, i.canary, i.stable, policy.dialect)) for i in intervals]
+        save.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        err.print(f"trace of {len(intervals)} intervals saved to {save}")
+    return intervals
+
+
+def _time(text: str, field: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(text), tz=UTC)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError.single(field, f"{text!r} is neither RFC 3339 nor Unix seconds") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,129 @@
+"""PromQL for each metric dialect (design.md, "Metrics: dialects"), batched for many rollouts.
+
+One query per metric per tick round for all due rollouts: the selector matches every namespace
+and revision in the batch (`revision_name=~"a|b|c"`) and the result is grouped by namespace,
+revision and status, so the number of queries does not grow with the number of rollouts. Every
+label value is checked to be a DNS-1123 name before a query is built, then escaped for PromQL's
+regular expressions and strings: user input never reaches a query unchecked. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from analyzer.counts import RevisionCounts, RevisionRef
+from policies import Dialect
+from rollouts.names import require_dns1123_label
+
+
+@dataclass(frozen=True)
+class DialectQueries:
+    dialect: Dialect
+    namespace_label: str
+    revision_label: str
+    status_label: str
+    count_metric: str
+    bucket_metric: str
+    ms_per_unit: float
+    """How many milliseconds one unit of the histogram's `le` is."""
+
+    def counts_query(self, targets: Sequence[RevisionRef], window_seconds: int) -> str:
+        """Requests per namespace, revision and status over the window ending at the query time."""
+        return (
+            f"sum by ({self.namespace_label}, {self.revision_label}, {self.status_label})"
+            f"(increase({self.count_metric}{{{self._selector(targets)}}}[{window_seconds}s]))"
+        )
+
+    def buckets_query(self, targets: Sequence[RevisionRef], window_seconds: int) -> str:
+        """Cumulative latency buckets per namespace and revision over the window."""
+        return (
+            f"sum by ({self.namespace_label}, {self.revision_label}, le)"
+            f"(increase({self.bucket_metric}{{{self._selector(targets)}}}[{window_seconds}s]))"
+        )
+
+    def _selector(self, targets: Sequence[RevisionRef]) -> str:
+        if not targets:
+            raise ValueError("a query needs at least one revision")
+        namespaces = sorted({require_dns1123_label(t.namespace, "namespace") for t in targets})
+        revisions = sorted({require_dns1123_label(t.revision, "revision") for t in targets})
+        return (
+            f'{self.namespace_label}=~"{_alternatives(namespaces)}",{self.revision_label}=~"{_alternatives(revisions)}"'
+        )
+
+    def is_error(self, status: str) -> bool:
+        """A 5xx, whether the label holds the class ("5xx") or the code ("503")."""
+        return status.startswith("5")
+
+    def parse(
+        self,
+        counts: Iterable[Mapping[str, Any]],
+        buckets: Iterable[Mapping[str, Any]],
+        targets: Sequence[RevisionRef],
+    ) -> dict[RevisionRef, RevisionCounts]:
+        """Instant-query results (`[{"metric": {...}, "value": [t, "v"]}, ...]`) to counts per revision.
+
+        A revision with no series served no requests in the window: zero counts, not an error.
+        """
+        requests: dict[RevisionRef, float] = defaultdict(float)
+        errors: dict[RevisionRef, float] = defaultdict(float)
+        for series in counts:
+            ref = self._ref(series["metric"])
+            value = float(series["value"][1])
+            requests[ref] += value
+            if self.is_error(str(series["metric"].get(self.status_label, ""))):
+                errors[ref] += value
+        histogram: dict[RevisionRef, dict[float, float]] = defaultdict(dict)
+        for series in buckets:
+            le = str(series["metric"].get("le", ""))
+            if le == "+Inf":
+                continue
+            boundary = round(float(le) * self.ms_per_unit, 6)
+            histogram[self._ref(series["metric"])][boundary] = float(series["value"][1])
+        return {
+            ref: RevisionCounts.of(
+                round(requests[ref]), round(errors[ref]), {b: round(c) for b, c in histogram[ref].items()}
+            )
+            for ref in targets
+        }
+
+    def _ref(self, labels: Mapping[str, Any]) -> RevisionRef:
+        return RevisionRef(str(labels.get(self.namespace_label, "")), str(labels.get(self.revision_label, "")))
+
+
+DIALECTS: dict[Dialect, DialectQueries] = {
+    Dialect.KNATIVE_OPENCENSUS: DialectQueries(
+        dialect=Dialect.KNATIVE_OPENCENSUS,
+        namespace_label="namespace_name",
+        revision_label="revision_name",
+        status_label="response_code_class",
+        count_metric="revision_app_request_count",
+        bucket_metric="revision_app_request_latencies_bucket",
+        ms_per_unit=1.0,
+    ),
+    Dialect.KNATIVE_OTEL: DialectQueries(
+        dialect=Dialect.KNATIVE_OTEL,
+        namespace_label="k8s_namespace_name",
+        revision_label="kn_revision_name",
+        status_label="http_response_status_code",
+        count_metric="kn_serving_invocation_duration_seconds_count",
+        bucket_metric="kn_serving_invocation_duration_seconds_bucket",
+        ms_per_unit=1000.0,
+    ),
+}
+
+
+def queries_for(dialect: Dialect) -> DialectQueries:
+    return DIALECTS[dialect]
+
+
+def _alternatives(values: Sequence[str]) -> str:
+    """An RE2 alternation of literal values, escaped for a PromQL double-quoted string."""
+    return "|".join(_promql_string(re.escape(value)) for value in values)
+
+
+def _promql_string(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
