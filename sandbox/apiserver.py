@@ -1,0 +1,242 @@
+"""The sandbox's Kubernetes API server for `serving.knative.dev/v1` Services and Revisions.
+
+It speaks the subset autocanary and the `kubernetes` client use: discovery, GET, LIST (with
+`labelSelector`), POST, PUT (resourceVersion required), PATCH (JSON merge patch and JSON patch;
+strategic merge is 415 as for every custom resource) and DELETE, with Knative's defaulting and
+admission webhook on Services. Errors are `Status` objects with the real reasons and codes.
+Revisions are made by the controller; clients may read and delete them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from sandbox.admission import default_service, denial_message, validate_service
+from sandbox.patches import PatchError, json_patch, merge_patch
+from sandbox.store import API_VERSION, GROUP, KINDS, VERSION, ApiError, ClusterStore
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+UNSUPPORTED_PATCH = (
+    "the body of the request was in an unknown format - accepted media types include: "
+    f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}"
+)
+BASE = f"/apis/{GROUP}/{VERSION}"
+
+
+class _Json(Response):
+    """Plain json.dumps: Kubernetes objects are JSON already, FastAPI's encoder would walk them all."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+def create_apiserver(store: ClusterStore) -> FastAPI:
+    app = FastAPI(
+        title="autocanary sandbox API server",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=_Json,
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.status(), status_code=error.code)
+
+    @app.exception_handler(404)
+    async def _no_route(_: Request, __: Exception) -> JSONResponse:
+        return _status(404, "NotFound", "the server could not find the requested resource")
+
+    @app.exception_handler(405)
+    async def _no_method(_: Request, __: Exception) -> JSONResponse:
+        return _status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    @app.get("/_sandbox/traffic-history/{namespace}/{name}")
+    async def traffic_history(namespace: str, name: str) -> list[dict[str, Any]]:
+        """Not Kubernetes: every spec.traffic the Service was given, for tests and demos."""
+        return store.traffic_history.get((namespace, name), [])
+
+    @app.get("/version")
+    async def version() -> dict[str, str]:
+        return {
+            "major": "1",
+            "minor": "30",
+            "gitVersion": "v1.30.0-autocanary-sandbox",
+            "platform": "linux/amd64",
+        }
+
+    @app.get("/api")
+    async def core_versions() -> dict[str, Any]:
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+
+    @app.get("/apis")
+    async def groups() -> dict[str, Any]:
+        group = {"name": GROUP, "versions": [_group_version()], "preferredVersion": _group_version()}
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
+
+    @app.get(f"/apis/{GROUP}")
+    async def group() -> dict[str, Any]:
+        return {"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [_group_version()]}
+
+    @app.get(BASE)
+    async def resources() -> dict[str, Any]:
+        verbs = {
+            "services": ["create", "delete", "get", "list", "patch", "update"],
+            "revisions": ["delete", "get", "list"],
+        }
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": API_VERSION,
+            "resources": [
+                {
+                    "name": plural,
+                    "singularName": kind.lower(),
+                    "namespaced": True,
+                    "kind": kind,
+                    "verbs": verbs[plural],
+                }
+                for plural, kind in KINDS.items()
+            ],
+        }
+
+    @app.get(BASE + "/{plural}")
+    async def list_all(plural: str, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803 (API name)
+        return _list(store, _kind(plural), None, labelSelector)
+
+    @app.get(BASE + "/namespaces/{namespace}/{plural}")
+    async def list_namespaced(namespace: str, plural: str, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
+        return _list(store, _kind(plural), namespace, labelSelector)
+
+    @app.post(BASE + "/namespaces/{namespace}/{plural}")
+    async def create(namespace: str, plural: str, request: Request) -> JSONResponse:
+        if _kind(plural) != "services":
+            raise _not_allowed()
+        body = await _json_body(request)
+        _check_identity(body, namespace, None)
+        created = store.create(plural, namespace, _admitted(body))
+        return JSONResponse(created, status_code=201)
+
+    @app.get(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    async def get(namespace: str, plural: str, name: str) -> dict[str, Any]:
+        return store.get(_kind(plural), namespace, name)
+
+    @app.put(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    async def replace(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
+        if _kind(plural) != "services":
+            raise _not_allowed()
+        body = await _json_body(request)
+        _check_identity(body, namespace, name)
+        if not (body.get("metadata") or {}).get("resourceVersion"):
+            raise ApiError.invalid(
+                plural,
+                name,
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            )
+        store.get(plural, namespace, name)  # 404 before admission, as the real server
+        return store.replace(plural, namespace, name, _admitted(body))
+
+    @app.patch(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    async def patch(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type not in (MERGE_PATCH, JSON_PATCH):
+            raise ApiError(415, "UnsupportedMediaType", UNSUPPORTED_PATCH)
+        if _kind(plural) != "services":
+            raise _not_allowed()
+        current = store.get(plural, namespace, name)
+        body = await _json_body(request, allow_list=content_type == JSON_PATCH)
+        try:
+            patched = merge_patch(current, body) if content_type == MERGE_PATCH else json_patch(current, body)
+        except PatchError as exc:
+            raise ApiError(422, "Invalid", str(exc)) from exc
+        if not isinstance(patched, dict):
+            raise ApiError(422, "Invalid", "the patch must leave an object")
+        _check_identity(patched, namespace, name)
+        # The patched object's resourceVersion is a precondition, as in Kubernetes: a patch that
+        # carries metadata.resourceVersion only applies to that version.
+        return store.replace(plural, namespace, name, _admitted(patched))
+
+    @app.delete(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    async def delete(namespace: str, plural: str, name: str) -> dict[str, Any]:
+        kind = _kind(plural)
+        removed = store.delete(kind, namespace, name)
+        if kind == "services":  # owner references: the service's revisions go with it
+            for revision in store.list("revisions", namespace, {"serving.knative.dev/service": name}):
+                store.delete("revisions", namespace, revision["metadata"]["name"])
+        return removed
+
+    return app
+
+
+def _group_version() -> dict[str, str]:
+    return {"groupVersion": API_VERSION, "version": VERSION}
+
+
+def _status(code: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse(ApiError(code, reason, message).status(), status_code=code)
+
+
+def _kind(plural: str) -> str:
+    if plural not in KINDS:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    return plural
+
+
+def _not_allowed() -> ApiError:
+    return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+
+async def _json_body(request: Request, allow_list: bool = False) -> Any:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict) and not (allow_list and isinstance(body, list)):
+        raise ApiError(400, "BadRequest", "the request body must be a JSON object")
+    return body
+
+
+def _check_identity(body: dict[str, Any], namespace: str, name: str | None) -> None:
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict):
+        raise ApiError(400, "BadRequest", "metadata: Required value")
+    if metadata.get("namespace") not in (None, namespace):
+        raise ApiError(
+            400,
+            "BadRequest",
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )
+    if name is not None and metadata.get("name") not in (None, name):
+        raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+
+
+def _admitted(service: dict[str, Any]) -> dict[str, Any]:
+    defaulted = default_service(service)
+    errors = validate_service(defaulted)
+    if errors:
+        raise ApiError(400, "BadRequest", denial_message(errors))
+    return defaulted
+
+
+def _list(store: ClusterStore, plural: str, namespace: str | None, selector: str) -> dict[str, Any]:
+    labels: dict[str, str] = {}
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        labels[key.strip()] = value.strip().lstrip("=")
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KINDS[plural] + "List",
+        "metadata": {"resourceVersion": store.latest_version},
+        "items": store.list(plural, namespace, labels),
+    }

@@ -1,0 +1,116 @@
+"""The sandbox's ingress: routes by `Host: {service}.{namespace}.example.com` across revisions.
+
+Each request goes to a revision drawn at random with the weights of the Service's live
+`status.traffic` (what the controller last reconciled, as a real ingress would), answers
+`Hello {TARGET}!` after the revision's simulated latency, or a 500 with its error rate, and is
+counted in `RequestStats` with the time it really took. Revision behaviour comes from the
+revision template's environment:
+
+| variable | meaning | default |
+|---|---|---|
+| `TARGET` | who to greet | `World` |
+| `SANDBOX_ERROR_RATE` | share of requests answered 500 (0..1) | 0 |
+| `SANDBOX_LATENCY_MS` | median latency, lognormal | 0 (no delay) |
+| `SANDBOX_LATENCY_SIGMA` | log-sd of that latency | 0.25 |
+| `SANDBOX_PODS` | how many pods share the revision's requests (pod_name label) | 1 |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from sandbox.controller import revision_env
+from sandbox.metrics import Receive, RequestStats, Scope, Send, SeriesKey
+from sandbox.store import ClusterStore
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    target: str
+    error_rate: float
+    latency_ms: float
+    latency_sigma: float
+    pods: tuple[str, ...]
+
+
+def behaviour_of(revision_name: str, env: dict[str, str]) -> Behaviour:
+    pods = max(1, int(env.get("SANDBOX_PODS", "1") or 1))
+    digest = hashlib.sha256(revision_name.encode()).hexdigest()
+    return Behaviour(
+        target=env.get("TARGET", "World"),
+        error_rate=min(1.0, max(0.0, float(env.get("SANDBOX_ERROR_RATE", "0") or 0))),
+        latency_ms=max(0.0, float(env.get("SANDBOX_LATENCY_MS", "0") or 0)),
+        latency_sigma=max(0.0, float(env.get("SANDBOX_LATENCY_SIGMA", "0.25") or 0)),
+        pods=tuple(f"{revision_name}-deployment-{digest[:10]}-{digest[10 + i * 5 : 15 + i * 5]}" for i in range(pods)),
+    )
+
+
+class Gateway:
+    def __init__(self, store: ClusterStore, stats: RequestStats, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.stats = stats
+        self.rng = rng or random.Random()
+        self._behaviours: dict[tuple[str, str], Behaviour] = {}  # revisions are immutable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        host = next((v.decode() for k, v in scope["headers"] if k == b"host"), "")
+        parts = host.split(":")[0].split(".")
+        if len(parts) < 2:
+            await _respond(send, 404, f"no route for host {host!r}: want {{service}}.{{namespace}}.example.com\n")
+            return
+        service_name, namespace = parts[0], parts[1]
+        service = self.store.peek("services", namespace, service_name)
+        if service is None:
+            await _respond(send, 404, f"service {namespace}/{service_name} not found\n")
+            return
+        revision = self._pick(service.get("status", {}).get("traffic") or [])
+        behaviour = self._behaviour(namespace, revision) if revision else None
+        if revision is None or behaviour is None:
+            await _respond(send, 503, f"service {namespace}/{service_name} has no ready traffic target\n")
+            return
+        if behaviour.latency_ms > 0:
+            delay = behaviour.latency_ms * math.exp(behaviour.latency_sigma * self.rng.gauss(0, 1)) / 1000
+            await asyncio.sleep(delay)
+        failed = self.rng.random() < behaviour.error_rate
+        code = 500 if failed else 200
+        body = "Internal Server Error (SANDBOX_ERROR_RATE)\n" if failed else f"Hello {behaviour.target}!\n"
+        await _respond(send, code, body, revision)
+        pod = behaviour.pods[self.rng.randrange(len(behaviour.pods))]
+        self.stats.record(SeriesKey(namespace, service_name, revision, pod, code), time.perf_counter() - started)
+
+    def _pick(self, traffic: list[dict[str, object]]) -> str | None:
+        targets = [(str(t["revisionName"]), int(str(t.get("percent", 0)))) for t in traffic if t.get("revisionName")]
+        total = sum(weight for _, weight in targets)
+        if total <= 0:
+            return None
+        draw = self.rng.uniform(0, total)
+        for name, weight in targets:
+            draw -= weight
+            if draw < 0:
+                return name
+        return next(name for name, weight in reversed(targets) if weight > 0)
+
+    def _behaviour(self, namespace: str, revision: str) -> Behaviour | None:
+        cached = self._behaviours.get((namespace, revision))
+        if cached is None:
+            found = self.store.peek("revisions", namespace, revision)
+            if found is None:
+                return None
+            cached = self._behaviours[(namespace, revision)] = behaviour_of(revision, revision_env(found))
+        return cached
+
+
+async def _respond(send: Send, status: int, body: str, revision: str | None = None) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    if revision:
+        headers.append((b"x-sandbox-revision", revision.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body.encode()})

@@ -1,0 +1,201 @@
+"""The sandbox cluster's state: Knative Services and Revisions with Kubernetes write semantics.
+
+Every write gets a new `resourceVersion`; spec changes bump `metadata.generation`; writes that
+carry a stale resourceVersion fail with 409 Conflict. Errors are `ApiError`s that render as the
+Kubernetes `Status` objects a real API server returns. All access happens on one asyncio loop,
+so no locks are needed; listeners (the controller) are told about every change.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+GROUP = "serving.knative.dev"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KINDS = {"services": "Service", "revisions": "Revision"}
+
+Listener = Callable[[str, str, str], None]
+"""Called with (plural, namespace, name) after every change."""
+
+
+class ApiError(Exception):
+    """An error the API server answers with a `Status` object."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "details": self.details,
+            "code": self.code,
+        }
+
+    @classmethod
+    def not_found(cls, plural: str, name: str) -> ApiError:
+        return cls(404, "NotFound", f'{plural}.{GROUP} "{name}" not found', _details(plural, name))
+
+    @classmethod
+    def already_exists(cls, plural: str, name: str) -> ApiError:
+        return cls(409, "AlreadyExists", f'{plural}.{GROUP} "{name}" already exists', _details(plural, name))
+
+    @classmethod
+    def conflict(cls, plural: str, name: str) -> ApiError:
+        return cls(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {plural}.{GROUP} "{name}": the object has been modified;'
+            " please apply your changes to the latest version and try again",
+            _details(plural, name),
+        )
+
+    @classmethod
+    def invalid(cls, plural: str, name: str, field: str, problem: str) -> ApiError:
+        kind = KINDS.get(plural, plural)
+        return cls(
+            422,
+            "Invalid",
+            f'{kind}.{GROUP} "{name}" is invalid: {field}: {problem}',
+            {
+                **_details(plural, name),
+                "causes": [{"reason": "FieldValueInvalid", "message": problem, "field": field}],
+            },
+        )
+
+
+def _details(plural: str, name: str) -> dict[str, Any]:
+    return {"name": name, "group": GROUP, "kind": plural}
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ClusterStore:
+    def __init__(self) -> None:
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._versions = itertools.count(1)
+        self._listeners: list[Listener] = []
+        self.latest_version = "0"
+        self.traffic_history: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        """Every spec.traffic a Service was given, in order (for tests of who wrote what when)."""
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def peek(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored object itself, not a copy: for read-only hot paths (the gateway)."""
+        return self._objects.get((plural, namespace, name))
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        found = self._objects.get((plural, namespace, name))
+        if found is None:
+            raise ApiError.not_found(plural, name)
+        return copy.deepcopy(found)
+
+    def list(
+        self, plural: str, namespace: str | None = None, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        found = []
+        for (kind, ns, _), obj in sorted(self._objects.items()):
+            if kind != plural or (namespace is not None and ns != namespace):
+                continue
+            object_labels = obj["metadata"].get("labels") or {}
+            if labels and any(object_labels.get(key) != value for key, value in labels.items()):
+                continue
+            found.append(copy.deepcopy(obj))
+        return found
+
+    def create(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        metadata = obj.setdefault("metadata", {})
+        name = metadata.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(422, "Invalid", f"{KINDS[plural]}.{GROUP} is invalid: metadata.name: Required value")
+        if (plural, namespace, name) in self._objects:
+            raise ApiError.already_exists(plural, name)
+        metadata.update(
+            namespace=namespace,
+            uid=str(uuid.uuid4()),
+            generation=1,
+            creationTimestamp=now_rfc3339(),
+            resourceVersion=self._next_version(),
+        )
+        obj.update(apiVersion=API_VERSION, kind=KINDS[plural])
+        obj.setdefault("status", {})
+        self._objects[(plural, namespace, name)] = obj
+        self._notify(plural, namespace, name)
+        return copy.deepcopy(obj)
+
+    def replace(self, plural: str, namespace: str, name: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """A full update of metadata and spec; status is a subresource and is kept as it was."""
+        current = self._objects.get((plural, namespace, name))
+        if current is None:
+            raise ApiError.not_found(plural, name)
+        metadata = obj.get("metadata") or {}
+        if str(metadata.get("resourceVersion", "")) != current["metadata"]["resourceVersion"]:
+            raise ApiError.conflict(plural, name)
+        updated = {
+            "apiVersion": API_VERSION,
+            "kind": KINDS[plural],
+            "metadata": {
+                **{k: v for k, v in metadata.items() if k in ("labels", "annotations", "finalizers")},
+                **{k: current["metadata"][k] for k in ("name", "namespace", "uid", "creationTimestamp", "generation")},
+            },
+            "spec": obj.get("spec", {}),
+            "status": current.get("status", {}),
+        }
+        if updated["spec"] != current.get("spec"):
+            updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
+        if updated["spec"] == current.get("spec") and self._same_metadata(current, updated):
+            return copy.deepcopy(current)  # a no-op write keeps its resourceVersion, as in Kubernetes
+        updated["metadata"]["resourceVersion"] = self._next_version()
+        self._objects[(plural, namespace, name)] = updated
+        if plural == "services" and updated["spec"].get("traffic") != current.get("spec", {}).get("traffic"):
+            self.traffic_history.setdefault((namespace, name), []).append(
+                {"resourceVersion": updated["metadata"]["resourceVersion"], "traffic": updated["spec"].get("traffic")}
+            )
+        self._notify(plural, namespace, name)
+        return copy.deepcopy(updated)
+
+    def update_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        current = self._objects.get((plural, namespace, name))
+        if current is None or current.get("status") == status:
+            return
+        current["status"] = status
+        current["metadata"]["resourceVersion"] = self._next_version()
+        self._notify(plural, namespace, name)
+
+    def delete(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        removed = self._objects.pop((plural, namespace, name), None)
+        if removed is None:
+            raise ApiError.not_found(plural, name)
+        self._next_version()
+        self._notify(plural, namespace, name)
+        return removed
+
+    def _same_metadata(self, current: dict[str, Any], updated: dict[str, Any]) -> bool:
+        keys = ("labels", "annotations", "finalizers", "generation")
+        return all(current["metadata"].get(k) == updated["metadata"].get(k) for k in keys)
+
+    def _next_version(self) -> str:
+        self.latest_version = str(next(self._versions))
+        return self.latest_version
+
+    def _notify(self, plural: str, namespace: str, name: str) -> None:
+        for listener in self._listeners:
+            listener(plural, namespace, name)
