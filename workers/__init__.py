@@ -1,0 +1,1 @@
+"""Celery workers, the runner, the Redis store, the scheduler and the traffic routers."""

@@ -1,0 +1,105 @@
+"""The Celery application: two queues, late acknowledgement, no result backend.
+
+- `control` carries abort/pause/resume/promote; workers consume it before `ticks` (`-Q control,ticks`
+  on the Redis transport polls the queues in that order), so a command never waits behind ticks;
+- `ticks` carries batches of due rollout ids from the scheduler.
+
+Tasks are acknowledged after they run (`acks_late`) and given back if the worker dies
+(`task_reject_on_worker_lost`); the visibility timeout is longer than any task. Redelivery is a
+second line of defence only: the scheduler sends a rollout again when its claim expires, and
+leases, fencing tokens and compare-and-set make a repeated tick harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from analyzer.prometheus import PrometheusMetrics
+from policies import NotificationKind, NotificationTarget
+from rollouts.errors import InvalidTransition, PermanentError, TransientError
+from rollouts.model import ManualActionKind
+from workers.knative import KnativeRouter
+from workers.notify import Notifier
+from workers.runner import Runner
+from workers.settings import WorkerSettings
+from workers.store import RolloutStore
+
+TICK_TASK = "autocanary.tick"
+CONTROL_TASK = "autocanary.control"
+log = logging.getLogger("autocanary.worker")
+
+settings = WorkerSettings()
+app = Celery("autocanary", broker=settings.redis_url)
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_ignore_result=True,
+    result_backend=None,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": 300},
+    broker_connection_retry_on_startup=True,
+    task_queues=(Queue("control"), Queue("ticks")),
+    task_default_queue="ticks",
+    task_routes={TICK_TASK: {"queue": "ticks"}, CONTROL_TASK: {"queue": "control"}},
+    worker_hijack_root_logger=False,
+    task_time_limit=120,
+)
+
+
+@cache
+def runner() -> Runner:
+    """One runner per worker process, built from the environment on first use."""
+    router = KnativeRouter.from_kubeconfig(
+        settings.kubeconfig, settings.kube_context, settle_timeout=settings.settle_timeout_seconds
+    )
+    defaults = []
+    if settings.notify_webhook_url:
+        secret_env = "AUTOCANARY_NOTIFY_WEBHOOK_SECRET" if settings.notify_webhook_secret else None
+        defaults.append(
+            NotificationTarget(kind=NotificationKind.WEBHOOK, url=settings.notify_webhook_url, secret_env=secret_env)
+        )
+    if settings.notify_slack_url:
+        defaults.append(NotificationTarget(kind=NotificationKind.SLACK, url=settings.notify_slack_url))
+    return Runner(
+        RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
+        router,
+        PrometheusMetrics(settings.prometheus()),
+        owner=f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        lease_ms=int(settings.lease_seconds * 1000),
+        metrics_lag=settings.metrics_lag,
+        min_window=timedelta(seconds=settings.metrics_min_window_seconds),
+        notifier=Notifier(defaults, secrets=os.environ),
+    )
+
+
+@app.task(name=TICK_TASK, bind=True, max_retries=5)
+def tick(self: Any, ids: list[str], due: dict[str, float] | None = None) -> None:
+    try:
+        report = runner().tick(ids, due)
+    except TransientError as exc:
+        log.warning("tick of %d rollouts failed, retrying: %s", len(ids), exc)
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
+    log.debug("tick: %s", report)
+
+
+@app.task(name=CONTROL_TASK, bind=True, max_retries=5)
+def control(self: Any, rollout_id: str, kind: str, actor: str, reason: str, sent_at: float | None = None) -> None:
+    active = runner()
+    try:
+        active.control(rollout_id, ManualActionKind(kind), actor, reason)
+    except (InvalidTransition, PermanentError) as exc:
+        log.warning("%s %s by %s refused: %s", kind, rollout_id, actor, exc)
+        return
+    except TransientError as exc:
+        raise self.retry(exc=exc, countdown=min(0.2 * 2**self.request.retries, 5)) from exc
+    if sent_at is not None:
+        active.store.record_samples(f"{kind}_latency", [time.time() - sent_at])

@@ -1,0 +1,79 @@
+"""`autocanary worker` and `autocanary scheduler`: the long-running processes of the workers."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+worker_app = typer.Typer(help="Run a Celery worker that ticks rollouts and carries out commands.")
+scheduler_app = typer.Typer(help="Run the scheduler that sends due rollouts to the workers.")
+
+
+def _scheduler_loop(stop: threading.Event) -> None:
+    from workers.celery_app import TICK_TASK, app, settings
+    from workers.scheduler import Scheduler
+    from workers.store import RolloutStore
+
+    def send(ids: list[str], due: dict[str, float]) -> None:
+        app.send_task(TICK_TASK, args=[ids, due], queue="ticks")
+
+    Scheduler(
+        RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
+        send,
+        owner=f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        batch_size=settings.batch_size,
+        claim=timedelta(seconds=settings.claim_seconds),
+        poll_seconds=settings.scheduler_poll_seconds,
+    ).run_forever(stop)
+
+
+def _consume(queues: str, loglevel: str, name: str, pool: list[str]) -> None:
+    from workers.celery_app import app
+
+    arguments = ["worker", "--queues", queues, "--loglevel", loglevel, "--hostname", f"{name}@%h"]
+    app.worker_main([*arguments, "--without-gossip", "--without-mingle", "--without-heartbeat", *pool])
+
+
+@worker_app.callback(invoke_without_command=True)
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Ticks run at once (prefork).")] = 1,
+    with_scheduler: Annotated[bool, typer.Option(help="Also run a scheduler in this process.")] = False,
+    control_consumer: Annotated[
+        bool, typer.Option(help="Fork a consumer dedicated to the control queue, so commands never wait behind a tick.")
+    ] = True,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "WARNING",
+) -> None:
+    """Consume `control` first, then `ticks`. Settings come from AUTOCANARY_* variables.
+
+    A tick batch can take a second or more; a worker runs one task at a time, so by default it
+    forks a small consumer of the `control` queue alone, and an abort starts within milliseconds
+    whatever tick is in flight. (The tick consumer also takes control tasks when it is free.)
+    """
+    if with_scheduler:
+        stop = threading.Event()
+        threading.Thread(target=_scheduler_loop, args=(stop,), name="scheduler", daemon=True).start()
+    solo = ["--pool", "solo"]
+    if control_consumer:
+        fork = multiprocessing.get_context("fork")
+        name = f"control-{os.getpid()}"
+        fork.Process(target=_consume, args=("control", loglevel, name, solo), name=name, daemon=True).start()
+    pool = solo if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
+    _consume("control,ticks", loglevel, f"ticks-{os.getpid()}", pool)
+
+
+@scheduler_app.callback(invoke_without_command=True)
+def scheduler() -> None:
+    """Send due rollouts to the workers until SIGINT or SIGTERM. Several may run; one leads."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    _scheduler_loop(stop)

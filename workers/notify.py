@@ -1,0 +1,129 @@
+"""Telling people about rollout transitions: generic webhooks (HMAC-signed JSON) and Slack.
+
+Targets come from the rollout's policy (`notifications`) and a global default
+(`AUTOCANARY_NOTIFY_WEBHOOK_URL`, `AUTOCANARY_NOTIFY_SLACK_URL`). Delivery runs on a small
+thread pool with a timeout and bounded retries with backoff; it never blocks or fails a rollout:
+a dead webhook costs a log line, not a tick. Secrets are never in policies, only the name of the
+environment variable holding them (`secret_env`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from policies import NotificationKind, NotificationTarget
+from rollouts.actions import Notify
+from rollouts.model import Rollout
+
+log = logging.getLogger("autocanary.notify")
+SIGNATURE_HEADER = "X-Autocanary-Signature"
+_EMOJI = {
+    "promoted": ":white_check_mark:",
+    "rolled_back": ":rotating_light:",
+    "aborted": ":octagonal_sign:",
+    "failed": ":x:",
+    "superseded": ":twisted_rightwards_arrows:",
+}
+
+
+def payload(rollout: Rollout, notify: Notify, at: datetime) -> dict[str, Any]:
+    """The generic webhook body."""
+    return {
+        "event": notify.event.value,
+        "message": notify.message,
+        "at": at.isoformat(),
+        "rollout": {
+            "id": rollout.id,
+            "namespace": rollout.namespace,
+            "service": rollout.service,
+            "stable_revision": rollout.stable_revision,
+            "canary_revision": rollout.canary_revision,
+            "phase": rollout.phase.value,
+            "canary_weight": rollout.canary_weight,
+            "reason": rollout.reason,
+            "labels": rollout.labels,
+        },
+    }
+
+
+def slack_message(rollout: Rollout, notify: Notify) -> dict[str, Any]:
+    emoji = _EMOJI.get(notify.event.value, ":information_source:")
+    title = notify.event.value.replace("_", " ")
+    return {
+        "text": f"{emoji} *{title}* {rollout.namespace}/{rollout.service} ({rollout.canary_revision}): {notify.message}"
+    }
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Notifier:
+    def __init__(
+        self,
+        defaults: Sequence[NotificationTarget] = (),
+        secrets: Mapping[str, str] | None = None,
+        *,
+        client: httpx.Client | None = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        timeout: float = 3.0,
+        workers: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.defaults = tuple(defaults)
+        self.secrets = dict(secrets or {})
+        self.client = client or httpx.Client(timeout=timeout)
+        self.retries = retries
+        self.backoff = backoff
+        self.sleep = sleep
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
+
+    def send(self, rollout: Rollout, notify: Notify) -> list[Future[bool]]:
+        """Queue the notification for every interested target; returns at once."""
+        targets = [
+            t for t in (*rollout.policy.notifications, *self.defaults) if t.events is None or notify.event in t.events
+        ]
+        at = self.clock()
+        return [self._pool.submit(self._deliver, target, rollout, notify, at) for target in targets]
+
+    def _deliver(self, target: NotificationTarget, rollout: Rollout, notify: Notify, at: datetime) -> bool:
+        if target.kind is NotificationKind.SLACK:
+            body = json.dumps(slack_message(rollout, notify)).encode()
+            headers = {"Content-Type": "application/json"}
+        else:
+            body = json.dumps(payload(rollout, notify, at), separators=(",", ":")).encode()
+            headers = {"Content-Type": "application/json", "X-Autocanary-Event": notify.event.value}
+            secret = self.secrets.get(target.secret_env or "")
+            if secret:
+                headers[SIGNATURE_HEADER] = sign(secret, body)
+        for attempt in range(self.retries + 1):
+            try:
+                answer = self.client.post(target.url, content=body, headers=headers)
+                if answer.status_code < 500 and answer.status_code != 429:
+                    if answer.status_code >= 400:
+                        log.warning(
+                            "%s refused %s for %s: %s", target.url, notify.event.value, rollout.id, answer.status_code
+                        )
+                    return answer.status_code < 400
+            except httpx.HTTPError as exc:
+                log.info("%s unreachable (%s), attempt %d", target.url, type(exc).__name__, attempt + 1)
+            if attempt < self.retries:
+                self.sleep(self.backoff * 2**attempt)
+        log.warning("gave up notifying %s of %s for %s", target.url, notify.event.value, rollout.id)
+        return False
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

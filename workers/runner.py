@@ -1,0 +1,499 @@
+"""The runner: for a batch of rollouts, observe, judge, decide, save, act, in that order.
+
+One tick of a batch:
+
+1. take a lease on each rollout (a fencing token that grows with every take); skip those held;
+2. load them (one pipelined read) and observe the cluster: one LIST of Services per namespace,
+   and the canary's readiness while initializing;
+3. read the metrics of every rollout that is being judged, in one batched fetch per dialect and
+   window (two Prometheus queries each), and fold them into each rollout's statistics;
+4. let the pure engine decide (`rollouts.engine.handle`);
+5. save every decision with compare-and-set on version and token: a rollout someone else saved
+   or took over meanwhile is dropped here, before anything reaches Kubernetes;
+6. carry out the actions through the router, whose guard re-checks the token between its read
+   and its conditional write; confirm final writes (`TrafficApplied`) and save again.
+
+Superseded detection lives here: once autocanary has pinned the Service, a split it did not
+write, a floating `latestRevision` target or a new revision means someone else is in charge,
+and the rollout ends `superseded` without writing again. Manual commands (`control`) preempt
+whoever holds the rollout: a new token fences the old holder out of Redis and Kubernetes alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from analyzer.counts import RevisionCounts, RevisionRef
+from analyzer.verdict import AnalysisState, error_verdict, judge
+from policies import Dialect
+from rollouts import engine
+from rollouts.actions import Action, Notify, Promote, Rollback, SetTraffic
+from rollouts.errors import FencedOut, InvalidTransition, PermanentError, TransientError
+from rollouts.events import (
+    Abort,
+    Begin,
+    CanaryNotReady,
+    CanaryReady,
+    Failed,
+    Pause,
+    PromoteNow,
+    Resume,
+    RollbackRequired,
+    Superseded,
+    Tick,
+    TrafficApplied,
+)
+from rollouts.events import (
+    Event as EngineEvent,
+)
+from rollouts.model import ManualActionKind, Rollout
+from rollouts.phase import Phase
+from rollouts.ports import ServiceState, TrafficRouter
+from rollouts.verdict import Outcome, Verdict
+from workers.notify import Notifier
+from workers.store import Event, RolloutStore, SaveResult
+
+log = logging.getLogger("autocanary.runner")
+
+LIST_THRESHOLD = 5
+"""More rollouts than this in one namespace of a batch: one LIST instead of a GET each."""
+
+_WRITING = (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED)
+"""Phases in which the cluster must carry the rollout's intended weight."""
+
+MANUAL_EVENTS: dict[ManualActionKind, type[Abort | Pause | Resume | PromoteNow]] = {
+    ManualActionKind.ABORT: Abort,
+    ManualActionKind.PAUSE: Pause,
+    ManualActionKind.RESUME: Resume,
+    ManualActionKind.PROMOTE: PromoteNow,
+}
+
+
+class MetricsSource(Protocol):
+    def fetch(
+        self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
+    ) -> Mapping[RevisionRef, RevisionCounts]: ...
+
+
+@dataclass
+class TickReport:
+    """What one batch did, for logs, metrics and benchmarks."""
+
+    leased: int = 0
+    decided: int = 0
+    dropped: int = 0
+    writes: int = 0
+    metric_fetches: int = 0
+    lateness: list[float] = field(default_factory=list)
+    """Seconds between when each rollout was due and when its tick started."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, *, writes: int = 0, dropped: int = 0) -> None:
+        """Thread-safe counting (a batch's writes run concurrently)."""
+        with self._lock:
+            self.writes += writes
+            self.dropped += dropped
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runner:
+    def __init__(
+        self,
+        store: RolloutStore,
+        router: TrafficRouter,
+        metrics: MetricsSource,
+        *,
+        owner: str,
+        lease_ms: int = 30_000,
+        metrics_lag: timedelta = timedelta(seconds=1),
+        min_window: timedelta = timedelta(seconds=1),
+        write_concurrency: int = 16,
+        notifier: Notifier | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.metrics = metrics
+        self.owner = owner
+        self.lease_ms = lease_ms
+        self.metrics_lag = metrics_lag
+        self.min_window = max(1, int(min_window.total_seconds()))
+        self.write_concurrency = write_concurrency
+        self.notifier = notifier
+        self.clock = clock
+
+    # --- ticks ---------------------------------------------------------------------------------
+
+    def tick(self, ids: Sequence[str], due: Mapping[str, float] | None = None) -> TickReport:
+        """One tick for a batch of rollout ids (`due`: when each was due, for lateness)."""
+        report = TickReport()
+        tokens = self.store.acquire_leases(list(dict.fromkeys(ids)), self.owner, self.lease_ms)
+        report.leased = len(tokens)
+        held = [rollout_id for rollout_id in ids if rollout_id not in tokens]
+        if held:
+            # Another worker is still on these (e.g. it scheduled an immediate follow-up while
+            # holding them): look again in a second rather than when the scheduler's claim runs out.
+            soon = self.clock() + timedelta(seconds=1)
+            for rollout_id in held:
+                self.store.schedule(rollout_id, soon)
+        if not tokens:
+            return report
+        try:
+            now = self.clock()
+            report.lateness = [max(0.0, now.timestamp() - due[i]) for i in tokens if due and i in due]
+            loaded = [r for r in self.store.get_many(list(tokens)) if r is not None and not r.is_terminal]
+            services = self._services(loaded)
+            observed = self._observe(loaded, services, now, report)
+            self._decide_and_act(observed, tokens, now, report)
+            self.store.record_samples("lateness", report.lateness)
+        finally:
+            self.store.release_leases(list(tokens), self.owner)
+        return report
+
+    def _services(self, rollouts: list[Rollout]) -> dict[str, dict[str, ServiceState] | TransientError]:
+        """The Services of a batch: one LIST per namespace with many of them, single GETs otherwise."""
+        by_namespace: dict[str, list[str]] = defaultdict(list)
+        for rollout in rollouts:
+            by_namespace[rollout.namespace].append(rollout.service)
+
+        def read(namespace: str, names: list[str]) -> dict[str, ServiceState] | TransientError:
+            try:
+                if len(names) > LIST_THRESHOLD:
+                    return dict(self.router.list_services(namespace))
+                return {name: state for name in names if (state := self._get_service(namespace, name))}
+            except TransientError as exc:
+                return exc
+
+        if len(by_namespace) == 1:
+            return {namespace: read(namespace, names) for namespace, names in by_namespace.items()}
+        with ThreadPoolExecutor(min(self.write_concurrency, len(by_namespace))) as pool:  # reads are independent too
+            futures = {namespace: pool.submit(read, namespace, names) for namespace, names in by_namespace.items()}
+            return {namespace: future.result() for namespace, future in futures.items()}
+
+    def _get_service(self, namespace: str, name: str) -> ServiceState | None:
+        try:
+            return self.router.get_service(namespace, name)
+        except PermanentError:
+            return None  # not found: the rollout fails as "deleted"
+
+    def _observe(
+        self,
+        rollouts: list[Rollout],
+        services: Mapping[str, dict[str, ServiceState] | TransientError],
+        now: datetime,
+        report: TickReport,
+    ) -> list[tuple[Rollout, EngineEvent | None]]:
+        """The event each rollout's tick is about (None: nothing to decide this time)."""
+        observed: list[tuple[Rollout, EngineEvent | None]] = []
+        judged: list[Rollout] = []
+        for rollout in rollouts:
+            in_namespace = services.get(rollout.namespace)
+            if isinstance(in_namespace, TransientError):
+                observed.append((rollout, self._unavailable(rollout, str(in_namespace))))
+                continue
+            state = (in_namespace or {}).get(rollout.service)
+            event = self._cluster_event(rollout, state)
+            if event is not None or rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+                observed.append((rollout, event))
+            elif rollout.step_started_at is None:
+                observed.append((rollout, Tick(Verdict(outcome=Outcome.INCONCLUSIVE, sentence="not started"))))
+            else:
+                judged.append(rollout)
+        observed.extend(self._judge(judged, now, report))
+        return observed
+
+    def _unavailable(self, rollout: Rollout, message: str) -> EngineEvent | None:
+        if rollout.phase in (Phase.PROGRESSING, Phase.PAUSED):
+            return Tick(error_verdict(f"Kubernetes API: {message}"))
+        return None  # retried at the next tick; nothing else to decide
+
+    def _cluster_event(self, rollout: Rollout, state: ServiceState | None) -> EngineEvent | None:
+        """What the cluster says about this rollout before any metric is read."""
+        where = f"{rollout.namespace}/{rollout.service}"
+        if state is None:
+            if rollout.phase is Phase.PENDING:
+                return Failed(f"Service {where} not found")
+            return Failed(f"Service {where} was deleted")
+        if rollout.phase is Phase.PENDING:
+            return Begin()
+        if rollout.applied_canary_weight is not None and rollout.phase is not Phase.ROLLING_BACK:
+            change = _foreign_change(rollout, state)
+            if change:
+                return Superseded(change)
+        if rollout.phase is Phase.INITIALIZING:
+            return self._readiness(rollout, state)
+        if rollout.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            return None  # the pending final write is carried out in _decide_and_act
+        return None
+
+    def _readiness(self, rollout: Rollout, state: ServiceState) -> EngineEvent:
+        try:
+            revision = self.router.get_revision(rollout.namespace, rollout.canary_revision)
+        except PermanentError as exc:
+            return RollbackRequired(f"canary revision {rollout.canary_revision} is gone: {exc}")
+        except TransientError as exc:
+            return CanaryNotReady(f"cannot read the revision: {exc}")
+        pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
+        if revision.is_ready and state.observed and pinned is not None and rollout.applied_canary_weight is not None:
+            return CanaryReady()
+        detail = revision.message or revision.reason or f"Ready={revision.ready}"
+        if revision.is_ready:
+            detail = "waiting for the pinned route to be observed"
+        return CanaryNotReady(detail)
+
+    def _judge(
+        self, rollouts: list[Rollout], now: datetime, report: TickReport
+    ) -> list[tuple[Rollout, EngineEvent | None]]:
+        """One batched fetch per (dialect, window) for every rollout being judged."""
+        at = (now - self.metrics_lag).replace(microsecond=0)
+        groups: dict[tuple[Dialect, int], list[Rollout]] = defaultdict(list)
+        observed: list[tuple[Rollout, EngineEvent | None]] = []
+        for rollout in rollouts:
+            start = rollout.analyzed_until or rollout.step_started_at or at
+            window = int((at - start).total_seconds())
+            if window < self.min_window:
+                # increase() needs two scrapes inside its range: wait until the window spans them,
+                # rather than judge an empty window or overlap the previous one.
+                observed.append((rollout, None))
+                continue
+            ceiling = int(rollout.policy.interval.total_seconds()) * 10
+            groups[(rollout.policy.dialect, min(window, ceiling))].append(rollout)
+        for (dialect, window), members in groups.items():
+            refs = [ref for r in members for ref in _refs(r)]
+            report.metric_fetches += 1
+            try:
+                counts = self.metrics.fetch(dialect, refs, timedelta(seconds=window), at)
+            except TransientError as exc:
+                observed.extend((r, Tick(error_verdict(str(exc)))) for r in members)
+                continue
+            except PermanentError as exc:
+                observed.extend((r, RollbackRequired(f"metrics query refused: {exc}")) for r in members)
+                continue
+            for rollout in members:
+                canary, stable = _refs(rollout)
+                judgement = judge(
+                    rollout.policy, AnalysisState.load(rollout.analysis_state), counts[canary], counts[stable]
+                )
+                observed.append((rollout.with_analyzed(at, judgement.state.dump()), Tick(judgement.verdict)))
+        return observed
+
+    # --- decide, save, act ---------------------------------------------------------------------
+
+    def _decide_and_act(
+        self,
+        observed: list[tuple[Rollout, EngineEvent | None]],
+        tokens: Mapping[str, int],
+        now: datetime,
+        report: TickReport,
+    ) -> None:
+        decided: list[tuple[Rollout, int, datetime, list[Event]]] = []
+        notices: dict[str, list[Action]] = {}
+        idle: list[Rollout] = []
+        for rollout, event in observed:
+            if event is None:
+                idle.append(rollout)
+                continue
+            try:
+                decision = engine.handle(rollout, event, now)
+            except InvalidTransition as exc:  # a stale message about a rollout that moved on
+                log.warning("%s: %s", rollout.id, exc)
+                continue
+            events = _events(rollout, event, decision, now)
+            decided.append((decision.rollout, tokens[rollout.id], decision.next_tick or now, events))
+            notices[rollout.id] = list(decision.actions)
+        survivors = list(idle)
+        for result, rollout in self.store.save_many(decided):
+            if result is SaveResult.OK:
+                survivors.append(rollout)
+                report.decided += 1
+                self._announce(rollout, notices.get(rollout.id, []))
+            else:
+                report.count(dropped=1)
+                log.info("%s: %s, dropping this tick's result", rollout.id, result.value)
+        # Each write waits for the Knative controller to observe it; a batch's writes are
+        # independent (each behind its own fencing guard), so they go out together.
+        needing = [r for r in survivors if _needs_write(r)]
+        if len(needing) == 1:
+            self._carry_out(needing[0], tokens[needing[0].id], report)
+        elif needing:
+            with ThreadPoolExecutor(min(self.write_concurrency, len(needing))) as pool:
+                list(pool.map(lambda r: self._carry_out(r, tokens[r.id], report), needing))
+        for rollout in idle:  # nothing to decide now: look again when there is (the claim would wait longer)
+            if engine.pending_write(rollout) is None:
+                self.store.schedule(rollout.id, self._idle_next(rollout, now))
+
+    def _carry_out(self, rollout: Rollout, token: int, report: TickReport) -> Rollout:
+        """Make the cluster match the rollout: its final write, or its intended weight if unconfirmed.
+
+        The needed write is derived from the rollout itself (intended weight vs the weight the
+        router last confirmed), so a write that failed transiently is simply repeated next tick.
+        """
+        final = engine.pending_write(rollout)
+        try:
+            if final is not None:
+                split = SetTraffic(stable=0, canary=100) if isinstance(final, Promote) else SetTraffic(100, 0)
+                self._write(rollout, token, split, report)
+                return self._confirm(rollout.with_applied(split.canary), token)
+            if rollout.phase in _WRITING and rollout.applied_canary_weight != rollout.canary_weight:
+                split = SetTraffic(stable=rollout.stable_weight, canary=rollout.canary_weight)
+                self._write(rollout, token, split, report)
+                return self._record_applied(rollout, token, split.canary)
+        except FencedOut as exc:
+            report.count(dropped=1)
+            log.info("%s: %s", rollout.id, exc)
+        except TransientError as exc:
+            log.warning("%s: traffic not written yet, retried next tick: %s", rollout.id, exc)
+        except PermanentError as exc:
+            return self._fail(rollout, token, f"cannot write traffic: {exc}")
+        return rollout
+
+    def _idle_next(self, rollout: Rollout, now: datetime) -> datetime:
+        """When an idle rollout next has something to do: a judged one keeps its analysis cadence."""
+        if rollout.phase in (Phase.PROGRESSING, Phase.PAUSED) and rollout.analyzed_until is not None:
+            window = max(rollout.policy.interval, timedelta(seconds=self.min_window))
+            return max(now + timedelta(seconds=1), rollout.analyzed_until + window + self.metrics_lag)
+        return now + min(rollout.policy.interval, timedelta(seconds=5))
+
+    def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> None:
+        self.router.set_split(
+            rollout.namespace,
+            rollout.service,
+            rollout.stable_revision,
+            rollout.canary_revision,
+            weights,
+            guard=lambda: self.store.holds_token(rollout.id, token),
+        )
+        report.count(writes=1)
+
+    def _record_applied(self, rollout: Rollout, token: int, canary: int) -> Rollout:
+        result, saved = self.store.save(rollout.with_applied(canary), token=token, next_tick=None)
+        return saved if result is SaveResult.OK else rollout
+
+    def _confirm(self, rollout: Rollout, token: int) -> Rollout:
+        return self._conclude(rollout, token, TrafficApplied())
+
+    def _fail(self, rollout: Rollout, token: int, message: str) -> Rollout:
+        return self._conclude(rollout, token, Failed(message))
+
+    def _conclude(self, rollout: Rollout, token: int, event: TrafficApplied | Failed) -> Rollout:
+        now = self.clock()
+        decision = engine.handle(rollout, event, now)
+        events = _events(rollout, event, decision, now)
+        result, saved = self.store.save(decision.rollout, token=token, next_tick=None, events=events)
+        if result is not SaveResult.OK:
+            return rollout
+        self._announce(saved, decision.actions)
+        return saved
+
+    def _announce(self, rollout: Rollout, actions: Sequence[Action]) -> None:
+        """Notifications of a decision that has been saved (never of one that was dropped)."""
+        if self.notifier is None:
+            return
+        for action in actions:
+            if isinstance(action, Notify):
+                self.notifier.send(rollout, action)
+
+    # --- manual commands -----------------------------------------------------------------------
+
+    def control(self, rollout_id: str, kind: ManualActionKind, actor: str, reason: str) -> Rollout:
+        """Abort, pause, resume or promote now, preempting any tick in flight."""
+        token = self.store.preempt(rollout_id, self.owner, self.lease_ms)
+        try:
+            for _ in range(5):  # a tick that saved just before our token may have bumped the version
+                rollout = self.store.get(rollout_id)
+                if rollout is None:
+                    raise PermanentError(f"rollout {rollout_id} not found")
+                now = self.clock()
+                event = MANUAL_EVENTS[kind](actor, reason)
+                decision = engine.handle(rollout, event, now)
+                result, saved = self.store.save(
+                    decision.rollout,
+                    token=token,
+                    next_tick=decision.next_tick,
+                    events=_events(rollout, event, decision, now),
+                )
+                if result is SaveResult.OK:
+                    self._announce(saved, decision.actions)
+                    return self._carry_out(saved, token, TickReport())
+                if result is SaveResult.STALE_TOKEN:
+                    raise FencedOut(f"rollout {rollout_id} was taken over by a newer command")
+            raise TransientError(f"rollout {rollout_id} kept changing; try again")
+        finally:
+            self.store.release_leases([rollout_id], self.owner)
+
+
+def _needs_write(rollout: Rollout) -> bool:
+    """The cluster does not yet carry what the rollout intends (a final write, or an unconfirmed weight)."""
+    if engine.pending_write(rollout) is not None:
+        return True
+    return rollout.phase in _WRITING and rollout.applied_canary_weight != rollout.canary_weight
+
+
+def _refs(rollout: Rollout) -> tuple[RevisionRef, RevisionRef]:
+    return RevisionRef(rollout.namespace, rollout.canary_revision), RevisionRef(
+        rollout.namespace, rollout.stable_revision
+    )
+
+
+def _foreign_change(rollout: Rollout, state: ServiceState) -> str | None:
+    """What someone else changed on the Service, or None when it is as autocanary left it."""
+    if state.latest_created_revision not in (None, rollout.stable_revision, rollout.canary_revision):
+        return f"revision {state.latest_created_revision} was created"
+    pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
+    if pinned is None:
+        described = ", ".join(
+            f"{t.revision or 'latest'}{' (latestRevision)' if t.latest else ''} {t.percent} %"
+            for t in state.spec_traffic
+        )
+        return f"spec.traffic was edited to {described}"
+    canary = pinned.get(rollout.canary_revision, 0)
+    if canary not in (rollout.canary_weight, rollout.applied_canary_weight):
+        return (
+            f"traffic was set to {canary} % canary by someone else (autocanary wrote {rollout.applied_canary_weight} %)"
+        )
+    return None
+
+
+def _events(before: Rollout, event: EngineEvent, decision: engine.Decision, now: datetime) -> list[Event]:
+    """The log entries of one decision: the verdict with its numbers, manual actions, notifications."""
+    after = decision.rollout
+    entries: list[Event] = []
+    if isinstance(event, Tick):
+        verdict = event.verdict
+        entries.append(
+            Event(
+                kind="verdict",
+                message=verdict.sentence,
+                at=now,
+                phase=after.phase.value,
+                data={
+                    "outcome": verdict.outcome.value,
+                    "evidence": verdict.evidence,
+                    "canary_requests": verdict.canary_requests,
+                    "stable_requests": verdict.stable_requests,
+                    "step": after.step_index + 1,
+                    "canary_weight": after.canary_weight,
+                    "checks": [check.model_dump(mode="json") for check in verdict.checks],
+                },
+            )
+        )
+    if isinstance(event, Abort | Pause | Resume | PromoteNow):
+        entries.append(Event(kind=event.verb, message=event.reason, at=now, phase=after.phase.value, actor=event.actor))
+    for action in decision.actions:
+        if isinstance(action, Notify):
+            entries.append(Event(kind=action.event.value, message=action.message, at=now, phase=after.phase.value))
+        elif isinstance(action, Rollback) and before.phase is not Phase.ROLLING_BACK:
+            entries.append(Event(kind="rolling_back", message=action.reason, at=now, phase=after.phase.value))
+        elif isinstance(action, Promote) and before.phase is not Phase.PROMOTING:
+            entries.append(Event(kind="promoting", message=after.reason, at=now, phase=after.phase.value))
+    return entries

@@ -1,0 +1,70 @@
+"""The scheduler: moves due rollouts to the `ticks` queue in batches, one active instance at a time.
+
+Several schedulers may run (for availability); a Redis lease elects the active one, and the
+others wait to take over when its lease lapses. Each round claims the due rollouts (pushing
+their due time `claim_seconds` ahead, so they are not sent twice) and sends them in batches of
+`batch_size`. A batch that is never ticked comes due again when the claim runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from rollouts.errors import TransientError
+from workers.store import RolloutStore
+
+log = logging.getLogger("autocanary.scheduler")
+
+Send = Callable[[list[str], dict[str, float]], None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: RolloutStore,
+        send: Send,
+        *,
+        owner: str,
+        batch_size: int = 500,
+        claim: timedelta = timedelta(seconds=15),
+        poll_seconds: float = 0.5,
+        max_per_round: int = 5000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.send = send
+        self.owner = owner
+        self.batch_size = batch_size
+        self.claim = claim
+        self.poll_seconds = poll_seconds
+        self.max_per_round = max_per_round
+        self.clock = clock
+
+    def run_once(self) -> int:
+        """One round: if this instance leads, send every due rollout; the number sent."""
+        lease_ms = max(1000, int(self.poll_seconds * 10_000))
+        if not self.store.lead("scheduler", self.owner, lease_ms):
+            return 0
+        now = self.clock()
+        due = self.store.claim_due(now, self.max_per_round, now + self.claim)
+        for batch in _batches(due, self.batch_size):
+            self.send([rollout_id for rollout_id, _ in batch], dict(batch))
+        return len(due)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("scheduler %s started", self.owner)
+        while not stop.is_set():
+            try:
+                sent = self.run_once()
+            except TransientError as exc:
+                log.warning("scheduler round failed, retrying: %s", exc)
+                sent = 0
+            if sent < self.max_per_round:
+                stop.wait(self.poll_seconds)
+
+
+def _batches(items: Sequence[tuple[str, float]], size: int) -> list[list[tuple[str, float]]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
