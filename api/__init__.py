@@ -1,0 +1,1 @@
+"""What people and pipelines touch: the HTTP API, its Python client and the `autocanary` CLI."""

@@ -1,0 +1,538 @@
+"""The HTTP API: `create_app(settings, deps)` builds the FastAPI application.
+
+Routes are versioned under `/v1`; every error is JSON `{"error", "message", "field"}` from one
+handler, never a traceback. Dependencies that reach outside the process (the store, the cluster
+through a `TrafficRouter`, the task queue, readiness probes) are passed in, so the API's own
+layer imports only the domain and the store; `api.main` wires the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import statistics
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import AuthError, Principal, Role, TokenBook
+from api.schemas import (
+    ActionAccepted,
+    ActionRequest,
+    ErrorBody,
+    EventPublic,
+    RolloutCreate,
+    RolloutList,
+    RolloutPublic,
+    VerdictSummary,
+)
+from api.settings import ApiSettings
+from policies import InvalidPolicy, Policy, builtin_names, field_path, load_policy
+from rollouts import engine
+from rollouts.errors import InvalidTransition, PermanentError, TransientError, ValidationError
+from rollouts.events import Abort, Pause, PromoteNow, Resume
+from rollouts.model import ManualActionKind, Rollout
+from rollouts.phase import Phase
+from rollouts.ports import TrafficRouter
+from workers.store import ActiveRolloutExists, Event, IdempotencyMismatch, RolloutStore, body_hash
+
+log = logging.getLogger("autocanary.api")
+CONTROL_TASK = "autocanary.control"
+ACTIONS: dict[str, type[Abort | Pause | Resume | PromoteNow]] = {
+    "abort": Abort,
+    "pause": Pause,
+    "resume": Resume,
+    "promote": PromoteNow,
+}
+
+Enqueue = Callable[[str, list[Any]], None]
+"""Sends a Celery task by name with its arguments (the API does not import the workers)."""
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    store: RolloutStore
+    router: TrafficRouter
+    enqueue: Enqueue
+    probes: Mapping[str, Callable[[], bool]]
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+def _require(needed: Role) -> Callable[..., Principal]:
+    def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        tokens: TokenBook = request.app.state.tokens
+        return tokens.authenticate(authorization, needed)
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(_require(Role.VIEWER))]
+Deployer = Annotated[Principal, Depends(_require(Role.DEPLOYER))]
+Operator = Annotated[Principal, Depends(_require(Role.OPERATOR))]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field, self.extra = status, code, message, field, extra
+
+
+def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
+    app = FastAPI(
+        title="autocanary",
+        version="1",
+        description="Progressive delivery for Knative Services. Authenticate with `Authorization: Bearer <token>`.",
+        responses={
+            401: {"model": ErrorBody, "description": "Missing or invalid token"},
+            403: {"model": ErrorBody, "description": "The token's role is too weak"},
+            413: {"model": ErrorBody, "description": "Request body too large"},
+            422: {"model": ErrorBody, "description": "Invalid request"},
+        },
+    )
+    app.state.tokens = TokenBook.load(settings.tokens, settings.tokens_file)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    _install_error_handler(app)
+    app.include_router(_rollouts(deps, settings))
+    app.include_router(_actions(deps))
+    app.include_router(_policies())
+    app.include_router(_operations(deps))
+    return app
+
+
+def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
+    routes = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+
+    errors: dict[int | str, dict[str, Any]] = {
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    }
+
+    @routes.post("", status_code=201, response_model=RolloutPublic, responses=errors)
+    def create_rollout(
+        body: RolloutCreate,
+        principal: Deployer,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> RolloutPublic:
+        """Register a canary rollout (deployer); validated against the cluster before anything is stored."""
+        policy = _policy(body)
+        stable, canary = _revisions(deps.router, body)
+        now = deps.clock()
+        rollout = Rollout.new(
+            id=uuid.uuid4().hex[:12],
+            namespace=body.namespace,
+            service=body.service,
+            stable_revision=stable,
+            canary_revision=canary,
+            policy=policy,
+            now=now,
+            labels=dict(body.labels),
+        )
+        message = f"registered by {principal.name}"
+        event = Event("created", message, now, rollout.phase.value, principal.name, dict(body.labels))
+        stored, _ = deps.store.create(rollout, event, idempotency_key, body_hash(body.model_dump(mode="json")))
+        response.headers["Location"] = f"/v1/rollouts/{stored.id}"
+        return _public(stored, [], deps.clock())
+
+    @routes.get("", response_model=RolloutList)
+    def list_rollouts(
+        principal: Viewer,
+        namespace: str | None = None,
+        service: str | None = None,
+        phase: Phase | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[0-9.e+-]+:[A-Za-z0-9_-]+$")] = None,
+    ) -> RolloutList:
+        """Newest first; filter by namespace, service and phase; page with `cursor` (viewer)."""
+        page = deps.store.list_rollouts(namespace, service, phase, limit, cursor)
+        now = deps.clock()
+        return RolloutList(items=[_public(r, [], now) for r in page.rollouts], next_cursor=page.next_cursor)
+
+    @routes.get("/{rollout_id}", response_model=RolloutPublic, responses={404: {"model": ErrorBody}})
+    def get_rollout(rollout_id: str, principal: Viewer) -> RolloutPublic:
+        """Phase, step, weights, time in step, the last verdicts with their numbers, the last manual action."""
+        rollout = _found(deps.store, rollout_id)
+        return _public(rollout, deps.store.recent_events(rollout_id, 50), deps.clock())
+
+    @routes.get(
+        "/{rollout_id}/events",
+        response_model=list[EventPublic],
+        responses={404: {"model": ErrorBody}, 200: {"content": {"text/event-stream": {}}}},
+    )
+    def rollout_events(
+        rollout_id: str,
+        principal: Viewer,
+        accept: Annotated[str | None, Header()] = None,
+        last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
+    ) -> Any:
+        """The event log; with `Accept: text/event-stream`, live Server-Sent Events until the rollout ends."""
+        _found(deps.store, rollout_id)
+        if accept and "text/event-stream" in accept:
+            stream = _event_stream(deps.store, rollout_id, last_event_id or "0-0", settings.sse_poll_ms)
+            return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return [_event_public(e) for e in deps.store.events(rollout_id, after=last_event_id or "-", count=10_000)]
+
+    return routes
+
+
+def _actions(deps: Dependencies) -> APIRouter:
+    routes = APIRouter(prefix="/v1/rollouts", tags=["actions"])
+
+    def act(action: str) -> Callable[..., ActionAccepted]:
+        def endpoint(rollout_id: str, principal: Operator, body: ActionRequest | None = None) -> ActionAccepted:
+            rollout = _found(deps.store, rollout_id)
+            reason = body.reason if body else ""
+            try:  # the same transition table the worker uses: refuse now what it would refuse later
+                engine.handle(rollout, ACTIONS[action](principal.name, reason), deps.clock())
+            except InvalidTransition as exc:
+                raise ApiError(409, "conflict", str(exc), rollout_id=rollout_id, phase=rollout.phase.value) from exc
+            kind = ManualActionKind(action)
+            deps.enqueue(CONTROL_TASK, [rollout_id, kind.value, principal.name, reason, deps.clock().timestamp()])
+            return ActionAccepted(rollout_id=rollout_id, action=action, actor=principal.name, phase=rollout.phase)
+
+        endpoint.__doc__ = (
+            f"{action.capitalize()} the rollout (operator); it takes effect within a second."
+            " 409 when the rollout's phase does not allow it."
+        )
+        return endpoint
+
+    for action in ACTIONS:
+        routes.add_api_route(
+            f"/{{rollout_id}}/{action}",
+            act(action),
+            methods=["POST"],
+            status_code=202,
+            response_model=ActionAccepted,
+            name=f"{action}_rollout",
+            responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+        )
+    return routes
+
+
+def _policies() -> APIRouter:
+    routes = APIRouter(prefix="/v1/policies", tags=["policies"])
+
+    @routes.get("")
+    def policies(principal: Viewer) -> dict[str, Policy]:
+        """Every built-in policy, resolved (viewer)."""
+        return {name: load_policy(name) for name in builtin_names()}
+
+    @routes.get("/{name}", responses={404: {"model": ErrorBody}})
+    def policy(name: str, principal: Viewer) -> Policy:
+        """One built-in policy, resolved (viewer)."""
+        if name not in builtin_names():
+            raise ApiError(404, "not_found", f"no policy {name!r}; built-ins are: {', '.join(builtin_names())}", "name")
+        return load_policy(name)
+
+    return routes
+
+
+def _operations(deps: Dependencies) -> APIRouter:
+    routes = APIRouter(tags=["operations"])
+
+    @routes.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @routes.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+    def readyz() -> JSONResponse:
+        """Redis, Prometheus and the Kubernetes API reachable, each reported."""
+        checks = {name: _safe(probe) for name, probe in deps.probes.items()}
+        status = 200 if all(checks.values()) else 503
+        return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)
+
+    @routes.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        """Prometheus exposition: rollouts by phase, canary weights, checks, tick lateness, abort latency."""
+        return _exposition(deps.store)
+
+    return routes
+
+
+# --- request handling ------------------------------------------------------------------------
+
+
+def _policy(body: RolloutCreate) -> Policy:
+    try:
+        return load_policy(body.policy, body.policy_overrides)
+    except InvalidPolicy as exc:
+        if any(problem.field == "policy" for problem in exc.problems):  # the name itself is unknown
+            raise ValidationError(exc.problems) from exc
+        raise ValidationError.from_invalid_policy(exc, "policy_overrides") from exc
+
+
+def _revisions(router: TrafficRouter, body: RolloutCreate) -> tuple[str, str]:
+    where = f"{body.namespace}/{body.service}"
+    try:
+        state = router.get_service(body.namespace, body.service)
+    except PermanentError as exc:
+        raise ApiError(404, "not_found", f"service {where} not found", "service") from exc
+    canary = body.canary_revision or state.latest_created_revision
+    if not canary:
+        raise ApiError(422, "validation_error", f"service {where} has no revision yet", "canary_revision")
+    stable = body.stable_revision or next((rev for rev, pct in state.split.items() if pct == 100), None)
+    if not stable:
+        split = ", ".join(f"{rev} {pct} %" for rev, pct in state.split.items()) or "nothing"
+        raise ApiError(
+            422,
+            "validation_error",
+            f"no revision serves 100 % of {where} (it serves {split}); name one",
+            "stable_revision",
+        )
+    if canary == stable:
+        raise ApiError(422, "validation_error", f"canary and stable are both {canary}", "canary_revision")
+    for field, revision in (("stable_revision", stable), ("canary_revision", canary)):
+        try:
+            router.get_revision(body.namespace, revision)
+        except PermanentError as exc:
+            raise ApiError(404, "not_found", f"revision {revision} not found in {body.namespace}", field) from exc
+    return stable, canary
+
+
+def _found(store: RolloutStore, rollout_id: str) -> Rollout:
+    rollout = store.get(rollout_id) if len(rollout_id) <= 64 else None
+    if rollout is None:
+        raise ApiError(404, "not_found", f"no rollout {rollout_id}", "rollout_id")
+    return rollout
+
+
+def _public(rollout: Rollout, recent: list[Event], now: datetime) -> RolloutPublic:
+    verdicts = [e for e in recent if e.kind == "verdict"][:10]
+    evidence = verdicts[0].data.get("evidence") if verdicts else None
+    in_step = (
+        (now - rollout.step_started_at).total_seconds() if rollout.step_started_at and not rollout.is_terminal else None
+    )
+    return RolloutPublic(
+        id=rollout.id,
+        namespace=rollout.namespace,
+        service=rollout.service,
+        stable_revision=rollout.stable_revision,
+        canary_revision=rollout.canary_revision,
+        policy=rollout.policy.name,
+        labels=rollout.labels,
+        phase=rollout.phase,
+        phase_doc=rollout.phase.doc,
+        step=rollout.step_index + 1 if rollout.step_started_at else 0,
+        steps=rollout.step_count,
+        canary_weight=rollout.canary_weight,
+        stable_weight=rollout.stable_weight,
+        time_in_step_seconds=in_step,
+        reason=rollout.reason,
+        evidence=evidence,
+        checks=rollout.checks.model_dump(),
+        last_verdicts=[
+            VerdictSummary(
+                at=e.at,
+                outcome=str(e.data.get("outcome", "")),
+                sentence=e.message,
+                evidence=e.data.get("evidence"),
+                canary_requests=e.data.get("canary_requests"),
+                stable_requests=e.data.get("stable_requests"),
+            )
+            for e in verdicts
+        ],
+        last_action=rollout.last_action,
+        created_at=rollout.created_at,
+        updated_at=rollout.updated_at,
+        step_started_at=rollout.step_started_at,
+        finished_at=rollout.finished_at,
+    )
+
+
+def _event_public(event: Event) -> EventPublic:
+    return EventPublic(
+        id=event.id,
+        kind=event.kind,
+        message=event.message,
+        at=event.at,
+        phase=event.phase,
+        actor=event.actor,
+        data=dict(event.data),
+    )
+
+
+async def _event_stream(store: RolloutStore, rollout_id: str, after: str, poll_ms: int) -> AsyncIterator[str]:
+    """Server-Sent Events: what happened after `after`, then live until the rollout has ended."""
+    last = after
+    for event in await run_in_threadpool(store.events, rollout_id, last if last != "0-0" else "-", 10_000):
+        last = event.id
+        yield _sse(event)
+    while True:
+        events = await run_in_threadpool(store.wait_events, rollout_id, last, poll_ms)
+        for event in events:
+            last = event.id
+            yield _sse(event)
+        if not events:
+            rollout = await run_in_threadpool(store.get, rollout_id)
+            if rollout is None or rollout.is_terminal:
+                # The final save writes the document and its events at once; it may have landed
+                # after the wait above, so send what came after `last` before ending.
+                for event in await run_in_threadpool(store.events, rollout_id, last, 10_000):
+                    last = event.id
+                    yield _sse(event)
+                yield "event: end\ndata: {}\n\n"
+                return
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(0)
+
+
+def _sse(event: Event) -> str:
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {_event_public(event).model_dump_json()}\n\n"
+
+
+def _safe(probe: Callable[[], bool]) -> bool:
+    try:
+        return bool(probe())
+    except Exception:  # a probe that raises is a dependency that is not ready
+        log.warning("readiness probe failed", exc_info=True)
+        return False
+
+
+def _exposition(store: RolloutStore) -> str:
+    rollouts = store.list_rollouts(limit=100_000).rollouts
+    phases = Counter(r.phase.value for r in rollouts)
+    checks = Counter[str]()
+    for rollout in rollouts:
+        for outcome, count in rollout.checks.model_dump().items():
+            checks[outcome] += count
+    lines = ["# HELP autocanary_rollouts Rollouts by phase.", "# TYPE autocanary_rollouts gauge"]
+    lines += [f'autocanary_rollouts{{phase="{phase.value}"}} {phases.get(phase.value, 0)}' for phase in Phase]
+    lines += [
+        "# HELP autocanary_canary_weight Canary weight of each active rollout, percent.",
+        "# TYPE autocanary_canary_weight gauge",
+    ]
+    for r in rollouts:
+        if not r.is_terminal:
+            labels = f'rollout="{r.id}",namespace="{r.namespace}",service="{r.service}",canary="{r.canary_revision}"'
+            lines.append(f"autocanary_canary_weight{{{labels}}} {r.canary_weight}")
+    lines += [
+        "# HELP autocanary_checks Ticks by verdict outcome over the rollouts in the store.",
+        "# TYPE autocanary_checks gauge",
+    ]
+    lines += [
+        f'autocanary_checks{{outcome="{outcome}"}} {checks.get(outcome, 0)}'
+        for outcome in ("passed", "failed", "inconclusive", "errored")
+    ]
+    for name, metric, help_text in (
+        ("lateness", "autocanary_tick_lateness_seconds", "When a tick started minus when it was due."),
+        ("abort_latency", "autocanary_abort_latency_seconds", "From an abort's request to stable 100 % confirmed."),
+    ):
+        samples = store.samples(name, 5000)
+        lines += [f"# HELP {metric} {help_text} Latest samples.", f"# TYPE {metric} summary"]
+        for q in (0.5, 0.9, 0.99):
+            value = (
+                statistics.quantiles(samples, n=100)[round(q * 100) - 1]
+                if len(samples) > 1
+                else (samples[0] if samples else 0.0)
+            )
+            lines.append(f'{metric}{{quantile="{q}"}} {value:.6f}')
+        lines += [f"{metric}_sum {sum(samples):.6f}", f"{metric}_count {len(samples)}"]
+    return "\n".join(lines) + "\n"
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+_DOMAIN: dict[type[Exception], tuple[int, str]] = {
+    ValidationError: (422, "validation_error"),
+    InvalidPolicy: (422, "validation_error"),
+    IdempotencyMismatch: (422, "idempotency_key_reused"),
+    ActiveRolloutExists: (409, "conflict"),
+    InvalidTransition: (409, "conflict"),
+    TransientError: (503, "unavailable"),
+    PermanentError: (502, "upstream_error"),
+}
+
+
+def _install_error_handler(app: FastAPI) -> None:
+    """One handler for every error: JSON {error, message, field}, never a traceback."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        body: dict[str, Any]
+        if isinstance(exc, ApiError):
+            status, body = exc.status, {"error": exc.code, "message": exc.message, "field": exc.field, **exc.extra}
+        elif isinstance(exc, AuthError):
+            status = exc.status
+            body = {"error": "unauthorized" if status == 401 else "forbidden", "message": exc.message, "field": None}
+        elif isinstance(exc, RequestValidationError):
+            first = exc.errors()[0]
+            location = tuple(part for part in first["loc"] if part not in ("body", "query", "path", "header"))
+            status = 422
+            body = {"error": "validation_error", "message": str(first["msg"]), "field": field_path(location) or None}
+        elif isinstance(exc, StarletteHTTPException):
+            status = exc.status_code
+            code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status, "http_error")
+            body = {"error": code, "message": str(exc.detail), "field": None}
+        else:
+            status, code = next(
+                ((s, c) for kind, (s, c) in _DOMAIN.items() if isinstance(exc, kind)), (500, "internal_error")
+            )
+            message = str(exc) if status != 500 else "internal error; the server log has the details"
+            if status == 500:
+                log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+            body = {"error": code, "message": message, "field": None}
+            if isinstance(exc, ValidationError | InvalidPolicy):
+                body["field"] = exc.problems[0].field or None
+            if isinstance(exc, ActiveRolloutExists | IdempotencyMismatch):
+                body["rollout_id"] = exc.rollout_id
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    # Each class by name: Starlette treats a handler for bare Exception as the server-error
+    # handler, which answers and then re-raises (a traceback in the log for a mere 422).
+    for kind in (ApiError, AuthError, RequestValidationError, StarletteHTTPException, *_DOMAIN):
+        app.add_exception_handler(kind, handle)
+    app.add_exception_handler(Exception, handle)  # the truly unexpected: 500, logged once
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send, self.limit)
+            return
+        received = 0
+
+        async def counting() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"error": "payload_too_large", "message": f"request body over {limit} bytes", "field": None})
+    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body.encode()})

@@ -1,0 +1,126 @@
+"""The `autocanary` command: one program for pipelines, on-call engineers and operators.
+
+Each component contributes its command group: `policy` (here), `rollout` and `api` (the HTTP
+API), `sandbox` and `demo` (the local cluster), `replay` (the analyzer), `worker` and
+`scheduler` (the workers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from analyzer.cli import replay_command
+from api import rollout_cli
+from policies import InvalidPolicy, Policy, builtin_names, format_duration, load_policy, parse_policy_document
+from sandbox import cli as sandbox_cli
+from sandbox.demo import main as demo_main
+from workers.cli import scheduler_app, worker_app
+
+app = typer.Typer(
+    name="autocanary",
+    help="Progressive delivery for Knative Services: canary rollouts judged by statistics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Inspect and validate rollout policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(sandbox_cli.app, name="sandbox")
+app.command("replay")(replay_command)
+app.add_typer(rollout_cli.app, name="rollout")
+app.command("api")(rollout_cli.serve)
+app.add_typer(worker_app, name="worker")
+app.add_typer(scheduler_app, name="scheduler")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
+
+
+@policy_app.command("list")
+def policy_list() -> None:
+    """The built-in policies, one line each."""
+    table = Table()
+    for column in ("name", "steps (%)", "per step", "interval", "alpha err/lat"):
+        table.add_column(column, no_wrap=True)  # the description wraps, the names never get cut
+    table.add_column("description", ratio=1)
+    for name in builtin_names():
+        policy = load_policy(name)
+        table.add_row(
+            name,
+            " ".join(str(step) for step in policy.steps),
+            format_duration(policy.step_min_duration),
+            format_duration(policy.interval),
+            f"{policy.alpha_errors:g} / {policy.alpha_latency:g}",
+            policy.description,
+        )
+    out.print(table)
+
+
+@policy_app.command("show")
+def policy_show(
+    name: Annotated[str, typer.Argument(help="A built-in policy name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+) -> None:
+    """Every field of a built-in policy, resolved (with what it extends)."""
+    try:
+        policy = load_policy(name)
+    except InvalidPolicy as exc:
+        _print_problems(exc)
+        raise typer.Exit(code=1) from None
+    _print_policy(policy, as_json)
+
+
+@policy_app.command("validate")
+def policy_validate(
+    file: Annotated[Path, typer.Argument(help="A YAML policy file; `extends: NAME` starts from a built-in.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the resolved policy as JSON.")] = False,
+) -> None:
+    """Check a policy file; print the resolved policy, or every problem by field path (exit 1)."""
+    try:
+        with file.open(encoding="utf-8") as stream:  # a stream, so YAML errors name the file
+            document = yaml.safe_load(stream)
+    except OSError as exc:
+        err.print(f"[red]cannot read {file}[/]: {exc.strerror or exc}")
+        raise typer.Exit(code=1) from None
+    except yaml.YAMLError as exc:
+        err.print(f"[red]{file} is not valid YAML[/]: {exc}")
+        raise typer.Exit(code=1) from None
+    try:
+        policy = parse_policy_document(document, source=str(file))
+    except InvalidPolicy as exc:
+        _print_problems(exc)
+        raise typer.Exit(code=1) from None
+    err.print(f"[green]{file}: valid[/]")
+    _print_policy(policy, as_json)
+
+
+def _print_policy(policy: Policy, as_json: bool) -> None:
+    data: dict[str, Any] = policy.model_dump(mode="json")
+    if as_json:
+        out.print_json(json.dumps(data))
+    else:
+        out.print(yaml.safe_dump(data, sort_keys=False).rstrip(), highlight=False, markup=False)
+
+
+def _print_problems(error: InvalidPolicy) -> None:
+    err.print(f"[red]invalid {error.source}[/]:")
+    for problem in error.problems:
+        err.print(f"  {problem.field or '(document)'}: {problem.message}", highlight=False, markup=False)
+
+
+@app.command("demo")
+def demo(
+    summary: Annotated[Path | None, typer.Option(help="Also write the outcome of each case as JSON here.")] = None,
+) -> None:
+    """Run the sandbox demo end to end: a canary promoted, one rolled back, one aborted by hand."""
+    demo_main(summary)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,94 @@
+"""A small Python client of the HTTP API (httpx), used by the CLI and by pipelines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    """The server refused the request; `status` and the server's `{error, message, field}`."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        field = f" ({body['field']})" if body.get("field") else ""
+        super().__init__(f"{status} {body.get('error', 'error')}: {body.get('message', '')}{field}")
+
+
+class AutocanaryClient:
+    def __init__(self, server: str, token: str, timeout: float = 15.0) -> None:
+        self.http = httpx.Client(
+            base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+
+    def create(
+        self,
+        namespace: str,
+        service: str,
+        *,
+        canary: str | None = None,
+        stable: str | None = None,
+        policy: str = "default",
+        overrides: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"namespace": namespace, "service": service, "policy": policy, "labels": labels or {}}
+        if canary:
+            body["canary_revision"] = canary
+        if stable:
+            body["stable_revision"] = stable
+        if overrides:
+            body["policy_overrides"] = overrides
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        created: dict[str, Any] = self._json(self.http.post("/v1/rollouts", json=body, headers=headers))
+        return created
+
+    def get(self, rollout_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._json(self.http.get(f"/v1/rollouts/{rollout_id}"))
+        return found
+
+    def list_rollouts(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        page: dict[str, Any] = self._json(self.http.get("/v1/rollouts", params=params))
+        return page
+
+    def action(self, rollout_id: str, action: str, reason: str = "") -> dict[str, Any]:
+        accepted: dict[str, Any] = self._json(
+            self.http.post(f"/v1/rollouts/{rollout_id}/{action}", json={"reason": reason})
+        )
+        return accepted
+
+    def events(self, rollout_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._json(self.http.get(f"/v1/rollouts/{rollout_id}/events"))
+        return found
+
+    def stream(self, rollout_id: str) -> Iterator[dict[str, Any]]:
+        """Server-Sent Events until the rollout ends (the last one has kind "end")."""
+        headers = {"Accept": "text/event-stream"}
+        with self.http.stream("GET", f"/v1/rollouts/{rollout_id}/events", headers=headers, timeout=None) as answer:
+            if answer.status_code != 200:
+                answer.read()
+                self._json(answer)
+            kind = ""
+            for line in answer.iter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    yield {"kind": kind, **data} if kind != "end" else {"kind": "end"}
+                    if kind == "end":
+                        return
+
+    def _json(self, answer: httpx.Response) -> Any:
+        try:
+            body = answer.json()
+        except ValueError:
+            body = {"error": "bad_response", "message": answer.text[:200]}
+        if answer.status_code >= 400:
+            raise ClientError(answer.status_code, body if isinstance(body, dict) else {"message": str(body)})
+        return body

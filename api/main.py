@@ -1,0 +1,37 @@
+"""The API process: builds the real dependencies from settings (`uvicorn api.main:app`).
+
+This is the composition root of the API: the only place it meets the Kubernetes adapter, the
+Prometheus adapter and Celery, so `api.app` itself stays on the domain and the store.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from fastapi import FastAPI
+
+from analyzer.prometheus import PrometheusMetrics, PrometheusSettings
+from api.app import Dependencies, create_app
+from api.settings import ApiSettings
+from workers.knative import KnativeRouter
+from workers.store import RolloutStore
+
+
+def build(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
+    router = KnativeRouter.from_kubeconfig(settings.kubeconfig, settings.kube_context, settle_timeout=5.0)
+    prometheus = PrometheusMetrics(PrometheusSettings(settings.prometheus_url, timeout=2.0, retries=0))
+    celery = Celery("autocanary-api", broker=settings.redis_url)
+
+    def enqueue(task: str, args: list[object]) -> None:
+        celery.send_task(task, args=args, queue="control")
+
+    probes = {"redis": store.ping, "prometheus": prometheus.ready, "kubernetes": router.ready}
+    return create_app(settings, Dependencies(store, router, enqueue, probes))
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`api.main:app` builds the application on first use (so importing this module is cheap)."""
+    if name == "app":
+        return build()
+    raise AttributeError(name)

@@ -1,0 +1,215 @@
+"""`autocanary rollout ...` and `autocanary api`: what pipelines and on-call engineers type."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from api.client import AutocanaryClient, ClientError
+
+app = typer.Typer(help="Register, follow and steer rollouts through the API.", no_args_is_help=True)
+out = Console(highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+SUCCESS_PHASES = {"succeeded"}
+TERMINAL = {"succeeded", "rolled_back", "aborted", "superseded", "failed"}
+
+Server = Annotated[str, typer.Option(envvar="AUTOCANARY_SERVER", help="API URL.")]
+Token = Annotated[str, typer.Option(envvar="AUTOCANARY_TOKEN", help="Bearer token.")]
+
+
+def _client(server: str, token: str) -> AutocanaryClient:
+    if not token:
+        err.print("a token is needed: --token or AUTOCANARY_TOKEN")
+        raise typer.Exit(code=2)
+    return AutocanaryClient(server, token)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    if isinstance(exc, httpx.HTTPError):
+        err.print(f"[red]cannot reach the API: {exc}[/]")
+    else:
+        err.print(f"[red]{exc}[/]")
+    return typer.Exit(code=2)
+
+
+@app.command("create")
+def create(
+    namespace: str,
+    service: str,
+    server: Server = "http://127.0.0.1:8080",
+    token: Token = "",
+    canary: Annotated[str | None, typer.Option(help="Default: the latest created revision.")] = None,
+    stable: Annotated[str | None, typer.Option(help="Default: the revision serving 100 %.")] = None,
+    policy: Annotated[str, typer.Option(help="A built-in policy.")] = "default",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Policy override FIELD=YAML, e.g. steps=[10,50].")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, e.g. commit=abc123.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Makes retries of the same request safe.")] = None,
+    watch_: Annotated[bool, typer.Option("--watch", help="Then follow it (exit 0 only if it succeeds).")] = False,
+) -> None:
+    """Register a canary rollout of a Knative Service."""
+    overrides: dict[str, Any] = {}
+    for item in set_ or []:
+        key, _, value = item.partition("=")
+        target = overrides
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
+    labels = dict(item.partition("=")[::2] for item in label or [])
+    client = _client(server, token)
+    try:
+        rollout = client.create(
+            namespace,
+            service,
+            canary=canary,
+            stable=stable,
+            policy=policy,
+            overrides=overrides or None,
+            labels=labels,
+            idempotency_key=idempotency_key,
+        )
+    except (ClientError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    out.print(rollout["id"])
+    err.print(
+        f"rollout {rollout['id']}: {rollout['canary_revision']} replacing {rollout['stable_revision']}"
+        f" with policy {rollout['policy']}"
+    )
+    if watch_:
+        raise typer.Exit(code=_watch(client, rollout["id"]))
+
+
+@app.command("get")
+def get(
+    rollout_id: str,
+    server: Server = "http://127.0.0.1:8080",
+    token: Token = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A rollout: phase, step, weights, the last verdicts."""
+    try:
+        rollout = _client(server, token).get(rollout_id)
+    except (ClientError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps(rollout))
+        return
+    out.print(
+        f"[bold]{rollout['id']}[/] {rollout['namespace']}/{rollout['service']}  [bold]{rollout['phase']}[/]"
+        f"  step {rollout['step']}/{rollout['steps']}  canary {rollout['canary_weight']} %"
+    )
+    if rollout["reason"]:
+        out.print(f"  {rollout['reason']}")
+    for verdict in rollout["last_verdicts"][:5]:
+        out.print(f"  {verdict['at'][11:19]} {verdict['outcome']:<12} {verdict['sentence']}")
+
+
+@app.command("list")
+def list_(
+    server: Server = "http://127.0.0.1:8080",
+    token: Token = "",
+    namespace: str | None = None,
+    service: str | None = None,
+    phase: str | None = None,
+    limit: int = 50,
+) -> None:
+    """Rollouts, newest first."""
+    try:
+        page = _client(server, token).list_rollouts(namespace=namespace, service=service, phase=phase, limit=limit)
+    except (ClientError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    table = Table("id", "service", "canary", "phase", "step", "canary %", "created")
+    for r in page["items"]:
+        table.add_row(
+            r["id"],
+            f"{r['namespace']}/{r['service']}",
+            r["canary_revision"],
+            r["phase"],
+            f"{r['step']}/{r['steps']}",
+            str(r["canary_weight"]),
+            r["created_at"][:19],
+        )
+    out.print(table)
+
+
+@app.command("watch")
+def watch(rollout_id: str, server: Server = "http://127.0.0.1:8080", token: Token = "") -> None:
+    """Follow a rollout live; exit 0 if it succeeds, 1 if it is rolled back, aborted or otherwise ends."""
+    raise typer.Exit(code=_watch(_client(server, token), rollout_id))
+
+
+def _watch(client: AutocanaryClient, rollout_id: str) -> int:
+    try:
+        rollout = client.get(rollout_id)
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[weights]}"))
+        with Progress(*columns, console=out, transient=False) as progress:
+            bar = progress.add_task(
+                f"{rollout['service']} step 0/{rollout['steps']}", total=rollout["steps"] + 1, weights="canary 0 %"
+            )
+            for event in client.stream(rollout_id):
+                if event["kind"] == "end":
+                    break
+                current = client.get(rollout_id) if event["kind"] != "verdict" else rollout
+                rollout = current
+                done = rollout["steps"] + 1 if rollout["phase"] == "succeeded" else rollout["step"]
+                position = f"{rollout['service']} step {rollout['step']}/{rollout['steps']}"
+                weights = f"canary {rollout['canary_weight']} %  stable {rollout['stable_weight']} %"
+                progress.update(bar, completed=done, description=position, weights=weights)
+                if event["kind"] == "verdict":
+                    progress.console.print(
+                        f"  {event['at'][11:19]} {event['data'].get('outcome', ''):<12} {event['message']}"
+                    )
+                elif event["kind"] != "created":
+                    progress.console.print(f"[bold]{event['kind']}[/]: {event['message']}")
+        final = client.get(rollout_id)
+    except (ClientError, httpx.HTTPError) as exc:
+        raise _fail(exc) from None
+    out.print(f"[bold]{final['phase']}[/]: {final['reason']}")
+    return 0 if final["phase"] in SUCCESS_PHASES else 1
+
+
+def _action(action: str) -> None:
+    def command(
+        rollout_id: str,
+        reason: Annotated[str, typer.Option(help="Why (recorded with your token's name).")] = "",
+        server: Server = "http://127.0.0.1:8080",
+        token: Token = "",
+    ) -> None:
+        try:
+            accepted = _client(server, token).action(rollout_id, action, reason)
+        except (ClientError, httpx.HTTPError) as exc:
+            raise _fail(exc) from None
+        out.print(f"{action} of {rollout_id} accepted (actor {accepted['actor']}, phase was {accepted['phase']})")
+
+    command.__doc__ = f"{action.capitalize()} a rollout (operator token)."
+    app.command(action)(command)
+
+
+for _name in ("abort", "pause", "resume", "promote"):
+    _action(_name)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the HTTP API (settings from AUTOCANARY_* variables)."""
+    import uvicorn  # noqa: PLC0415 (only this command needs the server)
+
+    uvicorn.run(
+        "api.main:build",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=os.environ.get("AUTOCANARY_LOG_LEVEL", "warning"),
+    )

@@ -1,0 +1,113 @@
+"""Request and response bodies of the HTTP API (they are also its OpenAPI description)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rollouts.model import ManualAction
+from rollouts.phase import Phase
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+
+
+class RolloutCreate(BaseModel):
+    """What a deploy pipeline sends to register a canary rollout."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    namespace: Name
+    service: Name
+    """The Knative Service."""
+    canary_revision: Name | None = None
+    """Default: the Service's latest created revision."""
+    stable_revision: Name | None = None
+    """Default: the revision serving 100 % now."""
+    policy: Annotated[str, Field(min_length=1, max_length=63)] = "default"
+    """A built-in policy name (see GET /v1/policies)."""
+    policy_overrides: dict[str, Any] | None = None
+    """Fields to change on the named policy, e.g. {"steps": [10, 50]}."""
+    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=dict, max_length=32
+    )
+    """Free-form context such as the pipeline run URL or the commit."""
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    """Why, in a sentence (recorded with the actor in the event log)."""
+
+
+class ActionAccepted(BaseModel):
+    rollout_id: str
+    action: str
+    actor: str
+    phase: Phase
+    """The phase when the command was accepted; follow /events for the outcome."""
+
+
+class VerdictSummary(BaseModel):
+    at: datetime
+    outcome: str
+    sentence: str
+    evidence: float | None = None
+    canary_requests: int | None = None
+    stable_requests: int | None = None
+
+
+class RolloutPublic(BaseModel):
+    id: str
+    namespace: str
+    service: str
+    stable_revision: str
+    canary_revision: str
+    policy: str
+    labels: dict[str, str]
+    phase: Phase
+    phase_doc: str
+    step: int
+    """Current step, 1-based (0 before the first step)."""
+    steps: int
+    canary_weight: int
+    stable_weight: int
+    time_in_step_seconds: float | None
+    reason: str
+    evidence: float | None
+    """Largest e-value reached so far (from the last verdict)."""
+    checks: dict[str, int]
+    last_verdicts: list[VerdictSummary]
+    last_action: ManualAction | None
+    created_at: datetime
+    updated_at: datetime
+    step_started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RolloutList(BaseModel):
+    items: list[RolloutPublic]
+    next_cursor: str | None
+    """Pass as `cursor` to get the next page; null on the last page."""
+
+
+class EventPublic(BaseModel):
+    id: str
+    kind: str
+    message: str
+    at: datetime
+    phase: str
+    actor: str
+    data: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    """A stable code: validation_error, not_found, conflict, unauthorized, forbidden, ..."""
+    message: str
+    field: str | None = None
+    """The request field at fault, as a path (e.g. policy_overrides.steps[1])."""
+    rollout_id: str | None = None
+    phase: str | None = None
