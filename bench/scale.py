@@ -1,0 +1,260 @@
+"""Scale benchmark: many concurrent rollouts on the sandbox, two worker processes, 10 s ticks.
+
+For each N it creates N Knative Services (spread over namespaces, each with a stable and a
+canary revision), registers N rollouts whose steps last an hour (so they all stay in flight),
+waits until every one is progressing, and then measures for `--measure` seconds:
+
+- rollout ticks per second and tick lateness (when a tick started minus when it was due), p50/p99;
+- worker CPU per rollout tick (user + system time of the two worker processes);
+- Prometheus queries per tick round (from Prometheus's own request counter);
+- Redis memory per rollout;
+- abort latency: from enqueueing the abort to `spec.traffic` back at stable 100 % in the sandbox's
+  API server, p50/p99 over `--aborts` aborts sent one after another while the ticks run.
+
+The sandbox serves no traffic here (the canaries' verdicts are inconclusive), which makes this a
+measure of the scheduling, Redis, Kubernetes and Prometheus round trips, not of the statistics
+(bench/decisions.py measures those).
+
+    .venv/bin/python -m bench.scale                       # N = 100 and 1000
+    .venv/bin/python -m bench.scale --sizes 100 --measure 30 --aborts 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from celery import Celery
+from kubernetes import client, config
+
+from bench.results import write_section
+from policies import load_policy
+from rollouts import Phase, Rollout
+from sandbox.cluster import Endpoints
+from sandbox.processes import Processes, RedisProcess, SandboxProcess
+from workers.store import Event, RolloutStore
+
+GROUP, VERSION = "serving.knative.dev", "v1"
+POLICY: dict[str, Any] = {
+    "steps": [5, 10, 25, 50],
+    "step_min_duration": "1h",
+    "interval": "10s",
+    "min_requests_per_step": 0,
+    "on_insufficient_traffic": "hold",
+    "progress_deadline": "10m",
+}
+
+
+def _service(name: str, target: str, pin: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {"containers": [{"image": "hello", "env": [{"name": "TARGET", "value": target}]}]}}
+        },
+    }
+    if pin:
+        body["spec"]["traffic"] = [{"revisionName": pin, "percent": 100}]
+    return body
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _prometheus_queries(url: str) -> float:
+    """Queries Prometheus has answered, from its own /metrics (it does not scrape itself here)."""
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("prometheus_http_requests_total{") and (
+            'handler="/api/v1/query"' in line or 'handler="/api/v1/query_range"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run_size(
+    size: int, endpoints: Endpoints, store: RolloutStore, celery: Celery, processes: Processes, args: argparse.Namespace
+) -> dict[str, float]:
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=endpoints.kubeconfig))  # type: ignore[no-untyped-call]
+    run = uuid.uuid4().hex[:4]
+    names = [(f"scale-{run}-{i % args.namespaces:02d}", f"svc{i:05d}") for i in range(size)]
+    print(f"N={size}: creating {size} services in {min(size, args.namespaces)} namespaces", flush=True)
+    for namespace, name in names:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "services", _service(name, "v1"))
+    time.sleep(1.5)  # revisions 00001 become Ready
+    for namespace, name in names:
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "services", name, _service(name, "v2", pin=f"{name}-00001")
+        )
+    time.sleep(1.5)
+    baseline_memory = store.memory_used()
+    policy = load_policy("default", POLICY)
+    now = datetime.now(UTC)
+    ids = []
+    for namespace, name in names:
+        rollout = Rollout.new(
+            id=uuid.uuid4().hex[:12],
+            namespace=namespace,
+            service=name,
+            stable_revision=f"{name}-00001",
+            canary_revision=f"{name}-00002",
+            policy=policy,
+            now=now,
+        )
+        store.create(rollout, Event("created", "bench", now, "pending", actor="bench"))
+        ids.append(rollout.id)
+    print(f"N={size}: {size} rollouts registered; waiting until all are progressing", flush=True)
+
+    def all_progressing() -> bool:
+        return all(r is not None and r.phase is Phase.PROGRESSING for r in store.get_many(ids))
+
+    _wait(all_progressing, 300, "every rollout to progress")
+    burst = store.samples("lateness")  # the start-up burst: every rollout registered at once
+    burst_p99 = _percentile(burst, 99)
+    if args.warmup:
+        print(f"N={size}: all progressing; warming up for {args.warmup:g}s", flush=True)
+        time.sleep(args.warmup)
+    workers = [processes.running[name].pid for name in ("worker-1", "worker-2")]
+    cpu_before = sum(_cpu_seconds(pid) for pid in workers)
+    queries_before = _prometheus_queries(endpoints.prometheus or "")
+    samples_before = len(store.samples("lateness"))
+    print(f"N={size}: measuring for {args.measure:g}s", flush=True)
+    time.sleep(args.measure)
+    lateness_all = store.samples("lateness")
+    ticks = min(len(lateness_all), 20_000) - samples_before if len(lateness_all) < 20_000 else None
+    recent = lateness_all[: ticks if ticks else int(size * args.measure / 10)]
+    cpu = sum(_cpu_seconds(pid) for pid in workers) - cpu_before
+    queries = _prometheus_queries(endpoints.prometheus or "") - queries_before
+    memory = (store.memory_used() - baseline_memory) / size
+    rollout_ticks = len(recent)
+
+    print(f"N={size}: {args.aborts} aborts while the ticks run", flush=True)
+    abort_latencies = []
+    for rollout_id, (namespace, name) in list(zip(ids, names, strict=True))[: args.aborts]:
+        sent = time.time()
+        celery.send_task(
+            "autocanary.control", args=[rollout_id, "abort", "bench", "scale benchmark", sent], queue="control"
+        )
+        while True:
+            service: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "services", name)
+            canary = sum(
+                t.get("percent", 0) for t in service["spec"]["traffic"] if t.get("revisionName") == f"{name}-00002"
+            )
+            if canary == 0:
+                abort_latencies.append(time.time() - sent)
+                break
+            if time.time() - sent > 30:
+                raise TimeoutError(f"abort of {rollout_id} not applied after 30s")
+            time.sleep(0.005)
+    store.redis.flushdb()  # the next size starts from an empty schedule
+    return {
+        "size": size,
+        "ticks_per_second": rollout_ticks / args.measure,
+        "lateness_p50": _percentile(recent, 50),
+        "lateness_p99": _percentile(recent, 99),
+        "cpu_ms_per_tick": 1000 * cpu / rollout_ticks if rollout_ticks else float("nan"),
+        "queries_per_round": queries / (args.measure / 10),
+        "redis_bytes_per_rollout": memory,
+        "abort_p50_ms": 1000 * statistics.median(abort_latencies),
+        "abort_p99_ms": 1000 * _percentile(abort_latencies, 99),
+        "burst_lateness_p99": burst_p99,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,1000", help="comma-separated numbers of rollouts")
+    parser.add_argument("--measure", type=float, default=60.0, help="seconds measured per size")
+    parser.add_argument("--aborts", type=int, default=100)
+    parser.add_argument("--namespaces", type=int, default=50)
+    parser.add_argument(
+        "--warmup", type=float, default=30.0, help="seconds between all rollouts progressing and measuring"
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="autocanary-scale-") as folder:
+        base = Path(folder)
+        sandbox = SandboxProcess(base / "sandbox", "--reconcile-delay", "0.05", "--ready-after", "0.5")
+        (base / "redis").mkdir()
+        redis_process = RedisProcess(base / "redis")
+        processes: Processes | None = None
+        rows = []
+        try:
+            endpoints = sandbox.start()
+            redis_process.start()
+            env = {
+                "AUTOCANARY_REDIS_URL": redis_process.url,
+                "AUTOCANARY_KUBECONFIG": endpoints.kubeconfig,
+                "AUTOCANARY_PROMETHEUS_URL": endpoints.prometheus or "",
+                "AUTOCANARY_METRICS_LAG_SECONDS": "1",
+            }
+            processes = Processes(env, base)
+            for name in ("worker-1", "worker-2"):
+                processes.start(name, ["worker"])
+            processes.start("scheduler", ["scheduler"])
+            store = RolloutStore.from_url(redis_process.url)
+            celery = Celery(broker=redis_process.url)
+            for size in sizes:
+                rows.append(run_size(size, endpoints, store, celery, processes, args))
+        finally:
+            if processes:
+                processes.stop_all()
+            redis_process.stop()
+            sandbox.stop()
+
+    lines = [
+        "| rollouts | rollout ticks/s | tick lateness p50 / p99 s | worker CPU ms per rollout tick"
+        " | Prometheus queries per 10 s round | Redis bytes per rollout | abort p50 / p99 ms"
+        " | start-up burst lateness p99 s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['size']:,} | {row['ticks_per_second']:.1f}"
+            f" | {row['lateness_p50']:.2f} / {row['lateness_p99']:.2f}"
+            f" | {row['cpu_ms_per_tick']:.2f} | {row['queries_per_round']:.1f} | {row['redis_bytes_per_rollout']:,.0f}"
+            f" | {row['abort_p50_ms']:.0f} / {row['abort_p99_ms']:.0f} | {row['burst_lateness_p99']:.1f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        note = (
+            f"`python -m bench.scale --sizes {args.sizes} --measure {args.measure:g} --aborts {args.aborts}`:"
+            " two worker processes (solo pool), one scheduler, the sandbox and its Prometheus,"
+            " a private Redis with AOF, all on this 2-core machine; policy interval 10 s;"
+            " no request traffic (see the script's docstring). Steady state: measured after every rollout"
+            f" progresses and a {args.warmup:g} s warm-up; the last column is the tick lateness while all N"
+            " rollouts, registered at once, were initialising."
+        )
+        write_section(Path(__file__).with_name("RESULTS.md"), "scale", "Scale (concurrent rollouts)", note, table)
+
+
+if __name__ == "__main__":
+    main()
