@@ -1,0 +1,330 @@
+"""The HTTP API with the real app and a real Redis (the cluster is the in-memory fake)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis as redis_module
+from fastapi.testclient import TestClient
+
+from api.app import Dependencies, create_app
+from api.settings import ApiSettings
+from rollouts import ManualActionKind, Phase
+from tests.fakes import FakeCluster
+from workers.store import Event, RolloutStore
+
+TOKENS = "ci:deployer:deploy-secret,oncall:operator:op-secret,grafana:viewer:view-secret"
+VIEW, DEPLOY, OPERATE = ({"Authorization": f"Bearer {t}"} for t in ("view-secret", "deploy-secret", "op-secret"))
+
+
+class Queue:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[Any]]] = []
+
+    def __call__(self, task: str, args: list[Any]) -> None:
+        self.sent.append((task, args))
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    cluster = FakeCluster()
+    cluster.add("shop", "checkout", {"checkout-00001": 0.0, "checkout-00002": 0.0})
+    cluster.add("shop", "cart", {"cart-00001": 0.0, "cart-00002": 0.0})
+    return cluster
+
+
+@pytest.fixture
+def queue() -> Queue:
+    return Queue()
+
+
+@pytest.fixture
+def api(store: RolloutStore, cluster: FakeCluster, queue: Queue) -> Iterator[TestClient]:
+    probes = {"redis": store.ping, "prometheus": lambda: True, "kubernetes": lambda: not cluster.unreachable}
+    app = create_app(
+        ApiSettings(tokens=TOKENS, max_body_bytes=4096, sse_poll_ms=100), Dependencies(store, cluster, queue, probes)
+    )
+    with TestClient(app) as client:  # server exceptions raise here: only a handled error may answer
+        yield client
+
+
+def create(api: TestClient, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    return api.post(
+        "/v1/rollouts", json={"namespace": "shop", "service": "checkout", **body}, headers=headers or DEPLOY
+    )
+
+
+def test_register_defaults_the_revisions_and_answers_201_with_a_location(api: TestClient) -> None:
+    response = create(api, labels={"commit": "abc123"})
+    assert response.status_code == 201, response.text
+    rollout = response.json()
+    assert response.headers["Location"] == f"/v1/rollouts/{rollout['id']}"
+    assert (rollout["stable_revision"], rollout["canary_revision"]) == ("checkout-00001", "checkout-00002")
+    assert (rollout["phase"], rollout["policy"], rollout["labels"]) == ("pending", "default", {"commit": "abc123"})
+    assert (rollout["step"], rollout["steps"], rollout["canary_weight"]) == (0, 4, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "words"),
+    [
+        ({"service": "ghost"}, 404, "service", "service shop/ghost not found"),
+        ({"canary_revision": "checkout-00009"}, 404, "canary_revision", "revision checkout-00009 not found"),
+        ({"canary_revision": "checkout-00001"}, 422, "canary_revision", "canary and stable are both checkout-00001"),
+        ({"policy": "yolo"}, 422, "policy", "unknown policy 'yolo'"),
+        ({"policy_overrides": {"steps": [50, 10]}}, 422, "policy_overrides.steps", "strictly increasing"),
+        ({"policy_overrides": {"stepz": [5]}}, 422, "policy_overrides.stepz", "did you mean 'steps'"),
+        ({"namespace": "Shop"}, 422, "namespace", "pattern"),
+        ({"surprise": 1}, 422, "surprise", "Extra inputs"),
+    ],
+    ids=[
+        "unknown-service",
+        "unknown-revision",
+        "same-revision",
+        "unknown-policy",
+        "bad-steps",
+        "typo",
+        "bad-name",
+        "extra",
+    ],
+)
+def test_bad_requests_name_the_field_and_change_nothing(
+    api: TestClient, store: RolloutStore, body: dict[str, Any], status: int, field: str, words: str
+) -> None:
+    response = create(api, **body)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["field"] == field
+    assert words in error["message"]
+    assert set(error) >= {"error", "message", "field"}
+    assert store.list_rollouts().rollouts == []
+
+
+def test_no_stable_revision_at_100_percent_must_be_named(api: TestClient, cluster: FakeCluster) -> None:
+    cluster.edit("shop", "checkout", {"checkout-00001": 60, "checkout-00002": 40})
+    response = create(api)
+    assert (response.status_code, response.json()["field"]) == (422, "stable_revision")
+    assert create(api, stable_revision="checkout-00001").status_code == 201
+
+
+def test_one_active_rollout_per_service_is_409_with_its_id(api: TestClient) -> None:
+    first = create(api).json()
+    second = create(api)
+    assert second.status_code == 409
+    assert second.json()["rollout_id"] == first["id"]
+
+
+def test_idempotency_key_returns_the_same_rollout_or_422_for_another_body(api: TestClient) -> None:
+    headers = {**DEPLOY, "Idempotency-Key": "pipeline-run-7"}
+    first = create(api, headers)
+    again = create(api, headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json()["id"] == first.json()["id"]
+    other = api.post("/v1/rollouts", json={"namespace": "shop", "service": "cart"}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["error"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "needs"),
+    [
+        ("get", "/v1/rollouts", "viewer"),
+        ("get", "/v1/policies", "viewer"),
+        ("get", "/v1/policies/default", "viewer"),
+        ("post", "/v1/rollouts", "deployer"),
+        ("post", "/v1/rollouts/abc/abort", "operator"),
+        ("post", "/v1/rollouts/abc/pause", "operator"),
+        ("post", "/v1/rollouts/abc/resume", "operator"),
+        ("post", "/v1/rollouts/abc/promote", "operator"),
+    ],
+)
+def test_role_boundaries(api: TestClient, method: str, path: str, needs: str) -> None:
+    order = ["viewer", "deployer", "operator"]
+    body = {"json": {"namespace": "shop", "service": "checkout"}} if path == "/v1/rollouts" and method == "post" else {}
+    assert getattr(api, method)(path, **body).status_code == 401
+    assert getattr(api, method)(path, headers={"Authorization": "Bearer nope"}, **body).status_code == 401
+    for role, headers in zip(order, (VIEW, DEPLOY, OPERATE), strict=True):
+        status = getattr(api, method)(path, headers=headers, **body).status_code
+        if order.index(role) < order.index(needs):
+            assert status == 403, (role, status)
+        else:
+            assert status not in (401, 403), (role, status)
+
+
+def test_get_one_shows_step_weights_verdicts_and_evidence(api: TestClient, store: RolloutStore) -> None:
+    rollout_id = create(api).json()["id"]
+    now = datetime.now(UTC)
+    store.append_events(
+        rollout_id,
+        [
+            Event(
+                "verdict",
+                "errors: canary 5xx 0.10 % vs stable 0.12 %; evidence 0.8 < 200",
+                now,
+                "progressing",
+                data={"outcome": "pass", "evidence": 0.8, "canary_requests": 50, "stable_requests": 950},
+            )
+        ],
+    )
+    shown = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    assert shown["last_verdicts"][0]["sentence"].startswith("errors: canary 5xx 0.10 %")
+    assert (shown["evidence"], shown["last_verdicts"][0]["canary_requests"]) == (0.8, 50)
+    assert api.get("/v1/rollouts/nope", headers=VIEW).status_code == 404
+
+
+def test_list_filters_and_paginates(api: TestClient) -> None:
+    create(api)
+    create(api, service="cart")
+    page = api.get("/v1/rollouts", params={"limit": 1}, headers=VIEW).json()
+    assert len(page["items"]) == 1 and page["next_cursor"]
+    rest = api.get("/v1/rollouts", params={"limit": 1, "cursor": page["next_cursor"]}, headers=VIEW).json()
+    assert {page["items"][0]["service"], rest["items"][0]["service"]} == {"checkout", "cart"}
+    only = api.get("/v1/rollouts", params={"service": "cart", "phase": "pending"}, headers=VIEW).json()
+    assert [r["service"] for r in only["items"]] == ["cart"]
+    assert api.get("/v1/rollouts", params={"phase": "bogus"}, headers=VIEW).json()["field"] == "phase"
+    bad_cursor = api.get("/v1/rollouts", params={"cursor": "933+84:l"}, headers=VIEW)
+    assert (bad_cursor.status_code, bad_cursor.json()["field"]) == (422, "cursor")
+
+
+def test_actions_are_queued_with_the_token_name_as_actor(api: TestClient, queue: Queue) -> None:
+    rollout_id = create(api).json()["id"]
+    response = api.post(f"/v1/rollouts/{rollout_id}/abort", json={"reason": "pager"}, headers=OPERATE)
+    assert response.status_code == 202
+    assert response.json() == {"rollout_id": rollout_id, "action": "abort", "actor": "oncall", "phase": "pending"}
+    task, args = queue.sent[-1]
+    assert task == "autocanary.control"
+    assert args[:4] == [rollout_id, ManualActionKind.ABORT.value, "oncall", "pager"]
+
+
+def test_an_action_the_phase_does_not_allow_is_409_with_the_phase(api: TestClient, queue: Queue) -> None:
+    rollout_id = create(api).json()["id"]
+    response = api.post(f"/v1/rollouts/{rollout_id}/resume", headers=OPERATE)
+    assert response.status_code == 409
+    assert (response.json()["phase"], response.json()["error"]) == ("pending", "conflict")
+    assert queue.sent == []
+
+
+def test_events_in_order_as_json_and_as_a_live_stream(api: TestClient, store: RolloutStore) -> None:
+    rollout_id = create(api).json()["id"]
+    as_json = api.get(f"/v1/rollouts/{rollout_id}/events", headers=VIEW).json()
+    assert [e["kind"] for e in as_json] == ["created"]
+
+    def later() -> None:
+        time.sleep(0.3)
+        rollout = store.get(rollout_id)
+        assert rollout is not None
+        now = datetime.now(UTC)
+        store.append_events(
+            rollout_id, [Event("started", "one", now, "initializing"), Event("verdict", "two", now, "progressing")]
+        )
+        time.sleep(0.2)
+        store.save(
+            rollout.with_phase(Phase.ABORTED, now, "done"),
+            token=None,
+            next_tick=None,
+            events=[Event("aborted", "three", now, "aborted")],
+        )
+
+    threading.Thread(target=later).start()
+    kinds, ids = [], []
+    with api.stream(
+        "GET", f"/v1/rollouts/{rollout_id}/events", headers={**VIEW, "Accept": "text/event-stream"}
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line.removeprefix("event: "))
+            if line.startswith("data: ") and kinds[-1] != "end":
+                ids.append(json.loads(line.removeprefix("data: "))["id"])
+    assert kinds == ["created", "started", "verdict", "aborted", "end"]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+
+
+def test_policies_are_listed_and_shown(api: TestClient) -> None:
+    assert set(api.get("/v1/policies", headers=VIEW).json()) == {"default", "conservative", "fast", "demo"}
+    assert api.get("/v1/policies/fast", headers=VIEW).json()["steps"] == [10, 30, 60]
+    missing = api.get("/v1/policies/nope", headers=VIEW)
+    assert (missing.status_code, missing.json()["field"]) == (404, "name")
+
+
+def test_health_readiness_and_metrics(api: TestClient, cluster: FakeCluster) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {
+        "ready": True,
+        "checks": {"redis": True, "prometheus": True, "kubernetes": True},
+    }
+    cluster.unreachable = True
+    not_ready = api.get("/readyz")
+    assert (not_ready.status_code, not_ready.json()["checks"]["kubernetes"]) == (503, False)
+    cluster.unreachable = False
+    create(api)
+    text = api.get("/metrics").text
+    assert 'autocanary_rollouts{phase="pending"} 1' in text
+    assert "autocanary_tick_lateness_seconds_count" in text and "autocanary_abort_latency_seconds" in text
+
+
+def test_oversized_bodies_are_413(api: TestClient) -> None:
+    response = create(api, labels={f"k{i}": "x" * 200 for i in range(30)})
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+
+
+def test_unknown_routes_and_methods_are_json(api: TestClient) -> None:
+    assert api.get("/v2/nothing").json()["error"] == "not_found"
+    assert api.delete("/v1/policies", headers=VIEW).json()["error"] == "method_not_allowed"
+
+
+def test_an_unexpected_error_is_500_without_a_traceback(
+    api: TestClient, store: RolloutStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(store, "list_rollouts", boom)
+    quiet = TestClient(api.app, raise_server_exceptions=False)  # the 500 handler re-raises for the server log
+    response = quiet.get("/v1/rollouts", headers=VIEW)
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal_error",
+        "message": "internal error; the server log has the details",
+        "field": None,
+    }
+
+
+def test_redis_down_is_503(api: TestClient, store: RolloutStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(*_: Any, **__: Any) -> Any:
+        raise redis_module.ConnectionError("connection refused")
+
+    monkeypatch.setattr(store.redis, "hget", down)
+    monkeypatch.setattr(store.redis, "pipeline", down)
+    response = api.get("/v1/rollouts/abc", headers=VIEW)
+    assert (response.status_code, response.json()["error"]) == (503, "unavailable")
+
+
+def test_the_stream_sends_the_final_events_even_when_the_end_lands_during_a_wait(
+    api: TestClient, store: RolloutStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rollout_id = create(api).json()["id"]
+    real_wait = store.wait_events
+
+    def end_during_the_wait(rollout: str, after: str, block_ms: int) -> list[Event]:
+        current = store.get(rollout)
+        assert current is not None
+        now = datetime.now(UTC)
+        ended = Event("aborted", "the end", now, "aborted")
+        store.save(current.with_phase(Phase.ABORTED, now, "done"), token=None, next_tick=None, events=[ended])
+        monkeypatch.setattr(store, "wait_events", real_wait)
+        return []  # the wait saw nothing: the save landed just after it
+
+    monkeypatch.setattr(store, "wait_events", end_during_the_wait)
+    kinds = []
+    with api.stream(
+        "GET", f"/v1/rollouts/{rollout_id}/events", headers={**VIEW, "Accept": "text/event-stream"}
+    ) as stream:
+        kinds = [line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event: ")]
+    assert kinds == ["created", "aborted", "end"]

@@ -1,0 +1,184 @@
+"""Contract tests of `KnativeRouter` against the sandbox API server, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from rollouts import PermanentError, SetTraffic, TransientError
+from sandbox.cluster import Endpoints
+from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
+from workers.knative import KnativeRouter
+
+V1, V2 = "hello-00001", "hello-00002"
+
+
+@pytest.fixture
+def api(sandbox: Endpoints) -> client.CustomObjectsApi:
+    return custom_objects(sandbox)
+
+
+@pytest.fixture
+def router(sandbox: Endpoints) -> KnativeRouter:
+    return KnativeRouter.from_kubeconfig(sandbox.kubeconfig, settle_timeout=5.0)
+
+
+@pytest.fixture
+def two_revisions(api: client.CustomObjectsApi, namespace: str) -> str:
+    """A service `hello` with a ready v1 serving 100 % and a ready v2 at 0 %."""
+    create(api, namespace, hello_service("hello", "World"))
+    service_ready(api, namespace, "hello", V1)
+    new_revision(api, namespace, "hello", "Knative", pin=V1)
+    service_ready(api, namespace, "hello", V2)
+    return namespace
+
+
+def test_splits_0_10_50_100(router: KnativeRouter, two_revisions: str) -> None:
+    for canary in (0, 10, 50, 100):
+        weights = SetTraffic(stable=100 - canary, canary=canary)
+        state = router.set_split(two_revisions, "hello", V1, V2, weights)
+        assert state.observed
+        assert state.is_live(weights, V1, V2)
+        assert state.pinned(V1, V2) == {V1: 100 - canary, V2: canary}
+        assert router.current_split(two_revisions, "hello") == {V1: 100 - canary, V2: canary}
+    spec_traffic = router.get_service(two_revisions, "hello").spec_traffic
+    assert not any(target.latest for target in spec_traffic)  # pinned by name, never floating
+
+
+class InterferingApi(client.CustomObjectsApi):
+    """Another writer changes the service between our read and our write, `times` times."""
+
+    def __init__(self, real: client.CustomObjectsApi, other: client.CustomObjectsApi, times: int) -> None:
+        super().__init__(real.api_client)
+        self.other = other
+        self.remaining = times
+        self.conflicts = 0
+
+    def get_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> object:
+        found = super().get_namespaced_custom_object(*args, **kwargs)
+        if args[3] == "services" and self.remaining > 0:
+            self.remaining -= 1
+            label = {"metadata": {"labels": {"touched-by": f"other-{self.remaining}"}}}
+            group, version, namespace, plural, name = args[:5]
+            self.other.patch_namespaced_custom_object(group, version, namespace, plural, name, label)
+        return found
+
+    def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> object:
+        try:
+            return super().patch_namespaced_custom_object(*args, **kwargs)
+        except client.exceptions.ApiException as exc:
+            self.conflicts += exc.status == 409
+            raise
+
+
+def test_a_concurrent_writer_causes_a_conflict_that_is_retried(
+    sandbox: Endpoints, api: client.CustomObjectsApi, two_revisions: str
+) -> None:
+    interfering = InterferingApi(custom_objects(sandbox), api, times=2)
+    router = KnativeRouter(interfering, backoff=0.01)
+    state = router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=75, canary=25))
+    assert interfering.conflicts == 2
+    assert state.is_live(SetTraffic(stable=75, canary=25), V1, V2)
+    labels = get(api, two_revisions, "services", "hello")["metadata"]["labels"]
+    assert labels == {"touched-by": "other-0"}  # the other writer's change survived ours
+
+
+def test_endless_conflicts_end_in_a_transient_error(
+    sandbox: Endpoints, api: client.CustomObjectsApi, two_revisions: str
+) -> None:
+    router = KnativeRouter(InterferingApi(custom_objects(sandbox), api, times=100), conflict_retries=2, backoff=0.001)
+    with pytest.raises(TransientError, match="still conflicts with another writer after 3 attempts"):
+        router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=50, canary=50))
+
+
+def test_an_invalid_split_gets_the_knative_message(router: KnativeRouter, two_revisions: str) -> None:
+    broken = object.__new__(SetTraffic)  # what a buggy caller might send, bypassing SetTraffic's own check
+    object.__setattr__(broken, "stable", 80)
+    object.__setattr__(broken, "canary", 10)
+    with pytest.raises(PermanentError) as error:
+        router.set_split(two_revisions, "hello", V1, V2, broken)
+    assert 'admission webhook "validation.webhook.serving.knative.dev" denied the request' in str(error.value)
+    assert "Traffic targets sum to 90, want 100: spec.traffic" in str(error.value)
+
+
+def test_an_invalid_revision_name_gets_the_knative_message(router: KnativeRouter, two_revisions: str) -> None:
+    with pytest.raises(PermanentError, match=r'400 .*invalid key name "hello 00002": spec.traffic\[1\].revisionName'):
+        router.set_split(two_revisions, "hello", V1, "hello 00002", SetTraffic(stable=90, canary=10))
+
+
+def test_an_unknown_service_is_a_permanent_404(router: KnativeRouter, namespace: str) -> None:
+    with pytest.raises(PermanentError, match=r'404 services\.serving\.knative\.dev "ghost" not found'):
+        router.get_service(namespace, "ghost")
+    with pytest.raises(PermanentError, match="404"):
+        router.set_split(namespace, "ghost", "ghost-00001", "ghost-00002", SetTraffic(stable=90, canary=10))
+
+
+def test_an_unreachable_api_server_is_transient() -> None:
+    configuration = client.Configuration(host="http://127.0.0.1:9")  # discard port: nothing listens
+    configuration.retries = 0
+    router = KnativeRouter(client.CustomObjectsApi(client.ApiClient(configuration)), request_timeout=1.0)
+    with pytest.raises(TransientError, match="Kubernetes API unreachable"):
+        router.get_service("default", "hello")
+
+
+def test_a_never_ready_revision_is_visible(api: client.CustomObjectsApi, router: KnativeRouter, namespace: str) -> None:
+    create(api, namespace, hello_service("hello", "World"))
+    service_ready(api, namespace, "hello", V1)
+    new_revision(api, namespace, "hello", "Broken", pin=V1, SANDBOX_NEVER_READY="true")
+    wait_for(lambda: get(api, namespace, "services", "hello")["status"].get("latestCreatedRevisionName") == V2)
+    revision = router.get_revision(namespace, V2)
+    assert not revision.is_ready
+    assert revision.ready == "Unknown"
+    assert "SANDBOX_NEVER_READY" in revision.message
+    state = router.set_split(namespace, "hello", V1, V2, SetTraffic(stable=100, canary=0))
+    assert state.routes_reason == "RevisionMissing"
+    assert f'Revision "{V2}" is not yet ready.' == state.routes_message
+    assert state.latest_ready_revision == V1
+    assert state.split == {V1: 100}  # the route keeps serving what it served
+
+
+def test_a_revision_that_does_not_exist_shows_revision_missing(router: KnativeRouter, two_revisions: str) -> None:
+    state = router.set_split(two_revisions, "hello", V1, "hello-00009", SetTraffic(stable=90, canary=10))
+    assert (state.ready, state.routes_reason) == ("False", "RevisionMissing")
+    assert state.routes_message == 'Revision "hello-00009" referenced in traffic not found.'
+
+
+def test_api_server_write_rules(sandbox: Endpoints, api: client.CustomObjectsApi, two_revisions: str) -> None:
+    url = f"{sandbox.apiserver}/apis/serving.knative.dev/v1/namespaces/{two_revisions}/services/hello"
+    strategic = httpx.patch(url, content=b"{}", headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert strategic.status_code == 415
+    assert strategic.json()["reason"] == "UnsupportedMediaType"
+    assert "accepted media types include: application/json-patch+json" in strategic.json()["message"]
+
+    current = get(api, two_revisions, "services", "hello")
+    no_version = {**current, "metadata": {**current["metadata"], "resourceVersion": ""}}
+    missing = httpx.put(url, content=json.dumps(no_version))
+    assert (missing.status_code, missing.json()["reason"]) == (422, "Invalid")
+    stale = {**current, "metadata": {**current["metadata"], "resourceVersion": "1"}}
+    conflict = httpx.put(url, content=json.dumps(stale))
+    assert (conflict.status_code, conflict.json()["reason"]) == (409, "Conflict")
+
+    generation = current["metadata"]["generation"]
+    labelled = httpx.patch(
+        url,
+        content=b'{"metadata":{"labels":{"x":"y"}}}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    ).json()
+    assert labelled["metadata"]["generation"] == generation  # metadata only: no new generation
+    assert int(labelled["metadata"]["resourceVersion"]) > int(current["metadata"]["resourceVersion"])
+    traffic = [{"op": "replace", "path": "/spec/traffic/0/percent", "value": 0}]
+    traffic.append({"op": "replace", "path": "/spec/traffic/1/percent", "value": 100})
+    patched = httpx.patch(url, content=json.dumps(traffic), headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 200
+    assert patched.json()["metadata"]["generation"] == generation + 1
+
+
+def test_discovery_answers_the_kubernetes_client(sandbox: Endpoints, api: client.CustomObjectsApi) -> None:
+    groups = client.ApisApi(api.api_client).get_api_versions()
+    assert [group.name for group in groups.groups] == ["serving.knative.dev"]
+    resources = httpx.get(f"{sandbox.apiserver}/apis/serving.knative.dev/v1").json()
+    assert {r["name"] for r in resources["resources"]} == {"services", "revisions"}

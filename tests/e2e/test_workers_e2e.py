@@ -1,0 +1,228 @@
+"""The workers as they run in production: real Celery worker processes, the scheduler, Redis with
+AOF, the sandbox cluster over HTTP and a real Prometheus scraping it. Crashes, outages, restarts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from policies import load_policy
+from rollouts import Phase, Rollout
+from sandbox.cluster import Endpoints
+from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
+from sandbox.prometheus import PrometheusServer
+from tests.knative import create, custom_objects, hello_service, new_revision, service_ready, wait_for
+from workers.knative import KnativeRouter
+from workers.store import Event, RolloutStore
+
+pytestmark = pytest.mark.slow
+
+POLICY: dict[str, Any] = {
+    "steps": [20, 50],
+    "step_min_duration": "3s",
+    "interval": "1s",
+    "min_requests_per_step": 10,
+    "progress_deadline": "30s",
+    "max_insufficient_duration": "30s",
+    # 14 good canaries per run: a small alpha keeps a false rollback (and a flaky test) far away,
+    # while a canary failing half its requests is still caught within a tick or two.
+    "alpha_errors": 0.001,
+    "alpha_latency": 0.001,
+}
+
+
+@dataclass
+class Stack:
+    endpoints: Endpoints
+    prometheus: PrometheusServer
+    redis: RedisProcess
+    store: RolloutStore
+    processes: Processes
+
+    def register(self, namespace: str, service: str, **overrides: Any) -> str:
+        rollout = Rollout.new(
+            id=uuid.uuid4().hex[:12],
+            namespace=namespace,
+            service=service,
+            stable_revision=f"{service}-00001",
+            canary_revision=f"{service}-00002",
+            policy=load_policy("default", {**POLICY, **overrides}),
+            now=_now(),
+        )
+        self.store.create(rollout, Event("created", "e2e", rollout.created_at, "pending", actor="test"))
+        return rollout.id
+
+    def get(self, rollout_id: str) -> Rollout:
+        found = self.store.get(rollout_id)
+        assert found is not None
+        return found
+
+    def wait_terminal(self, ids: list[str], timeout: float) -> dict[str, Rollout]:
+        def all_done() -> dict[str, Rollout] | None:
+            rollouts = {i: self.get(i) for i in ids}
+            return rollouts if all(r.is_terminal for r in rollouts.values()) else None
+
+        return wait_for(all_done, timeout, "every rollout to end")
+
+    def canary_weights_written(self, namespace: str, service: str, canary: str) -> list[int]:
+        url = f"{self.endpoints.apiserver}/_sandbox/traffic-history/{namespace}/{service}"
+        history = httpx.get(url, timeout=5).json()
+        return [
+            sum(t.get("percent", 0) for t in entry["traffic"] if t.get("revisionName") == canary) for entry in history
+        ]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("stack")
+    sandbox = SandboxProcess(base / "sandbox", "--no-prometheus", "--reconcile-delay", "0.05", "--ready-after", "0.2")
+    redis_process = RedisProcess(base / "redis")
+    (base / "redis").mkdir()
+    prometheus: PrometheusServer | None = None
+    processes: Processes | None = None
+    try:
+        endpoints = sandbox.start()
+        prometheus = PrometheusServer(
+            base / "prometheus", [endpoints.metrics.removeprefix("http://").removesuffix("/metrics")]
+        )
+        prometheus.start()
+        redis_process.start()
+        env = {
+            "AUTOCANARY_REDIS_URL": redis_process.url,
+            "AUTOCANARY_KUBECONFIG": endpoints.kubeconfig,
+            "AUTOCANARY_PROMETHEUS_URL": prometheus.url,
+            "AUTOCANARY_PROMETHEUS_TIMEOUT_SECONDS": "2",
+            "AUTOCANARY_METRICS_LAG_SECONDS": "1",
+            "AUTOCANARY_LEASE_SECONDS": "3",
+            "AUTOCANARY_CLAIM_SECONDS": "4",
+            "AUTOCANARY_BATCH_SIZE": "5",
+            "AUTOCANARY_SETTLE_TIMEOUT_SECONDS": "5",
+        }
+        processes = Processes(env, base)
+        processes.start("worker-1", ["worker"])
+        processes.start("worker-2", ["worker"])
+        processes.start("scheduler", ["scheduler"])
+        yield Stack(endpoints, prometheus, redis_process, RolloutStore.from_url(redis_process.url), processes)
+    finally:
+        if processes:
+            processes.stop_all()
+        if prometheus:
+            prometheus.stop()
+        redis_process.stop()
+        sandbox.stop()
+
+
+def _services(stack: Stack, namespace: str, count: int, bad: set[int]) -> list[str]:
+    api = custom_objects(stack.endpoints)
+    names = [f"svc{i}" for i in range(count)]
+    for name in names:
+        create(api, namespace, hello_service(name, "World"))
+    for i, name in enumerate(names):
+        service_ready(api, namespace, name, f"{name}-00001")
+        env = {"SANDBOX_ERROR_RATE": "0.5"} if i in bad else {}
+        new_revision(api, namespace, name, "Knative", pin=f"{name}-00001", **env)
+    for name in names:
+        service_ready(api, namespace, name, f"{name}-00002")
+    return names
+
+
+def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
+    namespace = f"crash-{uuid.uuid4().hex[:6]}"
+    bad = {3, 7, 11, 15, 19, 0}
+    names = _services(stack, namespace, 20, bad)
+    load = BackgroundLoad(stack.endpoints.gateway, [f"{n}.{namespace}.example.com" for n in names], rate=12)
+    try:
+        ids = [stack.register(namespace, name) for name in names]
+        rng = random.Random(7)
+        for _kill in range(4):  # SIGKILL a worker mid-flight, restart it a moment later
+            time.sleep(2.5)
+            victim = f"worker-{rng.choice([1, 2])}"
+            stack.processes.kill(victim)
+            time.sleep(0.5)
+            stack.processes.start(victim, ["worker"])
+        rollouts = stack.wait_terminal(ids, timeout=150)
+    finally:
+        load.stop()
+    router = KnativeRouter.from_kubeconfig(stack.endpoints.kubeconfig)
+    for i, (name, rollout_id) in enumerate(zip(names, ids, strict=True)):
+        rollout = rollouts[rollout_id]
+        canary = f"{name}-00002"
+        expected = Phase.ROLLED_BACK if i in bad else Phase.SUCCEEDED
+        assert rollout.phase is expected, (name, rollout.phase, rollout.reason)
+        split = router.current_split(namespace, name)
+        assert split.get(canary, 0) == (0 if i in bad else 100), (name, split)
+        weights = stack.canary_weights_written(namespace, name, canary)
+        if i in bad:
+            assert weights[-1] == 0
+            first_drop = next(k for k in range(1, len(weights)) if weights[k] < weights[k - 1])
+            assert all(w == 0 for w in weights[first_drop:]), (name, weights)  # never back up after the rollback
+            assert weights[:first_drop] == sorted(weights[:first_drop]), (name, weights)
+        else:
+            assert weights == sorted(weights), (name, weights)  # a stale worker never wrote an older weight
+        kinds = [e.kind for e in stack.store.events(rollout_id)]
+        assert kinds[0] == "created" and kinds[-1] in ("promoted", "rolled_back"), (name, kinds)
+
+
+def _wait_phase(stack: Stack, rollout_id: str, check: Callable[[Rollout], bool], timeout: float, what: str) -> Rollout:
+    def reached() -> Rollout | None:
+        rollout = stack.get(rollout_id)
+        return rollout if check(rollout) else None
+
+    return wait_for(reached, timeout, what)
+
+
+def test_prometheus_outage_holds_the_rollout_until_it_returns(stack: Stack) -> None:
+    namespace = f"blind-{uuid.uuid4().hex[:6]}"
+    (name,) = _services(stack, namespace, 1, set())
+    load = BackgroundLoad(stack.endpoints.gateway, [f"{name}.{namespace}.example.com"], rate=30)
+    try:
+        rollout_id = stack.register(namespace, name, step_min_duration="4s")
+        _wait_phase(stack, rollout_id, lambda r: r.phase is Phase.PROGRESSING, 30, "progressing")
+        stack.prometheus.stop()
+        time.sleep(2)
+        before = stack.get(rollout_id)
+        time.sleep(8)
+        during = stack.get(rollout_id)
+        assert during.phase is Phase.PROGRESSING
+        assert (during.step_index, during.canary_weight) == (before.step_index, before.canary_weight)
+        assert during.checks.errored > before.checks.errored
+        assert "metrics unavailable" in during.reason
+        stack.prometheus.start()
+        done = stack.wait_terminal([rollout_id], timeout=60)[rollout_id]
+    finally:
+        load.stop()
+    assert done.phase is Phase.SUCCEEDED, done.reason
+
+
+def test_rollouts_and_events_survive_a_redis_restart(stack: Stack) -> None:
+    namespace = f"restart-{uuid.uuid4().hex[:6]}"
+    (name,) = _services(stack, namespace, 1, set())
+    load = BackgroundLoad(stack.endpoints.gateway, [f"{name}.{namespace}.example.com"], rate=30)
+    try:
+        rollout_id = stack.register(namespace, name, step_min_duration="4s")
+        _wait_phase(stack, rollout_id, lambda r: r.phase is Phase.PROGRESSING, 30, "progressing")
+        events_before = stack.store.events(rollout_id)
+        stack.redis.kill()  # SIGKILL: only what the append-only file holds survives
+        time.sleep(1)
+        stack.redis.start()
+        survived = stack.get(rollout_id)
+        assert survived.phase is Phase.PROGRESSING
+        assert [e.id for e in stack.store.events(rollout_id)][: len(events_before)] == [e.id for e in events_before]
+        done = stack.wait_terminal([rollout_id], timeout=90)[rollout_id]
+    finally:
+        load.stop()
+    assert done.phase is Phase.SUCCEEDED, done.reason
+    assert [e.kind for e in stack.store.events(rollout_id)][-1] == "promoted"

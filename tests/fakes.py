@@ -1,0 +1,160 @@
+"""In-memory stand-ins for the cluster and the metrics, behind the same interfaces as the real ones.
+
+For tick-by-tick scenario tests of the runner: a clock that only moves when told, a Knative-like
+cluster whose routes follow spec.traffic once every pinned revision is Ready, and metrics
+computed from the cluster's live split and each revision's error rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from analyzer.counts import RevisionCounts, RevisionRef
+from policies import Dialect
+from rollouts import FencedOut, PermanentError, SetTraffic, TransientError
+from rollouts.ports import RevisionState, ServiceState, TrafficTarget, sum_by_revision
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@dataclass
+class FakeService:
+    namespace: str
+    name: str
+    revisions: list[str]
+    spec: tuple[TrafficTarget, ...]
+    live: tuple[TrafficTarget, ...]
+    generation: int = 1
+    requests_per_second: float = 100.0
+
+
+@dataclass
+class FakeCluster:
+    services: dict[tuple[str, str], FakeService] = field(default_factory=dict)
+    ready: dict[str, bool] = field(default_factory=dict)
+    error_rate: dict[str, float] = field(default_factory=dict)
+    writes: list[tuple[str, int, int]] = field(default_factory=list)
+    """(service, stable %, canary %) for every split autocanary wrote, in order."""
+    failing_writes: int = 0
+    unreachable: bool = False
+
+    def add(self, namespace: str, name: str, revisions: dict[str, float], rps: float = 100.0) -> None:
+        """A service whose first revision serves 100 %; `revisions` maps name -> error rate."""
+        for revision, rate in revisions.items():
+            self.ready.setdefault(revision, True)
+            self.error_rate[revision] = rate
+        first = next(iter(revisions))
+        target = (TrafficTarget(first, 100),)
+        self.services[(namespace, name)] = FakeService(namespace, name, list(revisions), target, target, 1, rps)
+
+    def edit(self, namespace: str, name: str, split: Mapping[str, int]) -> None:
+        """Someone else changes the traffic by hand."""
+        service = self.services[(namespace, name)]
+        service.spec = tuple(TrafficTarget(revision, percent) for revision, percent in split.items())
+        service.generation += 1
+        self._route(service)
+
+    def _route(self, service: FakeService) -> None:
+        if all(self.ready.get(t.revision, False) for t in service.spec if t.revision):
+            service.live = service.spec
+
+    def _state(self, service: FakeService) -> ServiceState:
+        self._route(service)
+        waiting = service.live != service.spec
+        return ServiceState(
+            namespace=service.namespace,
+            name=service.name,
+            generation=service.generation,
+            observed_generation=service.generation,
+            resource_version=str(service.generation),
+            spec_traffic=service.spec,
+            status_traffic=service.live,
+            latest_created_revision=service.revisions[-1],
+            latest_ready_revision=next((r for r in reversed(service.revisions) if self.ready.get(r)), None),
+            ready="Unknown" if waiting else "True",
+            routes_reason="RevisionMissing" if waiting else "",
+        )
+
+    # --- TrafficRouter ---------------------------------------------------------------------------
+
+    def list_services(self, namespace: str) -> dict[str, ServiceState]:
+        if self.unreachable:
+            raise TransientError("Kubernetes API unreachable (fake)")
+        return {name: self._state(s) for (ns, name), s in self.services.items() if ns == namespace}
+
+    def get_service(self, namespace: str, service: str) -> ServiceState:
+        if self.unreachable:
+            raise TransientError("Kubernetes API unreachable (fake)")
+        found = self.services.get((namespace, service))
+        if found is None:
+            raise PermanentError(f'404 services.serving.knative.dev "{service}" not found')
+        return self._state(found)
+
+    def current_split(self, namespace: str, service: str) -> dict[str, int]:
+        return self.get_service(namespace, service).split
+
+    def get_revision(self, namespace: str, revision: str) -> RevisionState:
+        if revision not in self.ready:
+            raise PermanentError(f'404 revisions.serving.knative.dev "{revision}" not found')
+        return RevisionState(namespace, revision, "True" if self.ready[revision] else "Unknown")
+
+    def set_split(
+        self,
+        namespace: str,
+        service: str,
+        stable: str,
+        canary: str,
+        weights: SetTraffic,
+        guard: Callable[[], bool] | None = None,
+    ) -> ServiceState:
+        if self.unreachable:
+            raise TransientError("Kubernetes API unreachable (fake)")
+        found = self.services.get((namespace, service))
+        if found is None:
+            raise PermanentError(f'404 services.serving.knative.dev "{service}" not found')
+        if guard is not None and not guard():
+            raise FencedOut(f"{namespace}/{service}: fenced out")
+        if self.failing_writes:
+            self.failing_writes -= 1
+            raise TransientError("500 etcd timeout (fake)")
+        found.spec = (TrafficTarget(stable, weights.stable), TrafficTarget(canary, weights.canary))
+        found.generation += 1
+        self.writes.append((service, weights.stable, weights.canary))
+        return self._state(found)
+
+
+@dataclass
+class FakeMetrics:
+    """Counts from the cluster's live split: each revision's share of the service's request rate."""
+
+    cluster: FakeCluster
+    down: bool = False
+    fetches: int = 0
+
+    def fetch(
+        self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
+    ) -> dict[RevisionRef, RevisionCounts]:
+        self.fetches += 1
+        if self.down:
+            raise TransientError("Prometheus unreachable at http://prometheus (fake)")
+        counts: dict[RevisionRef, RevisionCounts] = {}
+        for ref in targets:
+            service = next(
+                s for (ns, _), s in self.cluster.services.items() if ns == ref.namespace and ref.revision in s.revisions
+            )
+            share = sum_by_revision(service.live).get(ref.revision, 0) / 100
+            requests = round(service.requests_per_second * share * window.total_seconds())
+            counts[ref] = RevisionCounts.of(requests, round(requests * self.cluster.error_rate[ref.revision]))
+        return counts

@@ -1,0 +1,284 @@
+"""The runner tick by tick: real store (private Redis), fake cluster, metrics and clock."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from policies import NotificationKind, NotificationTarget, load_policy
+from rollouts import ManualActionKind, Phase, Rollout
+from tests.factories import T0
+from tests.fakes import Clock, FakeCluster, FakeMetrics
+from workers.notify import Notifier
+from workers.runner import Runner, TickReport
+from workers.store import Event, RolloutStore
+
+POLICY: dict[str, Any] = {
+    "steps": [5, 10, 25, 50],
+    "step_min_duration": "5s",
+    "interval": "1s",
+    "min_requests_per_step": 20,
+    "progress_deadline": "10s",
+    "max_insufficient_duration": "5s",
+}
+NS = "shop"
+
+
+@dataclass
+class World:
+    store: RolloutStore
+    cluster: FakeCluster = field(default_factory=FakeCluster)
+    clock: Clock = field(default_factory=lambda: Clock(T0))
+
+    def __post_init__(self) -> None:
+        self.metrics = FakeMetrics(self.cluster)
+        self.runner = self.make_runner("worker-a")
+
+    def make_runner(self, owner: str) -> Runner:
+        return Runner(self.store, self.cluster, self.metrics, owner=owner, lease_ms=5000, clock=self.clock)
+
+    def register(self, service: str, canary_error: float = 0.005, rps: float = 100.0, **overrides: Any) -> str:
+        stable, canary = f"{service}-00001", f"{service}-00002"
+        self.cluster.add(NS, service, {stable: 0.005, canary: canary_error}, rps)
+        rollout = Rollout.new(
+            id=uuid.uuid4().hex[:12],
+            namespace=NS,
+            service=service,
+            stable_revision=stable,
+            canary_revision=canary,
+            policy=load_policy("default", {**POLICY, **overrides}),
+            now=self.clock(),
+        )
+        self.store.create(rollout, Event("created", "test", self.clock(), "pending"))
+        return rollout.id
+
+    def run(self, rollout_id: str, seconds: int) -> Rollout:
+        """Advance the clock second by second, ticking whatever is due, as scheduler and worker would."""
+        for _ in range(seconds):
+            now = self.clock.advance(1)
+            due = self.store.claim_due(now, 100, now + timedelta(seconds=15))
+            if due:
+                self.runner.tick([rollout_id for rollout_id, _ in due], dict(due))
+            rollout = self.get(rollout_id)
+            if rollout.is_terminal:
+                return rollout
+        return self.get(rollout_id)
+
+    def get(self, rollout_id: str) -> Rollout:
+        found = self.store.get(rollout_id)
+        assert found is not None
+        return found
+
+    def kinds(self, rollout_id: str) -> list[str]:
+        return [event.kind for event in self.store.events(rollout_id)]
+
+
+@pytest.fixture
+def world(store: RolloutStore) -> World:
+    return World(store)
+
+
+def test_a_good_canary_promotes_through_every_step(world: World) -> None:
+    rollout_id = world.register("checkout")
+    rollout = world.run(rollout_id, 60)
+    assert rollout.phase is Phase.SUCCEEDED
+    assert world.cluster.writes == [
+        ("checkout", 100, 0),
+        ("checkout", 95, 5),
+        ("checkout", 90, 10),
+        ("checkout", 75, 25),
+        ("checkout", 50, 50),
+        ("checkout", 0, 100),
+    ]
+    kinds = world.kinds(rollout_id)
+    assert kinds[:2] == ["created", "started"]
+    assert kinds.count("step_advanced") == 4
+    assert kinds[-2:] == ["promoting", "promoted"]
+    assert rollout.checks.failed == 0 and rollout.checks.passed >= 16
+    assert not world.store.active_for(NS, "checkout")  # the service is free for the next rollout
+
+
+def test_a_bad_canary_rolls_back_with_the_verdict(world: World) -> None:
+    rollout_id = world.register("cart", canary_error=0.3)
+    rollout = world.run(rollout_id, 60)
+    assert rollout.phase is Phase.ROLLED_BACK
+    assert world.cluster.writes[-1] == ("cart", 100, 0)
+    assert max(canary for _, _, canary in world.cluster.writes) <= 10
+    assert rollout.reason.startswith("errors: canary 5xx")
+    verdicts = [e for e in world.store.events(rollout_id) if e.kind == "verdict"]
+    assert verdicts[-1].data["outcome"] == "fail"
+    assert verdicts[-1].data["canary_requests"] > 0
+
+
+def test_insufficient_traffic_holds_then_rolls_back(world: World) -> None:
+    rollout_id = world.register("quiet", rps=2.0)  # 0.1 request/s reaches the canary at 5 %
+    held = world.run(rollout_id, 8)
+    assert held.phase is Phase.PROGRESSING and held.step_index == 0
+    rollout = world.run(rollout_id, 30)
+    assert rollout.phase is Phase.ROLLED_BACK
+    assert rollout.reason.startswith("insufficient traffic: canary served")
+
+
+def test_insufficient_traffic_with_hold_keeps_waiting(world: World) -> None:
+    rollout_id = world.register("quiet", rps=2.0, on_insufficient_traffic="hold")
+    rollout = world.run(rollout_id, 40)
+    assert rollout.phase is Phase.PROGRESSING and rollout.step_index == 0
+    assert "holding (policy: hold)" in rollout.reason
+    world.cluster.services[(NS, "quiet")].requests_per_second = 200.0  # traffic arrives
+    assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED
+
+
+def test_a_never_ready_canary_rolls_back_at_the_progress_deadline(world: World) -> None:
+    rollout_id = world.register("stuck")
+    world.cluster.ready["stuck-00002"] = False
+    rollout = world.run(rollout_id, 30)
+    assert rollout.phase is Phase.ROLLED_BACK
+    assert "not Ready within the progress deadline (10s)" in rollout.reason
+    assert world.cluster.writes == [("stuck", 100, 0), ("stuck", 100, 0)]
+    assert rollout.finished_at is not None
+    assert (rollout.finished_at - rollout.created_at).total_seconds() <= 13
+
+
+def test_an_out_of_band_traffic_edit_ends_superseded_without_further_writes(world: World) -> None:
+    rollout_id = world.register("edited")
+    world.run(rollout_id, 8)
+    writes = len(world.cluster.writes)
+    world.cluster.edit(NS, "edited", {"edited-00001": 70, "edited-00002": 30})
+    rollout = world.run(rollout_id, 10)
+    assert rollout.phase is Phase.SUPERSEDED
+    assert "traffic was set to 30 % canary by someone else" in rollout.reason
+    assert len(world.cluster.writes) == writes
+    assert world.cluster.current_split(NS, "edited") == {"edited-00001": 70, "edited-00002": 30}
+
+
+def test_a_new_revision_created_by_someone_else_supersedes(world: World) -> None:
+    rollout_id = world.register("moving")
+    world.run(rollout_id, 8)
+    world.cluster.services[(NS, "moving")].revisions.append("moving-00003")
+    rollout = world.run(rollout_id, 3)
+    assert (rollout.phase, rollout.reason.split(";")[0]) == (
+        Phase.SUPERSEDED,
+        "superseded: revision moving-00003 was created",
+    )
+
+
+def test_prometheus_down_holds_every_step_and_never_promotes(world: World) -> None:
+    rollout_id = world.register("blind")
+    world.run(rollout_id, 3)
+    before = world.get(rollout_id)
+    world.metrics.down = True
+    during = world.run(rollout_id, 40)
+    assert during.phase is Phase.PROGRESSING
+    assert (during.step_index, during.canary_weight) == (before.step_index, before.canary_weight)
+    assert during.checks.errored >= 30
+    assert "metrics unavailable" in during.reason
+    world.metrics.down = False
+    assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED
+
+
+def test_a_failed_traffic_write_is_repeated_on_the_next_tick(world: World) -> None:
+    rollout_id = world.register("flaky")
+    world.run(rollout_id, 2)
+    world.cluster.failing_writes = 3
+    rollout = world.run(rollout_id, 60)
+    assert rollout.phase is Phase.SUCCEEDED
+    canary_weights = [canary for _, _, canary in world.cluster.writes]
+    assert canary_weights == sorted(canary_weights)  # retried in place, never out of order
+
+
+def test_the_kubernetes_api_down_holds_and_recovers(world: World) -> None:
+    rollout_id = world.register("offline")
+    world.run(rollout_id, 3)
+    world.cluster.unreachable = True
+    during = world.run(rollout_id, 20)
+    assert during.phase is Phase.PROGRESSING and during.checks.errored >= 15
+    world.cluster.unreachable = False
+    assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED
+
+
+def test_abort_preempts_and_records_the_actor(world: World) -> None:
+    rollout_id = world.register("pager")
+    world.run(rollout_id, 8)
+    rollout = world.runner.control(rollout_id, ManualActionKind.ABORT, "alice", "error budget")
+    assert rollout.phase is Phase.ABORTED
+    assert world.cluster.writes[-1] == ("pager", 100, 0)
+    abort = next(e for e in world.store.events(rollout_id) if e.kind == "abort")
+    assert (abort.actor, abort.message) == ("alice", "error budget")
+    assert rollout.last_action is not None and rollout.last_action.actor == "alice"
+
+
+def test_a_stale_worker_cannot_write_after_an_abort(world: World) -> None:
+    rollout_id = world.register("race")
+    world.run(rollout_id, 8)
+    stale = world.store.acquire_leases([rollout_id], "worker-a", 5000)[rollout_id]
+    world.make_runner("on-call").control(rollout_id, ManualActionKind.ABORT, "bob", "")
+    writes = list(world.cluster.writes)
+    rollout = world.get(rollout_id)
+    wanted = rollout.model_copy(update={"phase": Phase.PROGRESSING, "canary_weight": 50, "applied_canary_weight": 25})
+    world.runner._carry_out(wanted, stale, TickReport())
+    assert world.cluster.writes == writes  # fenced out: nothing written after the abort
+    assert world.cluster.current_split(NS, "race") == {"race-00001": 100, "race-00002": 0}
+
+
+def test_pause_holds_and_resume_continues(world: World) -> None:
+    rollout_id = world.register("held")
+    world.run(rollout_id, 4)
+    world.runner.control(rollout_id, ManualActionKind.PAUSE, "carol", "checking dashboards")
+    paused = world.run(rollout_id, 20)
+    assert paused.phase is Phase.PAUSED and paused.step_index == 0
+    world.runner.control(rollout_id, ManualActionKind.RESUME, "carol", "")
+    assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED
+
+
+def test_promote_now_finishes_at_once(world: World) -> None:
+    rollout_id = world.register("hotfix")
+    world.run(rollout_id, 4)
+    rollout = world.runner.control(rollout_id, ManualActionKind.PROMOTE, "dan", "hotfix")
+    assert rollout.phase is Phase.SUCCEEDED
+    assert world.cluster.writes[-1] == ("hotfix", 0, 100)
+
+
+def test_a_deleted_service_fails_the_rollout(world: World) -> None:
+    rollout_id = world.register("gone")
+    world.run(rollout_id, 4)
+    del world.cluster.services[(NS, "gone")]
+    rollout = world.run(rollout_id, 3)
+    assert (rollout.phase, rollout.reason) == (Phase.FAILED, "Service shop/gone was deleted")
+
+
+def test_one_batch_fetches_metrics_once_for_many_rollouts(world: World) -> None:
+    ids = [world.register(f"svc{i}") for i in range(20)]
+    world.run(ids[0], 4)
+    fetches = world.metrics.fetches
+    now = world.clock.advance(1)
+    due = world.store.claim_due(now, 100, now + timedelta(seconds=15))
+    assert len(due) == 20
+    report = world.runner.tick([i for i, _ in due], dict(due))
+    assert report.metric_fetches == 1 and world.metrics.fetches == fetches + 1
+    assert report.decided == 20
+
+
+@respx.mock
+def test_a_dead_webhook_does_not_slow_or_fail_a_rollout(world: World) -> None:
+    attempts = respx.post("https://hooks.example.com/dead").mock(side_effect=httpx.ConnectError("refused"))
+    blocked = threading.Event()
+
+    def hang(_: float) -> None:  # every retry waits until the rollout is over
+        blocked.wait(30)
+
+    target = NotificationTarget(kind=NotificationKind.WEBHOOK, url="https://hooks.example.com/dead")
+    world.runner.notifier = Notifier([target], sleep=hang, workers=1)
+    rollout_id = world.register("checkout")
+    try:
+        assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED  # while delivery is stuck
+        assert attempts.call_count >= 1
+    finally:
+        blocked.set()
+        world.runner.notifier.close()

@@ -1,0 +1,66 @@
+"""The `autocanary` command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from api.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_command_groups() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for group in ("policy", "rollout", "api", "sandbox", "replay", "worker", "scheduler", "demo"):
+        assert group in result.output
+
+
+def test_policy_list_shows_every_built_in() -> None:
+    result = runner.invoke(app, ["policy", "list"])
+    assert result.exit_code == 0
+    for name in ("default", "conservative", "fast", "demo"):
+        assert name in result.output
+
+
+def test_policy_show_prints_the_resolved_policy_as_json() -> None:
+    result = runner.invoke(app, ["policy", "show", "fast", "--json"])
+    assert result.exit_code == 0
+    shown = json.loads(result.output)
+    assert shown["steps"] == [10, 30, 60]
+    assert shown["step_min_duration"] == "1m"
+
+
+def test_policy_show_of_an_unknown_name_fails_with_the_list() -> None:
+    result = runner.invoke(app, ["policy", "show", "nope"])
+    assert result.exit_code == 1
+    assert "built-ins are: conservative, default, demo, fast" in result.output
+
+
+def test_policy_validate_accepts_a_good_file(tmp_path: Path) -> None:
+    file = tmp_path / "checkout.yaml"
+    file.write_text("extends: default\nsteps: [10, 50]\nguardrails:\n  max_p99_ms: 300\n")
+    result = runner.invoke(app, ["policy", "validate", str(file), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_policy_validate_names_every_bad_field(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text("extends: default\nsteps: [50, 10]\nintervall: 5s\n")
+    result = runner.invoke(app, ["policy", "validate", str(file)])
+    assert result.exit_code == 1
+    assert "steps: must be strictly increasing" in result.output
+    assert "intervall: unknown field; did you mean 'interval'?" in result.output
+
+
+def test_policy_validate_reports_broken_yaml_and_missing_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("steps: [5, 10\n")
+    result = runner.invoke(app, ["policy", "validate", str(broken)])
+    assert result.exit_code == 1 and "not valid YAML" in result.output
+    result = runner.invoke(app, ["policy", "validate", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 1 and "cannot read" in result.output

@@ -1,0 +1,72 @@
+"""PromQL per dialect: batched, grouped, validated and escaped; results parsed into counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyzer.counts import RevisionRef
+from analyzer.dialects import queries_for
+from policies import Dialect
+from rollouts import ValidationError
+
+TARGETS = [
+    RevisionRef("shop", "checkout-00001"),
+    RevisionRef("shop", "checkout-00002"),
+    RevisionRef("blog", "web-00003"),
+]
+
+
+def test_opencensus_queries_are_batched_and_grouped() -> None:
+    queries = queries_for(Dialect.KNATIVE_OPENCENSUS)
+    assert queries.counts_query(TARGETS, 10) == (
+        "sum by (namespace_name, revision_name, response_code_class)"
+        '(increase(revision_app_request_count{namespace_name=~"blog|shop",'
+        'revision_name=~"checkout\\\\-00001|checkout\\\\-00002|web\\\\-00003"}[10s]))'
+    )
+    assert queries.buckets_query(TARGETS, 30).startswith(
+        "sum by (namespace_name, revision_name, le)(increase(revision_app_request_latencies_bucket{"
+    )
+
+
+def test_otel_queries_use_the_otel_names() -> None:
+    queries = queries_for(Dialect.KNATIVE_OTEL)
+    assert "kn_serving_invocation_duration_seconds_count{k8s_namespace_name=~" in queries.counts_query(TARGETS, 10)
+    assert "sum by (k8s_namespace_name, kn_revision_name, http_response_status_code)" in queries.counts_query(
+        TARGETS, 10
+    )
+    assert "kn_serving_invocation_duration_seconds_bucket" in queries.buckets_query(TARGETS, 10)
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        (RevisionRef("shop", 'a"} or vector(1)'), "revision"),
+        (RevisionRef("Shop", "a-00001"), "namespace"),
+        (RevisionRef("shop", "a|b"), "revision"),
+        (RevisionRef("shop", ""), "revision"),
+    ],
+)
+def test_a_name_that_is_not_dns_1123_is_refused_before_a_query_exists(ref: RevisionRef, field: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        queries_for(Dialect.KNATIVE_OPENCENSUS).counts_query([ref], 10)
+    assert error.value.problems[0].field == field
+
+
+def test_parse_sums_series_and_classifies_status() -> None:
+    queries = queries_for(Dialect.KNATIVE_OTEL)
+    labels = {"k8s_namespace_name": "shop", "kn_revision_name": "checkout-00002"}
+    counts = [
+        {"metric": {**labels, "http_response_status_code": "200"}, "value": [0, "96.9"]},
+        {"metric": {**labels, "http_response_status_code": "503"}, "value": [0, "3.2"]},
+        {"metric": {**labels, "http_response_status_code": "404"}, "value": [0, "1"]},
+    ]
+    buckets = [
+        {"metric": {**labels, "le": "0.1"}, "value": [0, "60.2"]},
+        {"metric": {**labels, "le": "0.25"}, "value": [0, "99"]},
+        {"metric": {**labels, "le": "+Inf"}, "value": [0, "101"]},
+    ]
+    parsed = queries.parse(counts, buckets, TARGETS)
+    got = parsed[RevisionRef("shop", "checkout-00002")]
+    assert (got.requests, got.errors) == (101, 3)  # 4xx are the client's fault, not the canary's
+    assert got.buckets == ((100.0, 60), (250.0, 99))
+    assert parsed[RevisionRef("blog", "web-00003")].requests == 0

@@ -1,0 +1,148 @@
+"""The policy model, the built-in library and the error messages users see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from policies import (
+    InvalidPolicy,
+    Policy,
+    builtin_names,
+    format_duration,
+    load_policy,
+    parse_duration,
+    parse_policy_document,
+)
+
+
+def test_the_four_built_ins_exist() -> None:
+    assert builtin_names() == ["conservative", "default", "demo", "fast"]
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_each_built_in_loads_and_names_itself(name: str) -> None:
+    policy = load_policy(name)
+    assert policy.name == name
+    assert policy.description
+    assert policy.interval <= policy.step_min_duration
+
+
+def test_conservative_is_more_careful_than_default() -> None:
+    default, conservative = load_policy("default"), load_policy("conservative")
+    assert len(conservative.steps) > len(default.steps)
+    assert conservative.steps[0] < default.steps[0]
+    assert conservative.alpha_errors < default.alpha_errors
+    assert conservative.alpha_latency < default.alpha_latency
+
+
+def test_fast_has_fewer_shorter_steps_and_demo_is_seconds_long() -> None:
+    default, fast, demo = load_policy("default"), load_policy("fast"), load_policy("demo")
+    assert len(fast.steps) < len(default.steps)
+    assert fast.step_min_duration < default.step_min_duration
+    assert demo.step_min_duration <= timedelta(seconds=10)
+    assert demo.interval <= timedelta(seconds=1)
+
+
+def test_overrides_merge_deeply_and_replace_lists() -> None:
+    policy = load_policy("conservative", {"steps": [20, 60], "guardrails": {"max_p99_ms": 250}})
+    assert policy.steps == (20, 60)
+    assert policy.guardrails.max_p99_ms == 250
+    assert policy.guardrails.min_success_rate == 99.0  # kept from conservative
+    assert policy.name == "conservative"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"steps": []}, "steps", "at least 1"),
+        ({"steps": [5, 100]}, "steps[1]", "less than or equal to 99"),
+        ({"steps": [0, 10]}, "steps[0]", "greater than or equal to 1"),
+        ({"steps": [10, 10]}, "steps", "strictly increasing"),
+        ({"steps": "5,10"}, "steps", "valid tuple"),
+        ({"interval": "5m"}, "interval", "must not be longer than step_min_duration"),
+        ({"interval": "0.5s", "step_min_duration": "1m"}, "interval", "at least 1s"),
+        ({"step_min_duration": "soon"}, "step_min_duration", "duration"),
+        ({"alpha_errors": 0}, "alpha_errors", "greater than 0"),
+        ({"alpha_latency": 0.9}, "alpha_latency", "less than or equal to 0.5"),
+        ({"dialect": "istio"}, "dialect", "knative-opencensus"),
+        (
+            {"guardrails": {"min_success_rate": 120}},
+            "guardrails.min_success_rate",
+            "less than or equal to 100",
+        ),
+        ({"guardrails": {"max_p99": 300}}, "guardrails.max_p99", "did you mean 'max_p99_ms'"),
+        ({"latency_boundaries": {"quantiles": [0.9, 0.9]}}, "latency_boundaries.quantiles", "distinct"),
+        ({"on_insufficient_traffic": "panic"}, "on_insufficient_traffic", "'rollback' or 'hold'"),
+        ({"progress_deadline": "-1m"}, "progress_deadline", "duration"),
+        ({"notifications": [{"kind": "webhook", "url": "ftp://x"}]}, "notifications[0].url", "pattern"),
+        (
+            {"notifications": [{"kind": "email", "url": "https://x"}]},
+            "notifications[0].kind",
+            "'webhook' or 'slack'",
+        ),
+        ({"stepz": [5]}, "stepz", "did you mean 'steps'"),
+    ],
+)
+def test_a_bad_policy_names_the_field(overrides: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(InvalidPolicy) as error:
+        load_policy("default", overrides)
+    problems = {problem.field: problem.message for problem in error.value.problems}
+    assert field in problems, problems
+    assert message in problems[field]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(InvalidPolicy) as error:
+        load_policy("default", {"steps": [50, 5], "alpha_errors": 2, "bogus": True})
+    assert {p.field for p in error.value.problems} == {"steps", "alpha_errors", "bogus"}
+    assert str(error.value).startswith("invalid policy 'default' with overrides: ")
+
+
+def test_an_unknown_policy_lists_the_built_ins() -> None:
+    with pytest.raises(InvalidPolicy, match="policy: unknown policy 'yolo'; built-ins are: conservative, default"):
+        load_policy("yolo")
+
+
+def test_a_document_extends_a_built_in() -> None:
+    policy = parse_policy_document({"extends": "fast", "name": "checkout", "steps": [20, 40]})
+    assert policy.steps == (20, 40)
+    assert policy.step_min_duration == load_policy("fast").step_min_duration
+    assert policy.name == "checkout"
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [([1, 2], ""), ({"extends": "nope"}, "extends"), ({"extends": 3}, "extends")],
+)
+def test_a_bad_document_names_the_problem(document: object, field: str) -> None:
+    with pytest.raises(InvalidPolicy) as error:
+        parse_policy_document(document)
+    assert error.value.problems[0].field == field
+
+
+def test_policy_round_trips_through_json() -> None:
+    policy = load_policy("conservative")
+    assert Policy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_fields_carry_their_docs_into_the_schema() -> None:
+    schema = Policy.model_json_schema()
+    assert "strictly increasing" in schema["properties"]["steps"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90s", 90), ("2m30s", 150), ("1h", 3600), ("250ms", 0.25), (45, 45), ("1.5m", 90)],
+)
+def test_durations_parse(text: object, expected: float) -> None:
+    parsed = parse_duration(text)
+    assert isinstance(parsed, timedelta)
+    assert parsed.total_seconds() == expected
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(150, "2m30s"), (3600, "1h"), (0.25, "250ms"), (0, "0s")])
+def test_durations_format_short(seconds: float, text: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == text
