@@ -1,4 +1,5 @@
-"""The sandbox's Kubernetes API server for `serving.knative.dev/v1` Services and Revisions.
+"""The sandbox's Kubernetes API server for `serving.knative.dev/v1` Services and Revisions
+(and core/v1 Events: create, get, list with `involvedObject` field selectors).
 
 It speaks the subset autocanary and the `kubernetes` client use: discovery, GET, LIST (with
 `labelSelector`), POST, PUT (resourceVersion required), PATCH (JSON merge patch and JSON patch;
@@ -60,23 +61,12 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
     async def _no_method(_: Request, __: Exception) -> JSONResponse:
         return _status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
+    _add_core_api(app, store)
+
     @app.get("/_sandbox/traffic-history/{namespace}/{name}")
     async def traffic_history(namespace: str, name: str) -> list[dict[str, Any]]:
         """Not Kubernetes: every spec.traffic the Service was given, for tests and demos."""
         return store.traffic_history.get((namespace, name), [])
-
-    @app.get("/version")
-    async def version() -> dict[str, str]:
-        return {
-            "major": "1",
-            "minor": "30",
-            "gitVersion": "v1.30.0-autocanary-sandbox",
-            "platform": "linux/amd64",
-        }
-
-    @app.get("/api")
-    async def core_versions() -> dict[str, Any]:
-        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
 
     @app.get("/apis")
     async def groups() -> dict[str, Any]:
@@ -178,6 +168,46 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
     return app
 
 
+def _add_core_api(app: FastAPI, store: ClusterStore) -> None:
+    """The core API: version, discovery, and core/v1 Events (create, list by `involvedObject` fields)."""
+
+    @app.get("/version")
+    async def version() -> dict[str, str]:
+        return {
+            "major": "1",
+            "minor": "30",
+            "gitVersion": "v1.30.0-autocanary-sandbox",
+            "platform": "linux/amd64",
+        }
+
+    @app.get("/api")
+    async def core_versions() -> dict[str, Any]:
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+
+    @app.get("/api/v1")
+    async def core_resources() -> dict[str, Any]:
+        event = {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event"}
+        return {
+            "kind": "APIResourceList",
+            "groupVersion": "v1",
+            "resources": [{**event, "verbs": ["create", "get", "list"], "shortNames": ["ev"]}],
+        }
+
+    @app.post("/api/v1/namespaces/{namespace}/events")
+    async def create_event(namespace: str, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        _check_identity(body, namespace, None)
+        return JSONResponse(store.create_event(namespace, body), status_code=201)
+
+    @app.get("/api/v1/namespaces/{namespace}/events")
+    async def list_events(namespace: str, fieldSelector: str = "") -> dict[str, Any]:  # noqa: N803 (API name)
+        return _event_list(store.list_events(namespace, _selector(fieldSelector)), store.latest_version)
+
+    @app.get("/api/v1/events")
+    async def list_all_events(fieldSelector: str = "") -> dict[str, Any]:  # noqa: N803 (API name)
+        return _event_list(store.list_events(None, _selector(fieldSelector)), store.latest_version)
+
+
 def _group_version() -> dict[str, str]:
     return {"groupVersion": API_VERSION, "version": VERSION}
 
@@ -229,11 +259,21 @@ def _admitted(service: dict[str, Any]) -> dict[str, Any]:
     return defaulted
 
 
-def _list(store: ClusterStore, plural: str, namespace: str | None, selector: str) -> dict[str, Any]:
-    labels: dict[str, str] = {}
+def _selector(selector: str) -> dict[str, str]:
+    """`a=b,c==d` label or field selectors (equality only, as autocanary and kubectl describe use them)."""
+    terms: dict[str, str] = {}
     for term in filter(None, selector.split(",")):
         key, _, value = term.partition("=")
-        labels[key.strip()] = value.strip().lstrip("=")
+        terms[key.strip()] = value.strip().lstrip("=")
+    return terms
+
+
+def _event_list(items: list[dict[str, Any]], version: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "EventList", "metadata": {"resourceVersion": version}, "items": items}
+
+
+def _list(store: ClusterStore, plural: str, namespace: str | None, selector: str) -> dict[str, Any]:
+    labels = _selector(selector)
     return {
         "apiVersion": API_VERSION,
         "kind": KINDS[plural] + "List",

@@ -1,4 +1,5 @@
-"""The sandbox cluster's state: Knative Services and Revisions with Kubernetes write semantics.
+"""The sandbox cluster's state: Knative Services and Revisions with Kubernetes write semantics,
+and the core/v1 Events recorded about them.
 
 Every write gets a new `resourceVersion`; spec changes bump `metadata.generation`; writes that
 carry a stale resourceVersion fail with 409 Conflict. Errors are `ApiError`s that render as the
@@ -8,6 +9,7 @@ so no locks are needed; listeners (the controller) are told about every change.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import itertools
 import uuid
@@ -92,6 +94,7 @@ class ClusterStore:
         self._versions = itertools.count(1)
         self._listeners: list[Listener] = []
         self.latest_version = "0"
+        self._events: dict[tuple[str, str], dict[str, Any]] = {}
         self.traffic_history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         """Every spec.traffic a Service was given, in order (for tests of who wrote what when)."""
 
@@ -188,6 +191,43 @@ class ClusterStore:
         self._notify(plural, namespace, name)
         return removed
 
+    # --- core/v1 Events (what `kubectl describe ksvc` lists) -------------------------------------
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Store a core/v1 Event as given (Events are not admitted or reconciled)."""
+        metadata = event.setdefault("metadata", {})
+        name = metadata.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(422, "Invalid", "Event is invalid: metadata.name: Required value")
+        involved = event.get("involvedObject")
+        if not isinstance(involved, dict) or not involved.get("name"):
+            raise ApiError(422, "Invalid", f'Event "{name}" is invalid: involvedObject.name: Required value')
+        if involved.get("namespace") not in (None, namespace):
+            raise ApiError(
+                422, "Invalid", f'Event "{name}" is invalid: involvedObject.namespace: Invalid value: does not match'
+            )
+        if (namespace, name) in self._events:
+            raise ApiError(409, "AlreadyExists", f'events "{name}" already exists', {"name": name, "kind": "events"})
+        metadata.update(
+            namespace=namespace,
+            uid=str(uuid.uuid4()),
+            creationTimestamp=now_rfc3339(),
+            resourceVersion=self._next_version(),
+        )
+        event.update(apiVersion="v1", kind="Event")
+        self._events[(namespace, name)] = event
+        return copy.deepcopy(event)
+
+    def list_events(self, namespace: str | None, fields: dict[str, str]) -> builtins.list[dict[str, Any]]:
+        """Events of a namespace (or all), filtered by `involvedObject.*` field selectors."""
+        found = []
+        for (ns, _), event in self._events.items():  # in the order they were created
+            if namespace is not None and ns != namespace:
+                continue
+            if all(_field(event, path) == value for path, value in fields.items()):
+                found.append(copy.deepcopy(event))
+        return found
+
     def _same_metadata(self, current: dict[str, Any], updated: dict[str, Any]) -> bool:
         keys = ("labels", "annotations", "finalizers", "generation")
         return all(current["metadata"].get(k) == updated["metadata"].get(k) for k in keys)
@@ -199,3 +239,11 @@ class ClusterStore:
     def _notify(self, plural: str, namespace: str, name: str) -> None:
         for listener in self._listeners:
             listener(plural, namespace, name)
+
+
+def _field(obj: dict[str, Any], path: str) -> str:
+    """The value at a dotted field path as a string ("" when absent), as field selectors compare."""
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)

@@ -77,7 +77,7 @@ def runner() -> Runner:
         lease_ms=int(settings.lease_seconds * 1000),
         metrics_lag=settings.metrics_lag,
         min_window=timedelta(seconds=settings.metrics_min_window_seconds),
-        notifier=Notifier(defaults, secrets=os.environ),
+        notifier=Notifier(defaults, secrets=os.environ, events=router if settings.kubernetes_events else None),
     )
 
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import urllib3.exceptions
@@ -29,6 +32,7 @@ from rollouts.errors import FencedOut, PermanentError, TransientError
 from rollouts.ports import RevisionState, ServiceState, TrafficTarget
 
 GROUP, VERSION = "serving.knative.dev", "v1"
+EVENT_SOURCE = "autocanary"
 T = TypeVar("T")
 
 
@@ -167,6 +171,46 @@ class KnativeRouter:
                     f" controller after {self.settle_timeout:g}s (observed {state.observed_generation})"
                 )
             self._sleep(self.poll_interval)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def record_event(self, namespace: str, service: str, *, reason: str, message: str, warning: bool) -> None:
+        """A core/v1 Event on the Knative Service, so `kubectl describe ksvc` lists the transition.
+
+        The Service is read first for its uid: `kubectl describe` matches events on the involved
+        object's name, namespace, kind and uid. Each event has a unique name (never patched:
+        the service account may only `create` events).
+        """
+        found = self._get("services", namespace, service)
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            api_version="v1",
+            kind="Event",
+            metadata=client.V1ObjectMeta(name=f"{service}.{uuid.uuid4().hex[:16]}", namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="Service",
+                name=service,
+                namespace=namespace,
+                uid=found["metadata"].get("uid"),
+                resource_version=found["metadata"].get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            source=client.V1EventSource(component=EVENT_SOURCE),
+            reporting_component=EVENT_SOURCE,
+            reporting_instance=socket.gethostname()[:128],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        self._call(
+            f"record event {reason} on {namespace}/{service}",
+            lambda: client.CoreV1Api(self.api.api_client).create_namespaced_event(
+                namespace, event, _request_timeout=self.request_timeout
+            ),
+        )
 
     # --- plumbing ------------------------------------------------------------------------------
 

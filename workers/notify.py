@@ -1,4 +1,5 @@
-"""Telling people about rollout transitions: generic webhooks (HMAC-signed JSON) and Slack.
+"""Telling people about rollout transitions: generic webhooks (HMAC-signed JSON), Slack, and
+Kubernetes Events on the Knative Service (so `kubectl describe ksvc` shows them).
 
 Targets come from the rollout's policy (`notifications`) and a global default
 (`AUTOCANARY_NOTIFY_WEBHOOK_URL`, `AUTOCANARY_NOTIFY_SLACK_URL`). Delivery runs on a small
@@ -17,11 +18,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from policies import NotificationKind, NotificationTarget
+from policies import NotificationEvent, NotificationKind, NotificationTarget
 from rollouts.actions import Notify
 from rollouts.model import Rollout
 
@@ -64,6 +65,35 @@ def slack_message(rollout: Rollout, notify: Notify) -> dict[str, Any]:
     }
 
 
+KUBERNETES_REASONS: dict[NotificationEvent, str] = {
+    NotificationEvent.STARTED: "CanaryStarted",
+    NotificationEvent.STEP_ADVANCED: "CanaryStepAdvanced",
+    NotificationEvent.PAUSED: "CanaryPaused",
+    NotificationEvent.RESUMED: "CanaryResumed",
+    NotificationEvent.PROMOTED: "CanaryPromoted",
+    NotificationEvent.ROLLED_BACK: "CanaryRolledBack",
+    NotificationEvent.ABORTED: "CanaryAborted",
+    NotificationEvent.SUPERSEDED: "CanarySuperseded",
+    NotificationEvent.FAILED: "CanaryFailed",
+}
+"""The Kubernetes Event `reason` of each transition (CamelCase, as Kubernetes reasons are)."""
+
+WARNINGS = frozenset(
+    {NotificationEvent.ROLLED_BACK, NotificationEvent.ABORTED, NotificationEvent.SUPERSEDED, NotificationEvent.FAILED}
+)
+
+
+class EventRecorder(Protocol):
+    """Where Kubernetes Events go (the `KnativeRouter`); tests pass a fake."""
+
+    def record_event(self, namespace: str, service: str, *, reason: str, message: str, warning: bool) -> None: ...
+
+
+def event_message(rollout: Rollout, notify: Notify) -> str:
+    """The Event's message: which rollout, which canary, what happened."""
+    return f"rollout {rollout.id} ({rollout.canary_revision}, {rollout.canary_weight} %): {notify.message}"
+
+
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -81,8 +111,10 @@ class Notifier:
         workers: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        events: EventRecorder | None = None,
     ) -> None:
         self.defaults = tuple(defaults)
+        self.events = events
         self.secrets = dict(secrets or {})
         self.client = client or httpx.Client(timeout=timeout)
         self.retries = retries
@@ -97,7 +129,25 @@ class Notifier:
             t for t in (*rollout.policy.notifications, *self.defaults) if t.events is None or notify.event in t.events
         ]
         at = self.clock()
-        return [self._pool.submit(self._deliver, target, rollout, notify, at) for target in targets]
+        futures = [self._pool.submit(self._deliver, target, rollout, notify, at) for target in targets]
+        if self.events is not None:
+            futures.append(self._pool.submit(self._record, self.events, rollout, notify))
+        return futures
+
+    def _record(self, events: EventRecorder, rollout: Rollout, notify: Notify) -> bool:
+        """One Kubernetes Event on the Service; a failure is logged, never raised (once, no retry)."""
+        try:
+            events.record_event(
+                rollout.namespace,
+                rollout.service,
+                reason=KUBERNETES_REASONS[notify.event],
+                message=event_message(rollout, notify),
+                warning=notify.event in WARNINGS,
+            )
+        except Exception as exc:  # the Service may be gone, RBAC missing, the API down: never the rollout's problem
+            log.warning("could not record the %s event for %s: %s", notify.event.value, rollout.id, exc)
+            return False
+        return True
 
     def _deliver(self, target: NotificationTarget, rollout: Rollout, notify: Notify, at: datetime) -> bool:
         if target.kind is NotificationKind.SLACK:

@@ -182,3 +182,29 @@ def test_discovery_answers_the_kubernetes_client(sandbox: Endpoints, api: client
     assert [group.name for group in groups.groups] == ["serving.knative.dev"]
     resources = httpx.get(f"{sandbox.apiserver}/apis/serving.knative.dev/v1").json()
     assert {r["name"] for r in resources["resources"]} == {"services", "revisions"}
+
+
+def test_transitions_are_recorded_as_events_kubectl_describe_would_list(
+    api: client.CustomObjectsApi, router: KnativeRouter, two_revisions: str
+) -> None:
+    uid = get(api, two_revisions, "services", "hello")["metadata"]["uid"]
+    router.record_event(two_revisions, "hello", reason="CanaryStepAdvanced", message="canary at 10 %", warning=False)
+    router.record_event(two_revisions, "hello", reason="CanaryRolledBack", message="errors: 5xx 2 %", warning=True)
+    core = client.CoreV1Api(api.api_client)
+    # The field selector `kubectl describe ksvc hello` sends.
+    selector = f"involvedObject.name=hello,involvedObject.namespace={two_revisions},involvedObject.uid={uid}"
+    events = core.list_namespaced_event(two_revisions, field_selector=selector).items
+    assert [(e.reason, e.type, e.message) for e in events] == [
+        ("CanaryStepAdvanced", "Normal", "canary at 10 %"),
+        ("CanaryRolledBack", "Warning", "errors: 5xx 2 %"),
+    ]
+    assert {(e.involved_object.kind, e.involved_object.api_version) for e in events} == {
+        ("Service", "serving.knative.dev/v1")
+    }
+    assert {e.source.component if e.source else None for e in events} == {"autocanary"}
+    assert core.list_namespaced_event(two_revisions, field_selector="involvedObject.name=other").items == []
+
+
+def test_an_event_on_a_missing_service_is_a_permanent_error(router: KnativeRouter, namespace: str) -> None:
+    with pytest.raises(PermanentError, match="404"):
+        router.record_event(namespace, "nope", reason="CanaryFailed", message="gone", warning=True)

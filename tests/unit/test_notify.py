@@ -11,8 +11,9 @@ import respx
 
 from policies import NotificationEvent, NotificationKind, NotificationTarget
 from rollouts import Notify, Phase
+from rollouts.errors import PermanentError
 from tests.factories import T0, policy, rollout
-from workers.notify import SIGNATURE_HEADER, Notifier
+from workers.notify import KUBERNETES_REASONS, SIGNATURE_HEADER, Notifier
 
 HOOK = "https://hooks.example.com/autocanary"
 SLACK = "https://hooks.slack.com/services/T0/B0/xyz"
@@ -89,4 +90,42 @@ def test_a_dead_webhook_gives_up_without_raising() -> None:
     [future] = notifier(NotificationTarget(kind=NotificationKind.WEBHOOK, url=HOOK), retries=2).send(
         rollout(), ROLLED_BACK
     )
+    assert future.result(5) is False
+
+
+class RecordedEvents:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.recorded: list[tuple[str, str, str, str, bool]] = []
+
+    def record_event(self, namespace: str, service: str, *, reason: str, message: str, warning: bool) -> None:
+        if self.fail:
+            raise PermanentError("403 events is forbidden: cannot create resource")
+        self.recorded.append((namespace, service, reason, message, warning))
+
+
+def test_every_transition_becomes_a_kubernetes_event_on_the_service() -> None:
+    events = RecordedEvents()
+    sender = notifier(events=events)
+    subject = rollout()
+    futures = [
+        *sender.send(subject, Notify(NotificationEvent.STEP_ADVANCED, "canary at 10 %")),
+        *sender.send(subject.with_phase(Phase.ROLLED_BACK, T0, "bad"), ROLLED_BACK),
+    ]
+    assert [f.result(5) for f in futures] == [True, True]
+    recorded = sorted(events.recorded, key=lambda e: e[2])
+    assert [(ns, svc, reason, warning) for ns, svc, reason, _, warning in recorded] == [
+        (subject.namespace, "checkout", "CanaryRolledBack", True),
+        (subject.namespace, "checkout", "CanaryStepAdvanced", False),
+    ]
+    assert subject.id in recorded[0][3] and ROLLED_BACK.message in recorded[0][3]
+
+
+def test_every_notification_event_has_a_kubernetes_reason() -> None:
+    assert set(KUBERNETES_REASONS) == set(NotificationEvent)
+    assert all(reason[0].isupper() and reason.isalnum() for reason in KUBERNETES_REASONS.values())
+
+
+def test_a_refused_kubernetes_event_is_logged_not_raised() -> None:
+    [future] = notifier(events=RecordedEvents(fail=True)).send(rollout(), ROLLED_BACK)
     assert future.result(5) is False
