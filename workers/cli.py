@@ -35,6 +35,27 @@ def _scheduler_loop(stop: threading.Event) -> None:
     ).run_forever(stop)
 
 
+HealthPort = Annotated[
+    int | None,
+    typer.Option(
+        "--health-port",
+        envvar="AUTOCANARY_HEALTH_PORT",
+        help="Serve /healthz and /readyz (Redis reachable) on this port, for Kubernetes probes.",
+    ),
+]
+
+
+def _serve_health(port: int | None) -> None:
+    if port is None:
+        return
+    from workers.celery_app import settings
+    from workers.health import HealthServer
+    from workers.store import RolloutStore
+
+    store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
+    HealthServer({"redis": store.ping}, port=port).start()
+
+
 def _consume(queues: str, loglevel: str, name: str, pool: list[str]) -> None:
     from workers.celery_app import app
 
@@ -50,6 +71,7 @@ def worker(
         bool, typer.Option(help="Fork a consumer dedicated to the control queue, so commands never wait behind a tick.")
     ] = True,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "WARNING",
+    health_port: HealthPort = None,
 ) -> None:
     """Consume `control` first, then `ticks`. Settings come from AUTOCANARY_* variables.
 
@@ -65,14 +87,16 @@ def worker(
         fork = multiprocessing.get_context("fork")
         name = f"control-{os.getpid()}"
         fork.Process(target=_consume, args=("control", loglevel, name, solo), name=name, daemon=True).start()
+    _serve_health(health_port)  # after the fork: the control consumer must not inherit the listening socket
     pool = solo if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
     _consume("control,ticks", loglevel, f"ticks-{os.getpid()}", pool)
 
 
 @scheduler_app.callback(invoke_without_command=True)
-def scheduler() -> None:
+def scheduler(health_port: HealthPort = None) -> None:
     """Send due rollouts to the workers until SIGINT or SIGTERM. Several may run; one leads."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _serve_health(health_port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from policies import load_policy
 from rollouts import Phase, Rollout
 from sandbox.cluster import Endpoints
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
-from sandbox.prometheus import PrometheusServer
+from sandbox.prometheus import PrometheusServer, free_port
 from tests.knative import create, custom_objects, hello_service, new_revision, service_ready, wait_for
 from workers.knative import KnativeRouter
 from workers.store import Event, RolloutStore
@@ -243,3 +244,30 @@ def test_rollouts_and_events_survive_a_redis_restart(stack: Stack) -> None:
         load.stop()
     assert done.phase is Phase.SUCCEEDED, done.reason
     assert [e.kind for e in stack.store.events(rollout_id)][-1] == "promoted"
+
+
+def test_worker_and_scheduler_probes_follow_redis(stack: Stack, tmp_path: Path) -> None:
+    ports = {"worker": free_port(), "scheduler": free_port()}
+    probes = Processes(stack.processes.env, tmp_path)
+    for kind, port in ports.items():
+        probes.start(f"probed-{kind}", [kind, "--health-port", str(port)])
+
+    def readiness() -> dict[str, int] | None:
+        try:
+            return {k: httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=2).status_code for k, p in ports.items()}
+        except httpx.HTTPError:
+            return None  # not listening yet
+
+    try:
+        wait_for(lambda: readiness() == {"worker": 200, "scheduler": 200}, 30, "both probes ready")
+        assert all(httpx.get(f"http://127.0.0.1:{p}/healthz").status_code == 200 for p in ports.values())
+        stack.redis.kill()
+        try:
+            wait_for(lambda: readiness() == {"worker": 503, "scheduler": 503}, 15, "both probes unready")
+            body = httpx.get(f"http://127.0.0.1:{ports['worker']}/readyz", timeout=5).json()
+            assert body == {"ready": False, "checks": {"redis": False}}
+        finally:
+            stack.redis.start()
+        wait_for(lambda: readiness() == {"worker": 200, "scheduler": 200}, 30, "both probes ready again")
+    finally:
+        probes.stop_all()
