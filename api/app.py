@@ -9,6 +9,7 @@ layer imports only the domain and the store; `api.main` wires the real ones.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import statistics
@@ -38,7 +39,7 @@ from api.schemas import (
     VerdictSummary,
 )
 from api.settings import ApiSettings
-from policies import InvalidPolicy, Policy, builtin_names, field_path, load_policy
+from policies import InvalidPolicy, Policy, SitePolicies, field_path, load_policy, policy_names
 from rollouts import engine
 from rollouts.errors import InvalidTransition, PermanentError, TransientError, ValidationError
 from rollouts.events import Abort, Pause, PromoteNow, Resume
@@ -67,6 +68,8 @@ class Dependencies:
     enqueue: Enqueue
     probes: Mapping[str, Callable[[], bool]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    site_policies: SitePolicies = dataclasses.field(default_factory=dict)
+    """The installation's own policies (AUTOCANARY_POLICIES_DIR), beside the built-ins."""
 
 
 def _require(needed: Role) -> Callable[..., Principal]:
@@ -105,7 +108,7 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
     _install_error_handler(app)
     app.include_router(_rollouts(deps, settings))
     app.include_router(_actions(deps))
-    app.include_router(_policies())
+    app.include_router(_policies(deps.site_policies))
     app.include_router(_operations(deps))
     return app
 
@@ -127,7 +130,7 @@ def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> RolloutPublic:
         """Register a canary rollout (deployer); validated against the cluster before anything is stored."""
-        policy = _policy(body)
+        policy = _policy(body, deps.site_policies)
         stable, canary = _revisions(deps.router, body)
         now = deps.clock()
         rollout = Rollout.new(
@@ -221,20 +224,21 @@ def _actions(deps: Dependencies) -> APIRouter:
     return routes
 
 
-def _policies() -> APIRouter:
+def _policies(site: SitePolicies) -> APIRouter:
     routes = APIRouter(prefix="/v1/policies", tags=["policies"])
 
     @routes.get("")
     def policies(principal: Viewer) -> dict[str, Policy]:
-        """Every built-in policy, resolved (viewer)."""
-        return {name: load_policy(name) for name in builtin_names()}
+        """Every policy, built-in and the installation's own, resolved (viewer)."""
+        return {name: load_policy(name, site=site) for name in policy_names(site)}
 
     @routes.get("/{name}", responses={404: {"model": ErrorBody}})
     def policy(name: str, principal: Viewer) -> Policy:
-        """One built-in policy, resolved (viewer)."""
-        if name not in builtin_names():
-            raise ApiError(404, "not_found", f"no policy {name!r}; built-ins are: {', '.join(builtin_names())}", "name")
-        return load_policy(name)
+        """One policy, resolved (viewer)."""
+        if name not in policy_names(site):
+            known = ", ".join(policy_names(site))
+            raise ApiError(404, "not_found", f"no policy {name!r}; policies are: {known}", "name")
+        return load_policy(name, site=site)
 
     return routes
 
@@ -265,9 +269,9 @@ def _operations(deps: Dependencies) -> APIRouter:
 # --- request handling ------------------------------------------------------------------------
 
 
-def _policy(body: RolloutCreate) -> Policy:
+def _policy(body: RolloutCreate, site: SitePolicies) -> Policy:
     try:
-        return load_policy(body.policy, body.policy_overrides)
+        return load_policy(body.policy, body.policy_overrides, site=site)
     except InvalidPolicy as exc:
         if any(problem.field == "policy" for problem in exc.problems):  # the name itself is unknown
             raise ValidationError(exc.problems) from exc

@@ -12,12 +12,17 @@ from fastapi import FastAPI
 from analyzer.prometheus import PrometheusMetrics, PrometheusSettings
 from api.app import Dependencies, create_app
 from api.settings import ApiSettings
+from api.site_policies import SitePolicyError, read_site_policies
 from workers.knative import KnativeRouter
 from workers.store import RolloutStore
 
 
 def build(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
+    try:
+        site_policies = read_site_policies(settings.policies_dir)
+    except SitePolicyError as exc:
+        raise SystemExit(f"autocanary api: {exc}") from exc  # one clear line in the pod's log, no traceback
     store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
     router = KnativeRouter.from_kubeconfig(settings.kubeconfig, settings.kube_context, settle_timeout=5.0)
     prometheus = PrometheusMetrics(PrometheusSettings(settings.prometheus_url, timeout=2.0, retries=0))
@@ -27,7 +32,7 @@ def build(settings: ApiSettings | None = None) -> FastAPI:
         celery.send_task(task, args=args, queue="control")
 
     probes = {"redis": store.ping, "prometheus": prometheus.ready, "kubernetes": router.ready}
-    return create_app(settings, Dependencies(store, router, enqueue, probes))
+    return create_app(settings, Dependencies(store, router, enqueue, probes, site_policies=site_policies))
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -26,7 +26,7 @@ class RolloutCreate(BaseModel):
     stable_revision: Name | None = None
     """Default: the revision serving 100 % now."""
     policy: Annotated[str, Field(min_length=1, max_length=63)] = "default"
-    """A built-in policy name (see GET /v1/policies)."""
+    """A policy name, built-in or the installation's own (see GET /v1/policies)."""
     policy_overrides: dict[str, Any] | None = None
     """Fields to change on the named policy, e.g. {"steps": [10, 50]}."""
     labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=1024)]] = Field(

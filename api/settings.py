@@ -24,3 +24,5 @@ class ApiSettings(BaseSettings):
     """Request bodies larger than this are refused with 413."""
     sse_poll_ms: int = 1000
     """How long an event stream waits for news before checking whether the rollout ended."""
+    policies_dir: str | None = None
+    """A directory of the installation's own policies (`NAME.yaml`), e.g. a mounted ConfigMap."""

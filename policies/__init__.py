@@ -2,7 +2,16 @@
 
 from policies.durations import Duration, format_duration, parse_duration
 from policies.errors import FieldProblem, InvalidPolicy
-from policies.library import builtin_names, deep_merge, field_path, load_policy, parse_policy_document
+from policies.library import (
+    SitePolicies,
+    builtin_names,
+    check_site_policies,
+    deep_merge,
+    field_path,
+    load_policy,
+    parse_policy_document,
+    policy_names,
+)
 from policies.model import (
     Dialect,
     Guardrails,
@@ -26,11 +35,14 @@ __all__ = [
     "NotificationKind",
     "NotificationTarget",
     "Policy",
+    "SitePolicies",
     "builtin_names",
+    "check_site_policies",
     "deep_merge",
     "field_path",
     "format_duration",
     "load_policy",
     "parse_duration",
     "parse_policy_document",
+    "policy_names",
 ]

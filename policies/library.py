@@ -37,17 +37,45 @@ def _builtin_documents() -> Mapping[str, Mapping[str, Any]]:
     return documents
 
 
+SitePolicies = Mapping[str, Mapping[str, Any]]
+"""An installation's own policy documents by name (e.g. a ConfigMap's files), beside the built-ins."""
+
+
 def builtin_names() -> list[str]:
     """Names of the built-in policies, sorted."""
     return sorted(_builtin_documents())
 
 
-def load_policy(name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Policy:
-    """The named built-in (default: `default`) with `overrides` merged on top, validated."""
+def policy_names(site: SitePolicies | None = None) -> list[str]:
+    """Names of the built-in and the site policies, sorted."""
+    return sorted({*_builtin_documents(), *(site or {})})
+
+
+def load_policy(
+    name: str | None = None, overrides: Mapping[str, Any] | None = None, site: SitePolicies | None = None
+) -> Policy:
+    """The named policy (default: `default`) with `overrides` merged on top, validated.
+
+    `site` adds an installation's own documents; they may `extends:` a built-in or each other.
+    """
     name = name or DEFAULT_POLICY
-    base = _expanded_builtin(name, field="policy")
+    base = _expanded_builtin(name, field="policy", site=site or {})
     source = f"policy {name!r}" if not overrides else f"policy {name!r} with overrides"
     return _validate({**deep_merge(base, overrides or {}), "name": name}, source)
+
+
+def check_site_policies(site: SitePolicies) -> dict[str, Policy]:
+    """Every site policy resolved; a name that shadows a built-in or any invalid field is refused."""
+    resolved = {}
+    for name in sorted(site):
+        if name in _builtin_documents():
+            problem = FieldProblem("name", f"{name!r} is a built-in policy; give the site policy another name")
+            raise InvalidPolicy([problem], f"site policy {name!r}")
+        try:
+            resolved[name] = load_policy(name, site=site)
+        except InvalidPolicy as exc:
+            raise InvalidPolicy(exc.problems, f"site policy {name!r}") from exc
+    return resolved
 
 
 def parse_policy_document(document: object, source: str = "policy document") -> Policy:
@@ -75,17 +103,23 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return merged
 
 
-def _expanded_builtin(name: str, field: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    documents = _builtin_documents()
+def _expanded_builtin(
+    name: str, field: str, seen: tuple[str, ...] = (), site: SitePolicies | None = None
+) -> dict[str, Any]:
+    documents = {**(site or {}), **_builtin_documents()}
     if name not in documents:
         known = ", ".join(sorted(documents))
-        raise InvalidPolicy([FieldProblem(field, f"unknown policy {name!r}; built-ins are: {known}")])
+        what = "policies are" if site else "built-ins are"
+        raise InvalidPolicy([FieldProblem(field, f"unknown policy {name!r}; {what}: {known}")])
     if name in seen:
         raise InvalidPolicy([FieldProblem(EXTENDS_KEY, f"cycle: {' -> '.join((*seen, name))}")])
     data = dict(documents[name])
+    data.pop("name", None)
     parent = data.pop(EXTENDS_KEY, None)
+    if parent is not None and not isinstance(parent, str):
+        raise InvalidPolicy([FieldProblem(EXTENDS_KEY, "must name a policy")])
     if isinstance(parent, str):
-        return deep_merge(_expanded_builtin(parent, EXTENDS_KEY, (*seen, name)), data)
+        return deep_merge(_expanded_builtin(parent, EXTENDS_KEY, (*seen, name), site), data)
     return data
 
 

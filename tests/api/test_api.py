@@ -252,6 +252,24 @@ def test_policies_are_listed_and_shown(api: TestClient) -> None:
     assert (missing.status_code, missing.json()["field"]) == (404, "name")
 
 
+def test_site_policies_are_listed_and_used_at_registration(
+    store: RolloutStore, cluster: FakeCluster, queue: Queue
+) -> None:
+    site = {"payments": {"extends": "conservative", "steps": [2, 20]}}
+    probes = {"redis": store.ping}
+    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster, queue, probes, site_policies=site))
+    with TestClient(app) as client:
+        assert "payments" in client.get("/v1/policies", headers=VIEW).json()
+        assert client.get("/v1/policies/payments", headers=VIEW).json()["steps"] == [2, 20]
+        created = create(client, policy="payments", policy_overrides={"min_requests_per_step": 7})
+        assert created.status_code == 201, created.text
+        assert created.json()["policy"] == "payments"
+        stored = store.get(created.json()["id"])
+        assert stored is not None and stored.policy.steps == (2, 20) and stored.policy.min_requests_per_step == 7
+        unknown = create(client, service="cart", policy="nope")
+        assert unknown.status_code == 422 and "payments" in unknown.json()["message"]
+
+
 def test_health_readiness_and_metrics(api: TestClient, cluster: FakeCluster) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json() == {
