@@ -252,10 +252,26 @@ def _operations(deps: Dependencies) -> APIRouter:
         return {"status": "ok"}
 
     @routes.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
-    def readyz() -> JSONResponse:
+    def readyz(
+        required: Annotated[
+            str | None,
+            Query(
+                description="Comma-separated checks that decide the status (default: all). Every check is"
+                " reported either way. Kubernetes probes use `required=redis`: an API that cannot reach"
+                " Prometheus can still take an abort, so it must stay in the Service."
+            ),
+        ] = None,
+    ) -> JSONResponse:
         """Redis, Prometheus and the Kubernetes API reachable, each reported."""
         checks = {name: _safe(probe) for name, probe in deps.probes.items()}
-        status = 200 if all(checks.values()) else 503
+        deciding = set(checks) if required is None else {name.strip() for name in required.split(",") if name.strip()}
+        unknown = deciding - set(checks)
+        if unknown:
+            known = ", ".join(sorted(checks))
+            raise ApiError(
+                422, "validation_error", f"unknown check {sorted(unknown)[0]!r}; checks are: {known}", "required"
+            )
+        status = 200 if all(checks[name] for name in deciding) else 503
         return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)
 
     @routes.get("/metrics", response_class=PlainTextResponse)

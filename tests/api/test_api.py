@@ -279,6 +279,11 @@ def test_health_readiness_and_metrics(api: TestClient, cluster: FakeCluster) -> 
     cluster.unreachable = True
     not_ready = api.get("/readyz")
     assert (not_ready.status_code, not_ready.json()["checks"]["kubernetes"]) == (503, False)
+    # What the Kubernetes probe asks: still able to take an abort, so still in the Service.
+    redis_only = api.get("/readyz", params={"required": "redis"})
+    assert redis_only.status_code == 200 and redis_only.json()["checks"]["kubernetes"] is False
+    unknown = api.get("/readyz", params={"required": "redis,etcd"})
+    assert (unknown.status_code, unknown.json()["field"]) == (422, "required") and "etcd" in unknown.json()["message"]
     cluster.unreachable = False
     create(api)
     text = api.get("/metrics").text
