@@ -434,10 +434,24 @@ def _exposition(store: RolloutStore) -> str:
         "# HELP autocanary_canary_weight Canary weight of each active rollout, percent.",
         "# TYPE autocanary_canary_weight gauge",
     ]
-    for r in rollouts:
-        if not r.is_terminal:
-            labels = f'rollout="{r.id}",namespace="{r.namespace}",service="{r.service}",canary="{r.canary_revision}"'
-            lines.append(f"autocanary_canary_weight{{{labels}}} {r.canary_weight}")
+    active = [r for r in rollouts if not r.is_terminal]
+    labels = {
+        r.id: f'rollout="{r.id}",namespace="{r.namespace}",service="{r.service}",canary="{r.canary_revision}"'
+        for r in active
+    }
+    lines += [f"autocanary_canary_weight{{{labels[r.id]}}} {r.canary_weight}" for r in active]
+    lines += [
+        "# HELP autocanary_evidence Evidence against the canary of each active rollout (e-value; 1 = none;"
+        " the policy rolls back at 1/alpha).",
+        "# TYPE autocanary_evidence gauge",
+    ]
+    lines += [f"autocanary_evidence{{{labels[r.id]}}} {r.evidence:.6g}" for r in active]
+    lines += [
+        "# HELP autocanary_evidence_threshold The e-value at which each active rollout's policy rolls back"
+        " (1/alpha_errors).",
+        "# TYPE autocanary_evidence_threshold gauge",
+    ]
+    lines += [f"autocanary_evidence_threshold{{{labels[r.id]}}} {1 / r.policy.alpha_errors:.6g}" for r in active]
     lines += [
         "# HELP autocanary_checks Ticks by verdict outcome over the rollouts in the store.",
         "# TYPE autocanary_checks gauge",

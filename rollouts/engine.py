@@ -148,7 +148,7 @@ def _tick(rollout: Rollout, event: Tick, policy: Policy, now: datetime) -> Decis
             f"metrics unavailable, holding at {rollout.canary_weight} %: {verdict.sentence}"
         )
         return _wait(held, policy, now)
-    judged = rollout.with_counted(verdict.outcome, verdict.canary_requests)
+    judged = rollout.with_counted(verdict.outcome, verdict.canary_requests).with_evidence(verdict.evidence)
     if verdict.outcome is Outcome.FAIL:
         return _roll_back(judged, now, verdict.sentence or "a check failed")
     if judged.phase is Phase.PAUSED or judged.step_started_at is None:

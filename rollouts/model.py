@@ -97,6 +97,8 @@ class Rollout(BaseModel):
     analysis_state: dict[str, Any] = Field(default_factory=dict)
     """The analyzer's statistical state (e-processes), opaque to the engine, carried across steps."""
     checks: CheckCounters = CheckCounters()
+    evidence: Annotated[float, Field(ge=0)] = 1.0
+    """The last verdict's evidence against the canary (its largest e-value; 1 means none), for dashboards."""
     reason: str = ""
     """Why the rollout is where it is (a rollback's verdict, a wait's cause, an operator's reason)."""
     last_action: ManualAction | None = None
@@ -190,6 +192,9 @@ class Rollout(BaseModel):
                 "step_requests": self.step_requests + canary_requests,
             }
         )
+
+    def with_evidence(self, evidence: float) -> Rollout:
+        return self.model_copy(update={"evidence": evidence})
 
     def with_manual_action(self, kind: ManualActionKind, actor: str, reason: str, now: datetime) -> Rollout:
         action = ManualAction(kind=kind, actor=actor, reason=reason, at=now)

@@ -289,6 +289,9 @@ def test_health_readiness_and_metrics(api: TestClient, cluster: FakeCluster) -> 
     text = api.get("/metrics").text
     assert 'autocanary_rollouts{phase="pending"} 1' in text
     assert "autocanary_tick_lateness_seconds_count" in text and "autocanary_abort_latency_seconds" in text
+    evidence = [line for line in text.splitlines() if line.startswith("autocanary_evidence{")]
+    assert len(evidence) == 1 and 'service="checkout"' in evidence[0] and evidence[0].endswith(" 1")
+    assert any(line.startswith("autocanary_evidence_threshold{") for line in text.splitlines())
 
 
 def test_oversized_bodies_are_413(api: TestClient) -> None:

@@ -243,3 +243,12 @@ def test_pending_write_is_none_outside_the_final_phases() -> None:
 def test_every_non_terminal_decision_schedules_a_tick() -> None:
     decision = decide(progressing(), verdict(Outcome.PASS, 1), FAST, T0 + seconds(10))
     assert [a for a in decision.actions if isinstance(a, ScheduleTick)] == [ScheduleTick(T0 + seconds(20))]
+
+
+def test_each_judged_verdict_records_its_evidence_and_an_error_keeps_the_last() -> None:
+    judged = decide(
+        progressing(), verdict(Outcome.PASS, 200).model_copy(update={"evidence": 42.5}), FAST, T0 + seconds(10)
+    )
+    assert judged.rollout.evidence == 42.5
+    held = decide(judged.rollout, verdict(Outcome.ERROR, 0, "prometheus unreachable"), FAST, T0 + seconds(20))
+    assert held.rollout.evidence == 42.5  # no new data, no new evidence
