@@ -48,7 +48,7 @@ def create(
     token: Token = "",
     canary: Annotated[str | None, typer.Option(help="Default: the latest created revision.")] = None,
     stable: Annotated[str | None, typer.Option(help="Default: the revision serving 100 %.")] = None,
-    policy: Annotated[str, typer.Option(help="A built-in policy.")] = "default",
+    policy: Annotated[str, typer.Option(help="A policy: built-in or the installation's own.")] = "default",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Policy override FIELD=YAML, e.g. steps=[10,50].")
     ] = None,
