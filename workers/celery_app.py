@@ -28,7 +28,7 @@ from policies import NotificationKind, NotificationTarget
 from rollouts.errors import InvalidTransition, PermanentError, TransientError
 from rollouts.model import ManualActionKind
 from workers.knative import KnativeRouter
-from workers.notify import Notifier
+from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner
 from workers.settings import WorkerSettings
 from workers.store import RolloutStore
@@ -55,12 +55,32 @@ app.conf.update(
 )
 
 
+def _router() -> KnativeRouter:
+    return KnativeRouter.from_kubeconfig(
+        settings.kubeconfig, settings.kube_context, settle_timeout=settings.settle_timeout_seconds
+    )
+
+
+def _owner() -> str:
+    return f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 @cache
 def runner() -> Runner:
     """One runner per worker process, built from the environment on first use."""
-    router = KnativeRouter.from_kubeconfig(
-        settings.kubeconfig, settings.kube_context, settle_timeout=settings.settle_timeout_seconds
+    return Runner(
+        RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
+        _router(),
+        PrometheusMetrics(settings.prometheus()),
+        owner=_owner(),
+        lease_ms=int(settings.lease_seconds * 1000),
+        metrics_lag=settings.metrics_lag,
+        min_window=timedelta(seconds=settings.metrics_min_window_seconds),
     )
+
+
+def relay() -> OutboxRelay:
+    """The notification relay of a worker process: global targets, policies' targets, Kubernetes Events."""
     defaults = []
     if settings.notify_webhook_url:
         secret_env = "AUTOCANARY_NOTIFY_WEBHOOK_SECRET" if settings.notify_webhook_secret else None
@@ -69,16 +89,9 @@ def runner() -> Runner:
         )
     if settings.notify_slack_url:
         defaults.append(NotificationTarget(kind=NotificationKind.SLACK, url=settings.notify_slack_url))
-    return Runner(
-        RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
-        router,
-        PrometheusMetrics(settings.prometheus()),
-        owner=f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-        lease_ms=int(settings.lease_seconds * 1000),
-        metrics_lag=settings.metrics_lag,
-        min_window=timedelta(seconds=settings.metrics_min_window_seconds),
-        notifier=Notifier(defaults, secrets=os.environ, events=router if settings.kubernetes_events else None),
-    )
+    notifier = Notifier(defaults, secrets=os.environ, events=_router() if settings.kubernetes_events else None)
+    store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
+    return OutboxRelay(store, notifier, _owner(), reclaim_idle_ms=int(settings.notify_reclaim_seconds * 1000))
 
 
 @app.task(name=TICK_TASK, bind=True, max_retries=5)

@@ -56,6 +56,17 @@ def _serve_health(port: int | None) -> None:
     HealthServer({"redis": store.ping}, port=port).start()
 
 
+def _relay_loop(stop: threading.Event) -> None:
+    from workers.celery_app import relay
+
+    while not stop.is_set():
+        try:
+            relay().run_forever(stop)
+        except Exception:  # a relay that cannot start (no kubeconfig yet, ...) must not die silently
+            logging.getLogger("autocanary.notify").exception("outbox relay stopped; restarting in 5 s")
+            stop.wait(5)
+
+
 def _consume(queues: str, loglevel: str, name: str, pool: list[str]) -> None:
     from workers.celery_app import app
 
@@ -88,6 +99,8 @@ def worker(
         name = f"control-{os.getpid()}"
         fork.Process(target=_consume, args=("control", loglevel, name, solo), name=name, daemon=True).start()
     _serve_health(health_port)  # after the fork: the control consumer must not inherit the listening socket
+    # Notifications and Kubernetes Events: delivered from the outbox beside the ticks, never in them.
+    threading.Thread(target=_relay_loop, args=(threading.Event(),), name="outbox-relay", daemon=True).start()
     pool = solo if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
     _consume("control,ticks", loglevel, f"ticks-{os.getpid()}", pool)
 

@@ -14,9 +14,10 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -24,7 +25,9 @@ import httpx
 
 from policies import NotificationEvent, NotificationKind, NotificationTarget
 from rollouts.actions import Notify
+from rollouts.errors import TransientError
 from rollouts.model import Rollout
+from workers.store import RolloutStore
 
 log = logging.getLogger("autocanary.notify")
 SIGNATURE_HEADER = "X-Autocanary-Signature"
@@ -123,12 +126,12 @@ class Notifier:
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
 
-    def send(self, rollout: Rollout, notify: Notify) -> list[Future[bool]]:
+    def send(self, rollout: Rollout, notify: Notify, at: datetime | None = None) -> list[Future[bool]]:
         """Queue the notification for every interested target; returns at once."""
         targets = [
             t for t in (*rollout.policy.notifications, *self.defaults) if t.events is None or notify.event in t.events
         ]
-        at = self.clock()
+        at = at or self.clock()
         futures = [self._pool.submit(self._deliver, target, rollout, notify, at) for target in targets]
         if self.events is not None:
             futures.append(self._pool.submit(self._record, self.events, rollout, notify))
@@ -177,3 +180,64 @@ class Notifier:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class OutboxRelay:
+    """Delivers the outbox: every notice a saved decision queued, at least once, across crashes.
+
+    Each worker process runs one on a thread. Relays share a Redis consumer group, so a notice
+    goes to one of them; it is acknowledged once every target has answered or been given up on
+    (the `Notifier`'s bounded retries). A notice a dead relay had taken is taken over by another
+    after `reclaim_idle_ms`, so a worker killed mid-delivery costs a late (possibly repeated)
+    notification, never a lost one. Delivery never touches a rollout: ticks do not wait for it.
+    """
+
+    def __init__(
+        self,
+        store: RolloutStore,
+        notifier: Notifier,
+        consumer: str,
+        *,
+        batch: int = 16,
+        block_ms: int = 1000,
+        reclaim_idle_ms: int = 30_000,
+        delivery_timeout: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.consumer = consumer
+        self.batch = batch
+        self.block_ms = block_ms
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.delivery_timeout = delivery_timeout
+
+    def run_once(self) -> int:
+        """Deliver one batch (waiting up to `block_ms` for one); returns how many were acknowledged."""
+        messages = self.store.outbox_read(self.consumer, self.batch, self.block_ms, self.reclaim_idle_ms)
+        sent = {
+            message.id: self.notifier.send(
+                message.rollout,
+                Notify(NotificationEvent(message.notice.event), message.notice.message),
+                message.notice.at,
+            )
+            for message in messages
+        }
+        done, _ = wait([f for futures in sent.values() for f in futures], timeout=self.delivery_timeout)
+        finished = [message_id for message_id, futures in sent.items() if all(f in done for f in futures)]
+        for message in messages:
+            if message.deliveries > 1:
+                log.info(
+                    "re-delivering %s of %s (a relay stopped before finishing it)",
+                    message.notice.event,
+                    message.rollout.id,
+                )
+        self.store.outbox_ack(finished)  # the rest stay pending and are taken over later
+        return len(finished)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except TransientError as exc:  # Redis away: try again shortly, nothing is lost
+                log.warning("outbox relay: %s", exc)
+                stop.wait(1.0)

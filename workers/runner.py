@@ -9,7 +9,9 @@ One tick of a batch:
    window (two Prometheus queries each), and fold them into each rollout's statistics;
 4. let the pure engine decide (`rollouts.engine.handle`);
 5. save every decision with compare-and-set on version and token: a rollout someone else saved
-   or took over meanwhile is dropped here, before anything reaches Kubernetes;
+   or took over meanwhile is dropped here, before anything reaches Kubernetes; its events and
+   notifications are written in the same atomic step (the outbox, delivered by the relay in
+   `workers.notify`, so a worker killed after saving loses no notification);
 6. carry out the actions through the router, whose guard re-checks the token between its read
    and its conditional write; confirm final writes (`TrafficApplied`) and save again.
 
@@ -57,8 +59,7 @@ from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import Phase
 from rollouts.ports import ServiceState, TrafficRouter
 from rollouts.verdict import Outcome, Verdict
-from workers.notify import Notifier
-from workers.store import Event, RolloutStore, SaveResult
+from workers.store import Event, Notice, RolloutStore, SaveItem, SaveResult
 
 log = logging.getLogger("autocanary.runner")
 
@@ -118,7 +119,6 @@ class Runner:
         metrics_lag: timedelta = timedelta(seconds=1),
         min_window: timedelta = timedelta(seconds=1),
         write_concurrency: int = 16,
-        notifier: Notifier | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -129,7 +129,6 @@ class Runner:
         self.metrics_lag = metrics_lag
         self.min_window = max(1, int(min_window.total_seconds()))
         self.write_concurrency = write_concurrency
-        self.notifier = notifier
         self.clock = clock
 
     # --- ticks ---------------------------------------------------------------------------------
@@ -296,8 +295,7 @@ class Runner:
         now: datetime,
         report: TickReport,
     ) -> None:
-        decided: list[tuple[Rollout, int, datetime, list[Event]]] = []
-        notices: dict[str, list[Action]] = {}
+        decided: list[SaveItem] = []
         idle: list[Rollout] = []
         for rollout, event in observed:
             if event is None:
@@ -309,14 +307,13 @@ class Runner:
                 log.warning("%s: %s", rollout.id, exc)
                 continue
             events = _events(rollout, event, decision, now)
-            decided.append((decision.rollout, tokens[rollout.id], decision.next_tick or now, events))
-            notices[rollout.id] = list(decision.actions)
+            notices = _notices(decision.actions, now)
+            decided.append(SaveItem(decision.rollout, tokens[rollout.id], decision.next_tick or now, events, notices))
         survivors = list(idle)
         for result, rollout in self.store.save_many(decided):
             if result is SaveResult.OK:
                 survivors.append(rollout)
                 report.decided += 1
-                self._announce(rollout, notices.get(rollout.id, []))
             else:
                 report.count(dropped=1)
                 log.info("%s: %s, dropping this tick's result", rollout.id, result.value)
@@ -389,19 +386,10 @@ class Runner:
         now = self.clock()
         decision = engine.handle(rollout, event, now)
         events = _events(rollout, event, decision, now)
-        result, saved = self.store.save(decision.rollout, token=token, next_tick=None, events=events)
-        if result is not SaveResult.OK:
-            return rollout
-        self._announce(saved, decision.actions)
-        return saved
-
-    def _announce(self, rollout: Rollout, actions: Sequence[Action]) -> None:
-        """Notifications of a decision that has been saved (never of one that was dropped)."""
-        if self.notifier is None:
-            return
-        for action in actions:
-            if isinstance(action, Notify):
-                self.notifier.send(rollout, action)
+        result, saved = self.store.save(
+            decision.rollout, token=token, next_tick=None, events=events, notices=_notices(decision.actions, now)
+        )
+        return saved if result is SaveResult.OK else rollout
 
     # --- manual commands -----------------------------------------------------------------------
 
@@ -421,15 +409,20 @@ class Runner:
                     token=token,
                     next_tick=decision.next_tick,
                     events=_events(rollout, event, decision, now),
+                    notices=_notices(decision.actions, now),
                 )
                 if result is SaveResult.OK:
-                    self._announce(saved, decision.actions)
                     return self._carry_out(saved, token, TickReport())
                 if result is SaveResult.STALE_TOKEN:
                     raise FencedOut(f"rollout {rollout_id} was taken over by a newer command")
             raise TransientError(f"rollout {rollout_id} kept changing; try again")
         finally:
             self.store.release_leases([rollout_id], self.owner)
+
+
+def _notices(actions: Sequence[Action], now: datetime) -> list[Notice]:
+    """The decision's notifications, for the outbox (saved with it, delivered by the relay)."""
+    return [Notice(a.event.value, a.message, now) for a in actions if isinstance(a, Notify)]
 
 
 def _needs_write(rollout: Rollout) -> bool:

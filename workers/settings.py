@@ -44,6 +44,8 @@ class WorkerSettings(BaseSettings):
     """HMAC-SHA256 key for the global webhook's X-Autocanary-Signature header."""
     notify_slack_url: str | None = None
     """A Slack incoming webhook told about every rollout's transitions."""
+    notify_reclaim_seconds: float = 30.0
+    """A notification a relay took and did not finish (its worker died) is delivered by another after this."""
     kubernetes_events: bool = True
     """Record each transition as a Kubernetes Event on the Knative Service (needs `create events`)."""
     settle_timeout_seconds: float = 10.0

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -68,7 +68,11 @@ if ARGV[6] == '1' then
 elseif ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
 end
-for i = 9, 8 + tonumber(ARGV[8]) do redis.call('XADD', KEYS[5], '*', 'event', ARGV[i]) end
+local events = tonumber(ARGV[8])
+for i = 9, 8 + events do redis.call('XADD', KEYS[5], '*', 'event', ARGV[i]) end
+for i = 10 + events, 9 + events + tonumber(ARGV[9 + events]) do
+  redis.call('XADD', KEYS[6], '*', 'notice', ARGV[i])
+end
 return 'ok'
 """
 
@@ -164,6 +168,39 @@ class Event:
             data=data.get("data", {}),
             id=stream_id,
         )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A transition to tell people about, queued in the outbox with the decision that made it."""
+
+    event: str
+    message: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A notice read back from the outbox, with the rollout as it was saved by that decision."""
+
+    id: str
+    notice: Notice
+    rollout: Rollout
+    deliveries: int = 1
+    """How often it has been handed out (above 1: a relay died or timed out before acknowledging it)."""
+
+
+OUTBOX_GROUP = "relays"
+
+
+class SaveItem(NamedTuple):
+    """One rollout to compare-and-set, with what to record alongside it."""
+
+    rollout: Rollout
+    token: int | None
+    next_tick: datetime | None
+    events: Sequence[Event] = ()
+    notices: Sequence[Notice] = ()
 
 
 @dataclass(frozen=True)
@@ -312,21 +349,22 @@ class RolloutStore:
         token: int | None,
         next_tick: datetime | None,
         events: Sequence[Event] = (),
+        notices: Sequence[Notice] = (),
     ) -> tuple[SaveResult, Rollout]:
         """Compare-and-set on `rollout.version`, and on `token` unless it is None.
 
         `next_tick` None keeps the rollout's place in the schedule; a terminal rollout leaves it.
+        `events` go to the rollout's log and `notices` to the outbox, in the same atomic write:
+        a notice exists exactly when its decision was saved.
         """
-        return self.save_many([(rollout, token, next_tick, events)])[0]
+        return self.save_many([SaveItem(rollout, token, next_tick, events, notices)])[0]
 
-    def save_many(
-        self, items: Sequence[tuple[Rollout, int | None, datetime | None, Sequence[Event]]]
-    ) -> list[tuple[SaveResult, Rollout]]:
+    def save_many(self, items: Sequence[SaveItem]) -> list[tuple[SaveResult, Rollout]]:
         """Pipelined compare-and-set of several rollouts; each succeeds or fails on its own."""
         prepared = []
         with _transient("save rollouts"):
             pipe = self.redis.pipeline(transaction=False)
-            for rollout, token, next_tick, events in items:
+            for rollout, token, next_tick, events, notices in items:
                 saved = rollout.model_copy(
                     update={"version": rollout.version + 1, "fencing_token": token or rollout.fencing_token}
                 )
@@ -338,6 +376,7 @@ class RolloutStore:
                         self._key("due"),
                         self._active_key(rollout.namespace, rollout.service),
                         self._key("ev", rollout.id),
+                        self._key("outbox"),
                     ],
                     args=[
                         rollout.version,
@@ -349,11 +388,54 @@ class RolloutStore:
                         rollout.id,
                         len(events),
                         *(event.to_json() for event in events),
+                        len(notices),
+                        *(_notice_json(notice, saved) for notice in notices),
                     ],
                     client=pipe,
                 )
             results = pipe.execute()
         return [(SaveResult(result), saved) for result, saved in zip(results, prepared, strict=True)]
+
+    # --- the notification outbox (a Redis Stream read by a consumer group) ------------------------
+
+    def outbox_read(
+        self, consumer: str, count: int = 16, block_ms: int = 1000, reclaim_idle_ms: int = 30_000
+    ) -> list[OutboxMessage]:
+        """Notices for this relay: first those another relay took and left unacknowledged for
+        `reclaim_idle_ms` (it died), then new ones, waiting up to `block_ms` for them."""
+        stream = self._key("outbox")
+        with _transient("read the outbox"):
+            try:
+                self.redis.xgroup_create(stream, OUTBOX_GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            _, claimed, _ = self.redis.xautoclaim(stream, OUTBOX_GROUP, consumer, reclaim_idle_ms, "0-0", count=count)
+            entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
+            if not entries:
+                answer = self.redis.xreadgroup(OUTBOX_GROUP, consumer, {stream: ">"}, count=count, block=block_ms)
+                entries = [entry for _, stream_entries in answer or [] for entry in stream_entries]
+            counts: dict[str, int] = {}
+            if claimed:
+                pending = self.redis.xpending_range(stream, OUTBOX_GROUP, "-", "+", count, consumer)
+                counts = {item["message_id"]: int(item["times_delivered"]) for item in pending}
+        return [_outbox_message(entry_id, fields["notice"], counts.get(entry_id, 1)) for entry_id, fields in entries]
+
+    def outbox_ack(self, ids: Sequence[str]) -> None:
+        """Delivered (or given up on after retries): drop them from the outbox for good."""
+        if not ids:
+            return
+        stream = self._key("outbox")
+        with _transient("acknowledge outbox entries"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xack(stream, OUTBOX_GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            pipe.execute()
+
+    def outbox_backlog(self) -> int:
+        """Notices not yet acknowledged (queued or being delivered)."""
+        with _transient("measure the outbox"):
+            return int(self.redis.xlen(self._key("outbox")))
 
     def append_events(self, rollout_id: str, events: Sequence[Event]) -> None:
         with _transient("append events"):
@@ -462,6 +544,24 @@ class RolloutStore:
     def memory_used(self) -> int:
         with _transient("read memory"):
             return int(self.redis.info("memory")["used_memory"])
+
+
+def _notice_json(notice: Notice, rollout: Rollout) -> str:
+    return json.dumps(
+        {
+            "event": notice.event,
+            "message": notice.message,
+            "at": notice.at.isoformat(),
+            "rollout": rollout.model_dump(mode="json"),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _outbox_message(entry_id: str, raw: str, deliveries: int) -> OutboxMessage:
+    data = json.loads(raw)
+    notice = Notice(data["event"], data["message"], datetime.fromisoformat(data["at"]))
+    return OutboxMessage(entry_id, notice, Rollout.model_validate(data["rollout"]), deliveries)
 
 
 def _parse_cursor(cursor: str | None) -> tuple[str, str | None]:

@@ -9,7 +9,15 @@ import pytest
 
 from rollouts import Phase, Rollout
 from tests.factories import T0, policy
-from workers.store import ActiveRolloutExists, Event, IdempotencyMismatch, RolloutStore, SaveResult, body_hash
+from workers.store import (
+    ActiveRolloutExists,
+    Event,
+    IdempotencyMismatch,
+    Notice,
+    RolloutStore,
+    SaveResult,
+    body_hash,
+)
 
 
 def make(service: str = "checkout", namespace: str = "shop", at: float = 0) -> Rollout:
@@ -64,6 +72,22 @@ def test_compare_and_set_on_version_and_token(store: RolloutStore) -> None:
     current = store.get(rollout.id)
     assert current is not None and current.reason == "one"
     assert store.save(saved.with_reason("four"), token=newer, next_tick=T0)[0] is SaveResult.OK
+
+
+def test_a_notice_is_queued_exactly_when_its_decision_is_saved(store: RolloutStore) -> None:
+    rollout, _ = store.create(make(), created(make()))
+    token = store.acquire_leases([rollout.id], "a", 5000)[rollout.id]
+    notice = Notice("step_advanced", "canary at 10 %", T0)
+    result, saved = store.save(rollout.with_reason("one"), token=token, next_tick=T0, notices=[notice])
+    assert result is SaveResult.OK and store.outbox_backlog() == 1
+    newer = store.preempt(rollout.id, "on-call", 5000)
+    refused, _ = store.save(saved.with_reason("two"), token=token, next_tick=T0, notices=[notice])
+    assert refused is SaveResult.STALE_TOKEN and store.outbox_backlog() == 1  # a dropped decision tells no one
+    (message,) = store.outbox_read("relay", block_ms=10)
+    assert (message.notice, message.rollout.version, message.rollout.reason) == (notice, 2, "one")
+    assert store.outbox_read("other-relay", block_ms=10) == []  # one relay at a time, until it is idle
+    store.outbox_ack([message.id])
+    assert store.outbox_backlog() == 0 and newer > token
 
 
 def test_leases_are_exclusive_and_tokens_grow(store: RolloutStore) -> None:

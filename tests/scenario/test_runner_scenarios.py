@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from policies import NotificationKind, NotificationTarget, load_policy
 from rollouts import ManualActionKind, Phase, Rollout
 from tests.factories import T0
 from tests.fakes import Clock, FakeCluster, FakeMetrics
-from workers.notify import Notifier
+from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner, TickReport
 from workers.store import Event, RolloutStore
 
@@ -274,11 +275,48 @@ def test_a_dead_webhook_does_not_slow_or_fail_a_rollout(world: World) -> None:
         blocked.wait(30)
 
     target = NotificationTarget(kind=NotificationKind.WEBHOOK, url="https://hooks.example.com/dead")
-    world.runner.notifier = Notifier([target], sleep=hang, workers=1)
+    notifier = Notifier([target], sleep=hang, workers=1)
+    relay = OutboxRelay(world.store, notifier, "relay-a", block_ms=50, delivery_timeout=30)
+    stop = threading.Event()
+    relaying = threading.Thread(target=relay.run_forever, args=(stop,), daemon=True)
+    relaying.start()
     rollout_id = world.register("checkout")
     try:
         assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED  # while delivery is stuck
         assert attempts.call_count >= 1
     finally:
         blocked.set()
-        world.runner.notifier.close()
+        stop.set()
+        relaying.join(10)
+        notifier.close()
+
+
+@respx.mock
+def test_every_saved_transition_is_delivered_from_the_outbox(world: World) -> None:
+    hook = respx.post("https://hooks.example.com/ok").mock(return_value=httpx.Response(204))
+    target = NotificationTarget(kind=NotificationKind.WEBHOOK, url="https://hooks.example.com/ok")
+    rollout_id = world.register("checkout", notifications=[target.model_dump(mode="json")])
+    assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED
+    assert hook.call_count == 0  # the runner only queues; nothing is sent from a tick
+    relay = OutboxRelay(world.store, Notifier(), "relay-a", block_ms=50)
+    while relay.run_once():
+        pass
+    delivered = [json.loads(call.request.content) for call in hook.calls]
+    assert [d["event"] for d in delivered] == ["started", *["step_advanced"] * 4, "promoted"]
+    assert delivered[-1]["rollout"]["phase"] == "succeeded" and delivered[0]["rollout"]["phase"] == "initializing"
+    assert world.store.outbox_backlog() == 0
+
+
+@respx.mock
+def test_a_relay_killed_mid_delivery_loses_nothing(world: World) -> None:
+    hook = respx.post("https://hooks.example.com/ok").mock(return_value=httpx.Response(204))
+    target = NotificationTarget(kind=NotificationKind.WEBHOOK, url="https://hooks.example.com/ok")
+    rollout_id = world.register("cart", canary_error=0.3, notifications=[target.model_dump(mode="json")])
+    assert world.run(rollout_id, 60).phase is Phase.ROLLED_BACK
+    taken = world.store.outbox_read("relay-that-dies", count=100, block_ms=10)  # read, never acknowledged
+    assert [m.notice.event for m in taken] == ["started", "step_advanced", "rolled_back"]
+    survivor = OutboxRelay(world.store, Notifier(), "relay-b", block_ms=10, reclaim_idle_ms=0)
+    assert survivor.run_once() == 3
+    assert [json.loads(c.request.content)["event"] for c in hook.calls] == ["started", "step_advanced", "rolled_back"]
+    assert world.store.outbox_backlog() == 0
+    assert survivor.run_once() == 0  # acknowledged means gone: no third delivery
