@@ -173,7 +173,7 @@ class Runner:
             except TransientError as exc:
                 return exc
 
-        if len(by_namespace) == 1:
+        if len(by_namespace) <= 1:  # nothing (a batch of rollouts that all ended meanwhile) or one namespace
             return {namespace: read(namespace, names) for namespace, names in by_namespace.items()}
         with ThreadPoolExecutor(min(self.write_concurrency, len(by_namespace))) as pool:  # reads are independent too
             futures = {namespace: pool.submit(read, namespace, names) for namespace, names in by_namespace.items()}

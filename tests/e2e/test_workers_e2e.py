@@ -170,7 +170,12 @@ def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
         rollout = rollouts[rollout_id]
         canary = f"{name}-00002"
         expected = Phase.ROLLED_BACK if i in bad else Phase.SUCCEEDED
-        assert rollout.phase is expected, (name, rollout.phase, rollout.reason)
+        if rollout.phase is not expected:  # say everything that explains it: events, writes, verdicts
+            story = [f"{e.at:%H:%M:%S.%f} {e.kind}: {e.message} {dict(e.data)}" for e in stack.store.events(rollout_id)]
+            writes = stack.canary_weights_written(namespace, name, canary)
+            pytest.fail(
+                f"{name} ended {rollout.phase.value}, expected {expected.value}; writes {writes}\n" + "\n".join(story)
+            )
         split = router.current_split(namespace, name)
         assert split.get(canary, 0) == (0 if i in bad else 100), (name, split)
         weights = stack.canary_weights_written(namespace, name, canary)

@@ -320,3 +320,11 @@ def test_a_relay_killed_mid_delivery_loses_nothing(world: World) -> None:
     assert [json.loads(c.request.content)["event"] for c in hook.calls] == ["started", "step_advanced", "rolled_back"]
     assert world.store.outbox_backlog() == 0
     assert survivor.run_once() == 0  # acknowledged means gone: no third delivery
+
+
+def test_a_batch_of_rollouts_that_all_ended_is_a_quiet_tick(world: World) -> None:
+    ended = world.register("checkout")
+    assert world.run(ended, 60).phase is Phase.SUCCEEDED
+    writes = len(world.cluster.writes)
+    report = world.runner.tick([ended, "no-such-rollout"])  # e.g. a tick sent just before they ended
+    assert (report.decided, len(world.cluster.writes)) == (0, writes)
