@@ -27,7 +27,7 @@ from policies import NotificationEvent, NotificationKind, NotificationTarget
 from rollouts.actions import Notify
 from rollouts.errors import TransientError
 from rollouts.model import Rollout
-from workers.store import RolloutStore
+from workers.store import OutboxMessage, RolloutStore
 
 log = logging.getLogger("autocanary.notify")
 SIGNATURE_HEADER = "X-Autocanary-Signature"
@@ -212,26 +212,39 @@ class OutboxRelay:
         self.delivery_timeout = delivery_timeout
 
     def run_once(self) -> int:
-        """Deliver one batch (waiting up to `block_ms` for one); returns how many were acknowledged."""
+        """Deliver one batch (waiting up to `block_ms` for one); returns how many were acknowledged.
+
+        A rollout's notices go out one after another, in the order they were decided (a receiver
+        never hears "rolled back" before "started"); different rollouts' go out side by side.
+        """
         messages = self.store.outbox_read(self.consumer, self.batch, self.block_ms, self.reclaim_idle_ms)
-        sent = {
-            message.id: self.notifier.send(
-                message.rollout,
-                Notify(NotificationEvent(message.notice.event), message.notice.message),
-                message.notice.at,
-            )
-            for message in messages
-        }
-        done, _ = wait([f for futures in sent.values() for f in futures], timeout=self.delivery_timeout)
-        finished = [message_id for message_id, futures in sent.items() if all(f in done for f in futures)]
+        by_rollout: dict[str, list[OutboxMessage]] = {}
         for message in messages:
+            by_rollout.setdefault(message.rollout.id, []).append(message)
             if message.deliveries > 1:
                 log.info(
-                    "re-delivering %s of %s (a relay stopped before finishing it)",
+                    "re-delivering %s of %s (a relay stopped before it finished)",
                     message.notice.event,
                     message.rollout.id,
                 )
-        self.store.outbox_ack(finished)  # the rest stay pending and are taken over later
+        deadline = time.monotonic() + self.delivery_timeout
+        finished: list[str] = []
+        lock = threading.Lock()
+
+        def deliver_in_order(group: list[OutboxMessage]) -> None:
+            for message in group:
+                notify = Notify(NotificationEvent(message.notice.event), message.notice.message)
+                futures = self.notifier.send(message.rollout, notify, message.notice.at)
+                _, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+                if pending:
+                    return  # too slow: it and the rest of this rollout's stay pending, taken over later
+                with lock:
+                    finished.append(message.id)
+
+        if by_rollout:
+            with ThreadPoolExecutor(min(len(by_rollout), 8), thread_name_prefix="relay") as pool:
+                list(pool.map(deliver_in_order, by_rollout.values()))
+        self.store.outbox_ack(finished)
         return len(finished)
 
     def run_forever(self, stop: threading.Event) -> None:
