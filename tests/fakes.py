@@ -141,6 +141,8 @@ class FakeMetrics:
 
     cluster: FakeCluster
     down: bool = False
+    blind: bool = False
+    """Prometheus answers but has no samples (missed scrapes): every revision comes back empty."""
     fetches: int = 0
 
     def fetch(
@@ -155,6 +157,6 @@ class FakeMetrics:
                 s for (ns, _), s in self.cluster.services.items() if ns == ref.namespace and ref.revision in s.revisions
             )
             share = sum_by_revision(service.live).get(ref.revision, 0) / 100
-            requests = round(service.requests_per_second * share * window.total_seconds())
+            requests = 0 if self.blind else round(service.requests_per_second * share * window.total_seconds())
             counts[ref] = RevisionCounts.of(requests, round(requests * self.cluster.error_rate[ref.revision]))
         return counts

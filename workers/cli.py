@@ -94,13 +94,14 @@ def worker(
         stop = threading.Event()
         threading.Thread(target=_scheduler_loop, args=(stop,), name="scheduler", daemon=True).start()
     solo = ["--pool", "solo"]
+    fork = multiprocessing.get_context("fork")
     if control_consumer:
-        fork = multiprocessing.get_context("fork")
         name = f"control-{os.getpid()}"
         fork.Process(target=_consume, args=("control", loglevel, name, solo), name=name, daemon=True).start()
-    _serve_health(health_port)  # after the fork: the control consumer must not inherit the listening socket
-    # Notifications and Kubernetes Events: delivered from the outbox beside the ticks, never in them.
-    threading.Thread(target=_relay_loop, args=(threading.Event(),), name="outbox-relay", daemon=True).start()
+    # Notifications and Kubernetes Events, delivered from the outbox in a process of their own:
+    # a burst of them (1,000 rollouts starting at once) must not take the ticks' interpreter.
+    fork.Process(target=_relay_loop, args=(threading.Event(),), name="outbox-relay", daemon=True).start()
+    _serve_health(health_port)  # after the forks: the children must not inherit the listening socket
     pool = solo if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
     _consume("control,ticks", loglevel, f"ticks-{os.getpid()}", pool)
 

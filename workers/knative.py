@@ -61,6 +61,7 @@ class KnativeRouter:
         self.request_timeout = request_timeout
         self._sleep = sleep
         self._monotonic = monotonic
+        self._service_uids: dict[tuple[str, str], str] = {}
 
     @classmethod
     def from_kubeconfig(
@@ -177,11 +178,16 @@ class KnativeRouter:
     def record_event(self, namespace: str, service: str, *, reason: str, message: str, warning: bool) -> None:
         """A core/v1 Event on the Knative Service, so `kubectl describe ksvc` lists the transition.
 
-        The Service is read first for its uid: `kubectl describe` matches events on the involved
-        object's name, namespace, kind and uid. Each event has a unique name (never patched:
-        the service account may only `create` events).
+        The Service is read once for its uid (then remembered): `kubectl describe` matches events
+        on the involved object's name, namespace, kind and uid. Each event has a unique name
+        (never patched: the service account may only `create` events).
         """
-        found = self._get("services", namespace, service)
+        uid = self._service_uids.get((namespace, service))
+        if uid is None:
+            uid = str(self._get("services", namespace, service)["metadata"].get("uid", ""))
+            if len(self._service_uids) >= 10_000:
+                self._service_uids.clear()
+            self._service_uids[(namespace, service)] = uid
         now = datetime.now(UTC)
         event = client.CoreV1Event(
             api_version="v1",
@@ -192,8 +198,7 @@ class KnativeRouter:
                 kind="Service",
                 name=service,
                 namespace=namespace,
-                uid=found["metadata"].get("uid"),
-                resource_version=found["metadata"].get("resourceVersion"),
+                uid=uid,
             ),
             reason=reason,
             message=message[:1024],

@@ -265,8 +265,7 @@ class Runner:
                 # rather than judge an empty window or overlap the previous one.
                 observed.append((rollout, None))
                 continue
-            ceiling = int(rollout.policy.interval.total_seconds()) * 10
-            groups[(rollout.policy.dialect, min(window, ceiling))].append(rollout)
+            groups[(rollout.policy.dialect, min(window, _ceiling(rollout)))].append(rollout)
         for (dialect, window), members in groups.items():
             refs = [ref for r in members for ref in _refs(r)]
             report.metric_fetches += 1
@@ -280,6 +279,14 @@ class Runner:
                 continue
             for rollout in members:
                 canary, stable = _refs(rollout)
+                if counts[canary].requests == 0 and counts[stable].requests == 0 and window < _ceiling(rollout):
+                    # Not one request on either side: either nobody called the service, or Prometheus
+                    # missed scrapes (increase() needs two samples in the window). Judge a longer
+                    # window next time rather than count "no traffic" and move past the gap; at the
+                    # ceiling the window is judged as it is, so a service without traffic still
+                    # meets the policy's insufficient-traffic rule.
+                    observed.append((rollout, None))
+                    continue
                 judgement = judge(
                     rollout.policy, AnalysisState.load(rollout.analysis_state), counts[canary], counts[stable]
                 )
@@ -418,6 +425,11 @@ class Runner:
             raise TransientError(f"rollout {rollout_id} kept changing; try again")
         finally:
             self.store.release_leases([rollout_id], self.owner)
+
+
+def _ceiling(rollout: Rollout) -> int:
+    """The longest window judged at once, in seconds (ten intervals): older data is not looked at."""
+    return int(rollout.policy.interval.total_seconds()) * 10
 
 
 def _notices(actions: Sequence[Action], now: datetime) -> list[Notice]:

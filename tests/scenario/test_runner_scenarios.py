@@ -328,3 +328,28 @@ def test_a_batch_of_rollouts_that_all_ended_is_a_quiet_tick(world: World) -> Non
     writes = len(world.cluster.writes)
     report = world.runner.tick([ended, "no-such-rollout"])  # e.g. a tick sent just before they ended
     assert (report.decided, len(world.cluster.writes)) == (0, writes)
+
+
+def test_a_prometheus_gap_is_judged_later_not_counted_as_no_traffic(world: World) -> None:
+    rollout_id = world.register("checkout", rps=100)
+    world.run(rollout_id, 4)
+    assert world.get(rollout_id).phase is Phase.PROGRESSING and world.get(rollout_id).canary_weight == 5
+
+    def verdicts() -> list[Event]:
+        return [e for e in world.store.events(rollout_id) if e.kind == "verdict"]
+
+    before = len(verdicts())
+    world.metrics.blind = True  # scrapes missed: no series for either revision
+    world.run(rollout_id, 5)
+    assert len(verdicts()) == before  # nothing judged, nothing counted as "no traffic"
+    world.metrics.blind = False
+    world.run(rollout_id, 1)
+    after_gap = verdicts()[before]
+    # One window spanning the gap: the 5 % canary's requests of those seconds are all there.
+    assert after_gap.data["canary_requests"] >= 100 * 0.05 * 5
+
+
+def test_a_service_without_any_traffic_still_meets_the_insufficient_traffic_rule(world: World) -> None:
+    rollout_id = world.register("quiet", rps=0)
+    rollout = world.run(rollout_id, 60)
+    assert rollout.phase is Phase.ROLLED_BACK and "insufficient traffic" in rollout.reason
