@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,9 +127,16 @@ class BackgroundLoad:
     def __init__(self, gateway: str, hosts: Sequence[str], rate: float, max_seconds: float = 300) -> None:
         self._stop = threading.Event()
         self.results: list[LoadResult] = []
+        self._live: dict[str, LoadResult] = {}
+
+        def progress(host: str) -> Callable[[LoadResult], None]:
+            return lambda result: self._live.__setitem__(host, result)
 
         async def main() -> None:
-            runs = [drive(gateway, host, rate, max_seconds, should_stop=self._stop.is_set) for host in hosts]
+            runs = [
+                drive(gateway, host, rate, max_seconds, should_stop=self._stop.is_set, on_progress=progress(host))
+                for host in hosts
+            ]
             self.results = list(await asyncio.gather(*runs))
 
         self._thread = threading.Thread(target=lambda: asyncio.run(main()), name="load", daemon=True)
@@ -138,6 +145,19 @@ class BackgroundLoad:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+
+    @property
+    def sent(self) -> int:
+        """Responses received so far, over every host (for diagnostics while the load runs)."""
+        return sum(r.completed for r in (self.results or self._live.values()))
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed_to_connect for r in (self.results or self._live.values()))
+
+    @property
+    def shed(self) -> int:
+        return sum(r.shed for r in (self.results or self._live.values()))
 
 
 class SandboxProcess:

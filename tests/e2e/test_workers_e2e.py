@@ -74,12 +74,17 @@ class Stack:
         assert found is not None
         return found
 
-    def wait_terminal(self, ids: list[str], timeout: float) -> dict[str, Rollout]:
-        def all_done() -> dict[str, Rollout] | None:
+    def wait_terminal(self, ids: list[str], timeout: float, load: BackgroundLoad | None = None) -> dict[str, Rollout]:
+        """Every rollout ended; polled twice a second (the load generator shares this interpreter)."""
+        deadline = time.monotonic() + timeout
+        while True:
             rollouts = {i: self.get(i) for i in ids}
-            return rollouts if all(r.is_terminal for r in rollouts.values()) else None
-
-        return wait_for(all_done, timeout, "every rollout to end")
+            if all(r.is_terminal for r in rollouts.values()):
+                return rollouts
+            if time.monotonic() > deadline:
+                waiting = [f"{r.service}: {r.phase.value} ({r.reason})" for r in rollouts.values() if not r.is_terminal]
+                raise AssertionError(f"after {timeout:g}s still running: {waiting}; load so far: {_load_summary(load)}")
+            time.sleep(0.5)
 
     def canary_weights_written(self, namespace: str, service: str, canary: str) -> list[int]:
         url = f"{self.endpoints.apiserver}/_sandbox/traffic-history/{namespace}/{service}"
@@ -87,6 +92,12 @@ class Stack:
         return [
             sum(t.get("percent", 0) for t in entry["traffic"] if t.get("revisionName") == canary) for entry in history
         ]
+
+
+def _load_summary(load: BackgroundLoad | None) -> str:
+    if load is None:
+        return "n/a"
+    return f"{load.sent} sent, {load.failed} failed to connect, {load.shed} shed"
 
 
 def _now() -> datetime:
@@ -162,7 +173,7 @@ def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
             stack.processes.kill(victim)
             time.sleep(0.5)
             stack.processes.start(victim, ["worker"])
-        rollouts = stack.wait_terminal(ids, timeout=150)
+        rollouts = stack.wait_terminal(ids, timeout=150, load=load)
     finally:
         load.stop()
     router = KnativeRouter.from_kubeconfig(stack.endpoints.kubeconfig)
