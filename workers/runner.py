@@ -365,7 +365,9 @@ class Runner:
         """When an idle rollout next has something to do: a judged one keeps its analysis cadence."""
         if rollout.phase in (Phase.PROGRESSING, Phase.PAUSED) and rollout.analyzed_until is not None:
             window = max(rollout.policy.interval, timedelta(seconds=self.min_window))
-            return max(now + timedelta(seconds=1), rollout.analyzed_until + window + self.metrics_lag)
+            due = rollout.analyzed_until + window + self.metrics_lag
+            # Already due and still idle: its window held no samples; look again an interval later.
+            return due if due > now + timedelta(seconds=1) else now + rollout.policy.interval
         return now + min(rollout.policy.interval, timedelta(seconds=5))
 
     def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> None:

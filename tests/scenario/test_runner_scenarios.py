@@ -353,3 +353,12 @@ def test_a_service_without_any_traffic_still_meets_the_insufficient_traffic_rule
     rollout_id = world.register("quiet", rps=0)
     rollout = world.run(rollout_id, 60)
     assert rollout.phase is Phase.ROLLED_BACK and "insufficient traffic" in rollout.reason
+
+
+def test_a_window_without_samples_is_looked_at_again_an_interval_later_not_every_second(world: World) -> None:
+    rollout_id = world.register("checkout", rps=100, interval="5s", step_min_duration="30s")
+    world.run(rollout_id, 12)
+    world.metrics.blind = True
+    fetches = world.metrics.fetches
+    world.run(rollout_id, 20)
+    assert world.metrics.fetches - fetches <= 5  # one look per 5 s interval, not one per second
