@@ -43,9 +43,10 @@ POLICY: dict[str, Any] = {
 
 BAD_ERROR_RATE = "0.9"
 """How often a bad canary fails. At 12 requests/s and 3 s steps a canary sees only about 25 requests
-before it would be promoted; at 50 % errors one in seven such canaries does not reach the evidence
-of alpha 0.001 in time (a Monte Carlo of the e-process says so, and CI met one). At 90 % the miss
-rate is about 1 in 10,000 per canary: the test checks crash safety, not the statistics' power."""
+before it would be promoted; at 50 % errors about one in seven such canaries does not reach the
+evidence of alpha 0.001 in time (`python -m bench.crash_test_power`, bench/RESULTS.md; CI met one).
+At 90 % the miss rate is about 1 in 10,000 per canary: the test checks crash safety, not the
+statistics' power."""
 
 
 @dataclass
