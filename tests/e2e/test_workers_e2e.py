@@ -35,7 +35,11 @@ POLICY: dict[str, Any] = {
     "min_requests_per_step": 10,
     "progress_deadline": "30s",
     "max_insufficient_duration": "30s",
-    # 14 good canaries per run: a small alpha keeps a false rollback (and a flaky test) far away,
+    # On a loaded 2-core CI machine the load generator sometimes falls far behind; a good canary
+    # then waits for its requests instead of being rolled back for a lack of them (the rollback
+    # path for insufficient traffic is covered tick by tick in tests/scenario).
+    "on_insufficient_traffic": "hold",
+    # 10 good canaries per run: a small alpha keeps a false rollback (and a flaky test) far away,
     # while a canary failing half its requests is still caught within a tick or two.
     "alpha_errors": 0.001,
     "alpha_latency": 0.001,
@@ -162,8 +166,8 @@ def _services(stack: Stack, namespace: str, count: int, bad: set[int]) -> list[s
 
 def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
     namespace = f"crash-{uuid.uuid4().hex[:6]}"
-    bad = {3, 7, 11, 15, 19, 0}
-    names = _services(stack, namespace, 20, bad)
+    bad = {0, 3, 7, 11}
+    names = _services(stack, namespace, 14, bad)
     load = BackgroundLoad(stack.endpoints.gateway, [f"{n}.{namespace}.example.com" for n in names], rate=12)
     try:
         ids = [stack.register(namespace, name) for name in names]
@@ -174,7 +178,7 @@ def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
             stack.processes.kill(victim)
             time.sleep(0.5)
             stack.processes.start(victim, ["worker"])
-        rollouts = stack.wait_terminal(ids, timeout=150, load=load)
+        rollouts = stack.wait_terminal(ids, timeout=240, load=load)
     finally:
         load.stop()
     router = KnativeRouter.from_kubeconfig(stack.endpoints.kubeconfig)
