@@ -185,7 +185,7 @@ class Notifier:
 class OutboxRelay:
     """Delivers the outbox: every notice a saved decision queued, at least once, across crashes.
 
-    Each worker process runs one on a thread. Relays share a Redis consumer group, so a notice
+    Each `autocanary worker` forks one into a process of its own. Relays share a Redis consumer group, so a notice
     goes to one of them; it is acknowledged once every target has answered or been given up on
     (the `Notifier`'s bounded retries). A notice a dead relay had taken is taken over by another
     after `reclaim_idle_ms`, so a worker killed mid-delivery costs a late (possibly repeated)
