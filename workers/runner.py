@@ -363,9 +363,12 @@ class Runner:
 
     def _idle_next(self, rollout: Rollout, now: datetime) -> datetime:
         """When an idle rollout next has something to do: a judged one keeps its analysis cadence."""
-        if rollout.phase in (Phase.PROGRESSING, Phase.PAUSED) and rollout.analyzed_until is not None:
+        start = rollout.analyzed_until or rollout.step_started_at
+        if rollout.phase in (Phase.PROGRESSING, Phase.PAUSED) and start is not None:
+            # Judged windows abut: the next one is due an interval after the last ended (or after
+            # the step started, for a rollout whose windows all held no samples so far).
             window = max(rollout.policy.interval, timedelta(seconds=self.min_window))
-            due = rollout.analyzed_until + window + self.metrics_lag
+            due = start + window + self.metrics_lag
             # Already due and still idle: its window held no samples; look again an interval later.
             return due if due > now + timedelta(seconds=1) else now + rollout.policy.interval
         return now + min(rollout.policy.interval, timedelta(seconds=5))

@@ -39,7 +39,7 @@ POLICY: dict[str, Any] = {
     # then waits for its requests instead of being rolled back for a lack of them (the rollback
     # path for insufficient traffic is covered tick by tick in tests/scenario).
     "on_insufficient_traffic": "hold",
-    # 10 good canaries per run: a small alpha keeps a false rollback (and a flaky test) far away,
+    # 14 good canaries per run: a small alpha keeps a false rollback (and a flaky test) far away,
     # while a canary failing half its requests is still caught within a tick or two.
     "alpha_errors": 0.001,
     "alpha_latency": 0.001,
@@ -166,8 +166,8 @@ def _services(stack: Stack, namespace: str, count: int, bad: set[int]) -> list[s
 
 def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
     namespace = f"crash-{uuid.uuid4().hex[:6]}"
-    bad = {0, 3, 7, 11}
-    names = _services(stack, namespace, 14, bad)
+    bad = {0, 3, 7, 11, 14, 18}
+    names = _services(stack, namespace, 20, bad)
     load = BackgroundLoad(stack.endpoints.gateway, [f"{n}.{namespace}.example.com" for n in names], rate=12)
     try:
         ids = [stack.register(namespace, name) for name in names]

@@ -362,3 +362,15 @@ def test_a_window_without_samples_is_looked_at_again_an_interval_later_not_every
     fetches = world.metrics.fetches
     world.run(rollout_id, 20)
     assert world.metrics.fetches - fetches <= 5  # one look per 5 s interval, not one per second
+
+
+def test_a_rollout_never_judged_for_lack_of_samples_is_still_looked_at_once_an_interval(world: World) -> None:
+    rollout_id = world.register(
+        "silent", rps=0, interval="10s", step_min_duration="5m", max_insufficient_duration="5m", progress_deadline="5m"
+    )
+    world.run(rollout_id, 5)
+    assert world.get(rollout_id).phase is Phase.PROGRESSING
+    fetches = world.metrics.fetches
+    world.run(rollout_id, 60)
+    assert world.get(rollout_id).analyzed_until is None  # no window held a sample: none was judged
+    assert world.metrics.fetches - fetches <= 7  # one look per 10 s interval, not one every 5 s
