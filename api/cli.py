@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 import yaml
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from analyzer.cli import replay_command
 from api import rollout_cli
+from api.client import ClientError
 from policies import InvalidPolicy, Policy, builtin_names, format_duration, load_policy, parse_policy_document
 from sandbox import cli as sandbox_cli
 from sandbox.demo import main as demo_main
@@ -42,15 +44,25 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 
 
+OptionalServer = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="AUTOCANARY_SERVER",
+        help="Ask this API instead, to see the installation's own policies too (AUTOCANARY_SERVER).",
+    ),
+]
+
+
 @policy_app.command("list")
-def policy_list() -> None:
-    """The built-in policies, one line each."""
+def policy_list(server: OptionalServer = None, token: rollout_cli.Token = "") -> None:
+    """The policies, one line each: the built-ins, or with --server every policy that API knows."""
     table = Table()
     for column in ("name", "steps (%)", "per step", "interval", "alpha err/lat"):
         table.add_column(column, no_wrap=True)  # the description wraps, the names never get cut
     table.add_column("description", ratio=1)
-    for name in builtin_names():
-        policy = load_policy(name)
+    policies = _server_policies(server, token) if server else {name: load_policy(name) for name in builtin_names()}
+    for name, policy in policies.items():
         table.add_row(
             name,
             " ".join(str(step) for step in policy.steps),
@@ -64,16 +76,32 @@ def policy_list() -> None:
 
 @policy_app.command("show")
 def policy_show(
-    name: Annotated[str, typer.Argument(help="A built-in policy name.")],
+    name: Annotated[str, typer.Argument(help="A policy name: built-in, or any the API knows with --server.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+    server: OptionalServer = None,
+    token: rollout_cli.Token = "",
 ) -> None:
-    """Every field of a built-in policy, resolved (with what it extends)."""
-    try:
-        policy = load_policy(name)
-    except InvalidPolicy as exc:
-        _print_problems(exc)
-        raise typer.Exit(code=1) from None
+    """Every field of a policy, resolved (with what it extends)."""
+    if server:
+        try:
+            policy = Policy.model_validate(rollout_cli.client(server, token).policy(name))
+        except (ClientError, httpx.HTTPError) as exc:
+            raise rollout_cli.fail(exc) from None
+    else:
+        try:
+            policy = load_policy(name)
+        except InvalidPolicy as exc:
+            _print_problems(exc)
+            raise typer.Exit(code=1) from None
     _print_policy(policy, as_json)
+
+
+def _server_policies(server: str, token: str) -> dict[str, Policy]:
+    try:
+        found = rollout_cli.client(server, token).policies()
+    except (ClientError, httpx.HTTPError) as exc:
+        raise rollout_cli.fail(exc) from None
+    return {name: Policy.model_validate(data) for name, data in found.items()}
 
 
 @policy_app.command("validate")

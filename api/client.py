@@ -63,13 +63,28 @@ class AutocanaryClient:
         )
         return accepted
 
+    def policies(self) -> dict[str, dict[str, Any]]:
+        """Every policy the server resolves names against: the built-ins and the installation's own."""
+        found: dict[str, dict[str, Any]] = self._json(self.http.get("/v1/policies"))
+        return found
+
+    def policy(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._json(self.http.get(f"/v1/policies/{name}"))
+        return found
+
     def events(self, rollout_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._json(self.http.get(f"/v1/rollouts/{rollout_id}/events"))
         return found
 
-    def stream(self, rollout_id: str) -> Iterator[dict[str, Any]]:
-        """Server-Sent Events until the rollout ends (the last one has kind "end")."""
+    def stream(self, rollout_id: str, after: str | None = None) -> Iterator[dict[str, Any]]:
+        """Server-Sent Events until the rollout ends (the last one has kind "end").
+
+        `after`: the id of the last event already seen (`Last-Event-ID`), to resume a stream
+        that broke off without seeing any event twice.
+        """
         headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = after
         with self.http.stream("GET", f"/v1/rollouts/{rollout_id}/events", headers=headers, timeout=None) as answer:
             if answer.status_code != 200:
                 answer.read()

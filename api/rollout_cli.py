@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Annotated, Any
 
 import httpx
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from api.client import AutocanaryClient, ClientError
 
 app = typer.Typer(help="Register, follow and steer rollouts through the API.", no_args_is_help=True)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # verdict sentences stay whole, for logs and grep
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 SUCCESS_PHASES = {"succeeded"}
 TERMINAL = {"succeeded", "rolled_back", "aborted", "superseded", "failed"}
@@ -25,14 +26,25 @@ Server = Annotated[str, typer.Option(envvar="AUTOCANARY_SERVER", help="API URL."
 Token = Annotated[str, typer.Option(envvar="AUTOCANARY_TOKEN", help="Bearer token.")]
 
 
-def _client(server: str, token: str) -> AutocanaryClient:
+Reconnect = Annotated[
+    float,
+    typer.Option(
+        envvar="AUTOCANARY_WATCH_RECONNECT_SECONDS",
+        help="How long to keep resuming when the API cannot be reached mid-watch (a restart), in seconds.",
+    ),
+]
+RETRYABLE_STATUSES = {502, 503, 504}
+"""What a proxy or a restarting API answers for a moment: the watch resumes rather than fails."""
+
+
+def client(server: str, token: str) -> AutocanaryClient:
     if not token:
         err.print("a token is needed: --token or AUTOCANARY_TOKEN")
         raise typer.Exit(code=2)
     return AutocanaryClient(server, token)
 
 
-def _fail(exc: Exception) -> typer.Exit:
+def fail(exc: Exception) -> typer.Exit:
     if isinstance(exc, httpx.HTTPError):
         err.print(f"[red]cannot reach the API: {exc}[/]")
     else:
@@ -55,6 +67,7 @@ def create(
     label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, e.g. commit=abc123.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Makes retries of the same request safe.")] = None,
     watch_: Annotated[bool, typer.Option("--watch", help="Then follow it (exit 0 only if it succeeds).")] = False,
+    reconnect_seconds: Reconnect = 300.0,
 ) -> None:
     """Register a canary rollout of a Knative Service."""
     overrides: dict[str, Any] = {}
@@ -66,9 +79,9 @@ def create(
             target = target.setdefault(parent, {})
         target[leaf] = yaml.safe_load(value)
     labels = dict(item.partition("=")[::2] for item in label or [])
-    client = _client(server, token)
+    api = client(server, token)
     try:
-        rollout = client.create(
+        rollout = api.create(
             namespace,
             service,
             canary=canary,
@@ -79,14 +92,14 @@ def create(
             idempotency_key=idempotency_key,
         )
     except (ClientError, httpx.HTTPError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(rollout["id"])
     err.print(
         f"rollout {rollout['id']}: {rollout['canary_revision']} replacing {rollout['stable_revision']}"
         f" with policy {rollout['policy']}"
     )
     if watch_:
-        raise typer.Exit(code=_watch(client, rollout["id"]))
+        raise typer.Exit(code=_watch(api, rollout["id"], reconnect_seconds))
 
 
 @app.command("get")
@@ -98,9 +111,9 @@ def get(
 ) -> None:
     """A rollout: phase, step, weights, the last verdicts."""
     try:
-        rollout = _client(server, token).get(rollout_id)
+        rollout = client(server, token).get(rollout_id)
     except (ClientError, httpx.HTTPError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         out.print_json(json.dumps(rollout))
         return
@@ -125,10 +138,13 @@ def list_(
 ) -> None:
     """Rollouts, newest first."""
     try:
-        page = _client(server, token).list_rollouts(namespace=namespace, service=service, phase=phase, limit=limit)
+        page = client(server, token).list_rollouts(namespace=namespace, service=service, phase=phase, limit=limit)
     except (ClientError, httpx.HTTPError) as exc:
-        raise _fail(exc) from None
-    table = Table("id", "service", "canary", "phase", "step", "canary %", "created")
+        raise fail(exc) from None
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=12)  # people copy it from here: never cut
+    for column in ("service", "canary", "phase", "step", "canary %", "created"):
+        table.add_column(column, overflow="fold")  # squeezed columns wrap, they do not lose characters
     for r in page["items"]:
         table.add_row(
             r["id"],
@@ -143,39 +159,84 @@ def list_(
 
 
 @app.command("watch")
-def watch(rollout_id: str, server: Server = "http://127.0.0.1:8080", token: Token = "") -> None:
-    """Follow a rollout live; exit 0 if it succeeds, 1 if it is rolled back, aborted or otherwise ends."""
-    raise typer.Exit(code=_watch(_client(server, token), rollout_id))
+def watch(
+    rollout_id: str,
+    server: Server = "http://127.0.0.1:8080",
+    token: Token = "",
+    reconnect_seconds: Reconnect = 300.0,
+) -> None:
+    """Follow a rollout live; exit 0 if it succeeds, 1 if it is rolled back, aborted or otherwise ends.
+
+    Exit 2 when the API refuses the request or stays unreachable for longer than --reconnect-seconds.
+    """
+    raise typer.Exit(code=_watch(client(server, token), rollout_id, reconnect_seconds))
 
 
-def _watch(client: AutocanaryClient, rollout_id: str) -> int:
+def _watch(client: AutocanaryClient, rollout_id: str, reconnect_seconds: float = 300.0) -> int:
+    """Show the rollout's events until it ends, resuming after the last one seen if the API goes away.
+
+    A pipeline gate must not fail because an API replica restarted: the stream is resumed with
+    `Last-Event-ID`, so no event is shown twice or lost.
+    """
     try:
         rollout = client.get(rollout_id)
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[weights]}"))
-        with Progress(*columns, console=out, transient=False) as progress:
-            bar = progress.add_task(
-                f"{rollout['service']} step 0/{rollout['steps']}", total=rollout["steps"] + 1, weights="canary 0 %"
-            )
-            for event in client.stream(rollout_id):
-                if event["kind"] == "end":
-                    break
-                current = client.get(rollout_id) if event["kind"] != "verdict" else rollout
-                rollout = current
-                done = rollout["steps"] + 1 if rollout["phase"] == "succeeded" else rollout["step"]
-                position = f"{rollout['service']} step {rollout['step']}/{rollout['steps']}"
-                weights = f"canary {rollout['canary_weight']} %  stable {rollout['stable_weight']} %"
-                progress.update(bar, completed=done, description=position, weights=weights)
-                if event["kind"] == "verdict":
-                    progress.console.print(
-                        f"  {event['at'][11:19]} {event['data'].get('outcome', ''):<12} {event['message']}"
-                    )
-                elif event["kind"] != "created":
-                    progress.console.print(f"[bold]{event['kind']}[/]: {event['message']}")
-        final = client.get(rollout_id)
     except (ClientError, httpx.HTTPError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[weights]}"))
+    last_seen: str | None = None
+    lost_since: float | None = None
+    ended = False
+    with Progress(*columns, console=out, transient=False) as progress:
+        bar = progress.add_task(
+            f"{rollout['service']} step 0/{rollout['steps']}", total=rollout["steps"] + 1, weights="canary 0 %"
+        )
+        while True:
+            try:
+                if not ended:
+                    for event in client.stream(rollout_id, after=last_seen):
+                        lost_since = None
+                        if event["kind"] == "end":
+                            ended = True
+                            break
+                        last_seen = event["id"]
+                        rollout = _show_event(progress, bar, client, rollout_id, rollout, event)
+                    if not ended:
+                        raise httpx.RemoteProtocolError("the event stream stopped before the rollout ended")
+                final = client.get(rollout_id)
+                break
+            except (ClientError, httpx.TransportError) as exc:
+                if isinstance(exc, ClientError) and exc.status not in RETRYABLE_STATUSES:
+                    raise fail(exc) from None
+                lost_since = lost_since or time.monotonic()
+                waited = time.monotonic() - lost_since
+                if waited > reconnect_seconds:
+                    raise fail(exc) from None
+                progress.console.print(f"[yellow]lost the API ({exc}); resuming[/]")
+                time.sleep(min(5.0, 0.5 + waited / 4))
     out.print(f"[bold]{final['phase']}[/]: {final['reason']}")
     return 0 if final["phase"] in SUCCESS_PHASES else 1
+
+
+def _show_event(
+    progress: Progress,
+    bar: TaskID,
+    client: AutocanaryClient,
+    rollout_id: str,
+    rollout: dict[str, Any],
+    event: dict[str, Any],
+) -> dict[str, Any]:
+    """Print one event and move the bar; the rollout as it now stands."""
+    if event["kind"] != "verdict":  # a verdict changes no weights: spare the API a read
+        rollout = client.get(rollout_id)
+    done = rollout["steps"] + 1 if rollout["phase"] == "succeeded" else rollout["step"]
+    position = f"{rollout['service']} step {rollout['step']}/{rollout['steps']}"
+    weights = f"canary {rollout['canary_weight']} %  stable {rollout['stable_weight']} %"
+    progress.update(bar, completed=done, description=position, weights=weights)
+    if event["kind"] == "verdict":
+        progress.console.print(f"  {event['at'][11:19]} {event['data'].get('outcome', ''):<12} {event['message']}")
+    elif event["kind"] != "created":
+        progress.console.print(f"[bold]{event['kind']}[/]: {event['message']}")
+    return rollout
 
 
 def _action(action: str) -> None:
@@ -186,9 +247,9 @@ def _action(action: str) -> None:
         token: Token = "",
     ) -> None:
         try:
-            accepted = _client(server, token).action(rollout_id, action, reason)
+            accepted = client(server, token).action(rollout_id, action, reason)
         except (ClientError, httpx.HTTPError) as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         out.print(f"{action} of {rollout_id} accepted (actor {accepted['actor']}, phase was {accepted['phase']})")
 
     command.__doc__ = f"{action.capitalize()} a rollout (operator token)."
