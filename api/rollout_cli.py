@@ -198,8 +198,8 @@ def _watch(client: AutocanaryClient, rollout_id: str, reconnect_seconds: float =
                         if event["kind"] == "end":
                             ended = True
                             break
-                        last_seen = event["id"]
                         rollout = _show_event(progress, bar, client, rollout_id, rollout, event)
+                        last_seen = event["id"]  # only once shown: a read failing above shows it again on resume
                     if not ended:
                         raise httpx.RemoteProtocolError("the event stream stopped before the rollout ended")
                 final = client.get(rollout_id)
