@@ -91,6 +91,10 @@ def now_rfc3339() -> str:
 class ClusterStore:
     def __init__(self) -> None:
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._names: dict[tuple[str, str], set[str]] = {}
+        """(plural, namespace) -> names: a LIST reads one namespace, not every object (the controller
+        lists a Service's revisions on each reconcile; scanning all of them made 2,000 Services
+        quadratic)."""
         self._versions = itertools.count(1)
         self._listeners: list[Listener] = []
         self.latest_version = "0"
@@ -115,13 +119,14 @@ class ClusterStore:
         self, plural: str, namespace: str | None = None, labels: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         found = []
-        for (kind, ns, _), obj in sorted(self._objects.items()):
-            if kind != plural or (namespace is not None and ns != namespace):
-                continue
-            object_labels = obj["metadata"].get("labels") or {}
-            if labels and any(object_labels.get(key) != value for key, value in labels.items()):
-                continue
-            found.append(copy.deepcopy(obj))
+        namespaces = [namespace] if namespace is not None else sorted(ns for kind, ns in self._names if kind == plural)
+        for ns in namespaces:
+            for name in sorted(self._names.get((plural, ns), ())):
+                obj = self._objects[(plural, ns, name)]
+                object_labels = obj["metadata"].get("labels") or {}
+                if labels and any(object_labels.get(key) != value for key, value in labels.items()):
+                    continue
+                found.append(copy.deepcopy(obj))
         return found
 
     def create(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +146,7 @@ class ClusterStore:
         obj.update(apiVersion=API_VERSION, kind=KINDS[plural])
         obj.setdefault("status", {})
         self._objects[(plural, namespace, name)] = obj
+        self._names.setdefault((plural, namespace), set()).add(name)
         self._notify(plural, namespace, name)
         return copy.deepcopy(obj)
 
@@ -187,6 +193,10 @@ class ClusterStore:
         removed = self._objects.pop((plural, namespace, name), None)
         if removed is None:
             raise ApiError.not_found(plural, name)
+        names = self._names[(plural, namespace)]
+        names.discard(name)
+        if not names:
+            del self._names[(plural, namespace)]
         self._next_version()
         self._notify(plural, namespace, name)
         return removed
