@@ -41,7 +41,7 @@ from bench.results import write_section
 from policies import load_policy
 from rollouts import Phase, Rollout
 from sandbox.cluster import Endpoints
-from sandbox.processes import Processes, RedisProcess, SandboxProcess
+from sandbox.processes import Processes, RedisProcess, SandboxProcess, stop_on_sigterm
 from workers.store import Event, RolloutStore
 
 GROUP, VERSION = "serving.knative.dev", "v1"
@@ -197,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     sizes = [int(size) for size in args.sizes.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="autocanary-scale-") as folder:

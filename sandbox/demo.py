@@ -30,7 +30,7 @@ from rich.table import Table
 
 from sandbox.cluster import Endpoints
 from sandbox.loadgen import sample
-from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
+from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess, stop_on_sigterm
 from sandbox.prometheus import free_port
 
 SERVICE, NAMESPACE = "helloworld-go", "default"
@@ -235,6 +235,7 @@ def _result(case: str, revision: str, expected: str, final: dict[str, Any], demo
 
 def main(summary: Path | None = None) -> None:
     os.environ.setdefault("COLUMNS", "120")
+    stop_on_sigterm()
     try:
         code = run(summary)
     except (OSError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:

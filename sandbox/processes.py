@@ -28,6 +28,16 @@ from sandbox.prometheus import free_port
 AUTOCANARY = str(Path(sys.executable).with_name("autocanary"))
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so `finally` blocks stop every process this one started.
+
+    The demo and the benchmarks start their processes in process groups of their own (so tests
+    can kill them singly); a `timeout` or a CI runner's SIGTERM reaches only the parent, which
+    by default would die at once and leave Redis, Prometheus, the sandbox and workers running.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 class RedisProcess:
     """redis-server on a free port with its own folder; AOF (fsync always) when `durable`."""
 

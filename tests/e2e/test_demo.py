@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -47,3 +49,47 @@ def test_the_demo_promotes_rolls_back_and_aborts(tmp_path: Path) -> None:
     output = result.stdout
     assert "20 requests: Hello Knative! x" in output and "Hello World! x" in output
     assert "everything it started is stopped" in output
+
+
+def _processes_started_under(folder: Path) -> dict[int, str]:
+    """Live processes (pid: command line) whose environment says a run with TMPDIR `folder` started them."""
+    marker = f"TMPDIR={folder}".encode()
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def test_a_terminated_demo_stops_everything_it_started(tmp_path: Path) -> None:
+    # What `timeout make demo` or a CI runner does: SIGTERM to the demo alone, not its children's groups.
+    demo = subprocess.Popen(  # noqa: S603 (our own command line)
+        [AUTOCANARY, "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path), "COLUMNS": "160"},
+    )
+    try:
+        assert demo.stdout is not None
+        seen = []
+        for line in demo.stdout:
+            seen.append(line)
+            if "are up" in line:
+                break
+        assert any("are up" in line for line in seen), "".join(seen)
+        assert len(_processes_started_under(tmp_path)) >= 6  # sandbox, Prometheus, Redis, API, workers, scheduler
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(60) == 128 + signal.SIGTERM
+        assert _processes_started_under(tmp_path) == {}
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        for pid in _processes_started_under(tmp_path):  # a failed run must not leave them to the next test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
