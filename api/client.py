@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -76,11 +76,14 @@ class AutocanaryClient:
         found: list[dict[str, Any]] = self._json(self.http.get(f"/v1/rollouts/{rollout_id}/events"))
         return found
 
-    def stream(self, rollout_id: str, after: str | None = None) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, rollout_id: str, after: str | None = None, on_connect: Callable[[], None] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Server-Sent Events until the rollout ends (the last one has kind "end").
 
         `after`: the id of the last event already seen (`Last-Event-ID`), to resume a stream
-        that broke off without seeing any event twice.
+        that broke off without seeing any event twice. `on_connect` is called once the server
+        has accepted the stream, before any event arrives.
         """
         headers = {"Accept": "text/event-stream"}
         if after:
@@ -89,6 +92,8 @@ class AutocanaryClient:
             if answer.status_code != 200:
                 answer.read()
                 self._json(answer)
+            if on_connect is not None:
+                on_connect()
             kind = ""
             for line in answer.iter_lines():
                 if line.startswith("event: "):

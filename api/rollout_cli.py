@@ -184,7 +184,7 @@ def _watch(client: AutocanaryClient, rollout_id: str, reconnect_seconds: float =
         raise fail(exc) from None
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[weights]}"))
     last_seen: str | None = None
-    lost_since: float | None = None
+    outage: list[float] = []  # when the API was found unreachable, until a stream is accepted again
     ended = False
     with Progress(*columns, console=out, transient=False) as progress:
         bar = progress.add_task(
@@ -193,8 +193,7 @@ def _watch(client: AutocanaryClient, rollout_id: str, reconnect_seconds: float =
         while True:
             try:
                 if not ended:
-                    for event in client.stream(rollout_id, after=last_seen):
-                        lost_since = None
+                    for event in client.stream(rollout_id, after=last_seen, on_connect=outage.clear):
                         if event["kind"] == "end":
                             ended = True
                             break
@@ -207,8 +206,8 @@ def _watch(client: AutocanaryClient, rollout_id: str, reconnect_seconds: float =
             except (ClientError, httpx.TransportError) as exc:
                 if isinstance(exc, ClientError) and exc.status not in RETRYABLE_STATUSES:
                     raise fail(exc) from None
-                lost_since = lost_since or time.monotonic()
-                waited = time.monotonic() - lost_since
+                outage[:] = outage or [time.monotonic()]
+                waited = time.monotonic() - outage[0]
                 if waited > reconnect_seconds:
                     raise fail(exc) from None
                 progress.console.print(f"[yellow]lost the API ({exc}); resuming[/]")

@@ -221,3 +221,16 @@ def test_policy_list_and_show_ask_the_server_for_its_own_policies(live: LiveApi)
     assert '"steps": [\n    2,\n    20\n  ]' in shown.stdout or '"steps": [2, 20]' in shown.stdout
     missing = run(live, "policy", "show", "nope", role="viewer")
     assert missing.exit_code == 2 and "no policy 'nope'" in missing.stderr
+
+
+def test_the_reconnect_budget_counts_one_outage_not_all_of_them(live: LiveApi) -> None:
+    rollout_id = register(live)
+    later(
+        lambda: live.restart(down_for=1.0),
+        lambda: live.restart(down_for=1.0),  # two outages, each within the 2 s budget, more in all
+        end(live.store, rollout_id, Phase.SUCCEEDED, "promoted", "canary promoted"),
+        pause=1.0,
+    )
+    watched = run(live, "rollout", "watch", rollout_id, "--reconnect-seconds", "2", role="viewer")
+    assert watched.exit_code == 0, watched.output
+    assert watched.stdout.count("lost the API") >= 2
