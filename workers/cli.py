@@ -32,6 +32,7 @@ def _scheduler_loop(stop: threading.Event) -> None:
         batch_size=settings.batch_size,
         claim=timedelta(seconds=settings.claim_seconds),
         poll_seconds=settings.scheduler_poll_seconds,
+        retention=timedelta(days=settings.retention_days) if settings.retention_days > 0 else None,
     ).run_forever(stop)
 
 

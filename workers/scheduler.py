@@ -3,7 +3,8 @@
 Several schedulers may run (for availability); a Redis lease elects the active one, and the
 others wait to take over when its lease lapses. Each round claims the due rollouts (pushing
 their due time `claim_seconds` ahead, so they are not sent twice) and sends them in batches of
-`batch_size`. A batch that is never ticked comes due again when the claim runs out.
+`batch_size`. A batch that is never ticked comes due again when the claim runs out. The active
+scheduler also deletes rollouts that ended longer ago than the retention, a bounded number at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from rollouts.errors import TransientError
 from workers.store import RolloutStore
 
 log = logging.getLogger("autocanary.scheduler")
+
+PRUNE_BATCH = 1000
+"""Most ended rollouts deleted in one scheduler round, so a first prune of a big backlog stays short."""
 
 Send = Callable[[list[str], dict[str, float]], None]
 
@@ -32,6 +36,8 @@ class Scheduler:
         claim: timedelta = timedelta(seconds=15),
         poll_seconds: float = 0.5,
         max_per_round: int = 5000,
+        retention: timedelta | None = None,
+        prune_every: timedelta = timedelta(minutes=10),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
@@ -41,7 +47,10 @@ class Scheduler:
         self.claim = claim
         self.poll_seconds = poll_seconds
         self.max_per_round = max_per_round
+        self.retention = retention
+        self.prune_every = prune_every
         self.clock = clock
+        self._pruned_at: datetime | None = None
 
     def run_once(self) -> int:
         """One round: if this instance leads, send every due rollout; the number sent."""
@@ -52,7 +61,18 @@ class Scheduler:
         due = self.store.claim_due(now, self.max_per_round, now + self.claim)
         for batch in _batches(due, self.batch_size):
             self.send([rollout_id for rollout_id, _ in batch], dict(batch))
+        self._prune(now)
         return len(due)
+
+    def _prune(self, now: datetime) -> None:
+        """Now and then, delete what ended longer ago than the retention (a bounded amount per round)."""
+        if self.retention is None or (self._pruned_at is not None and now - self._pruned_at < self.prune_every):
+            return
+        deleted = self.store.prune_ended(now - self.retention, limit=PRUNE_BATCH)
+        # A full batch means more may be waiting: look again next round rather than in prune_every.
+        self._pruned_at = None if deleted >= PRUNE_BATCH else now
+        if deleted:
+            log.info("deleted %d rollouts that ended before %s", deleted, now - self.retention)
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("scheduler %s started", self.owner)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from analyzer.prometheus import PrometheusSettings
@@ -38,6 +39,8 @@ class WorkerSettings(BaseSettings):
     claim_seconds: float = 15.0
     """When a sent tick does not happen (worker killed, message lost), the rollout is sent again after this."""
     scheduler_poll_seconds: float = 0.5
+    retention_days: float = Field(default=30.0, ge=0)
+    """Ended rollouts and their event logs are deleted this long after they ended (0: kept forever)."""
     notify_webhook_url: str | None = None
     """A webhook told about every rollout's transitions (JSON, signed when a secret is set)."""
     notify_webhook_secret: str | None = None

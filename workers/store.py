@@ -92,6 +92,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_PRUNE = """
+-- KEYS: doc, events, fence, index. ARGV: version read when the rollout was found ended, id.
+-- Only the version that was judged ended and old is deleted: anything written since keeps it.
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return 1
+"""
+
 _LEAD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
@@ -226,6 +235,7 @@ class RolloutStore:
         self._release = client.register_script(_RELEASE)
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._lead = client.register_script(_LEAD)
+        self._prune = client.register_script(_PRUNE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "autocanary") -> RolloutStore:
@@ -339,6 +349,36 @@ class RolloutStore:
         last = found[-1] if len(found) == limit else None
         next_cursor = f"{last.created_at.timestamp()!r}:{last.id}" if last else None
         return Page(found, next_cursor)
+
+    def prune_ended(self, finished_before: datetime, limit: int = 1000) -> int:
+        """Delete up to `limit` rollouts that ended before `finished_before`, event logs included.
+
+        Ended rollouts are otherwise kept forever, and Redis (and every /metrics scrape, which
+        reads them all) would grow without bound. A rollout ends after it was created, so only
+        the part of the index created before the cutoff is read, oldest first. Returns how many
+        were deleted.
+        """
+        cutoff = finished_before.timestamp()
+        deleted, offset, chunk = 0, 0, 200
+        with _transient("prune ended rollouts"):
+            while deleted < limit:
+                ids = self.redis.zrangebyscore(self._key("index"), "-inf", cutoff, start=offset, num=chunk)
+                if not ids:
+                    break
+                kept = 0
+                for rollout_id, rollout in zip(ids, self.get_many(ids), strict=True):
+                    if rollout is None or not _ended_before(rollout, cutoff):
+                        kept += 1  # active, or ended too recently: stays in the index
+                        continue
+                    keys = [self._key(kind, rollout_id) for kind in ("r", "ev", "fence")] + [self._key("index")]
+                    if self._prune(keys=keys, args=[rollout.version, rollout_id]):
+                        deleted += 1
+                    else:
+                        kept += 1
+                    if deleted == limit:
+                        break
+                offset += kept  # deleted entries left the index, so the next chunk starts after the kept
+        return deleted
 
     # --- save ----------------------------------------------------------------------------------
 
@@ -592,3 +632,7 @@ def _transient(what: str) -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise TransientError(f"Redis: cannot {what}: {exc}") from exc
+
+
+def _ended_before(rollout: Rollout, cutoff: float) -> bool:
+    return rollout.is_terminal and rollout.finished_at is not None and rollout.finished_at.timestamp() < cutoff

@@ -145,3 +145,27 @@ def test_one_scheduler_leads(store: RolloutStore) -> None:
     assert store.lead("scheduler", "a", 1000)
     assert not store.lead("scheduler", "b", 1000)
     assert store.lead("scheduler", "a", 1000)  # renewing
+
+
+def test_rollouts_that_ended_before_the_cutoff_are_deleted_with_their_event_logs(store: RolloutStore) -> None:
+    def stored(service: str, ended_after: timedelta | None) -> Rollout:
+        rollout, _ = store.create(make(service), created(make(service)))
+        if ended_after is not None:
+            done = rollout.with_phase(Phase.ABORTED, T0 + ended_after, "pager")
+            assert store.save(done, token=None, next_tick=None)[0] is SaveResult.OK
+        found = store.get(rollout.id)
+        assert found is not None
+        return found
+
+    old = [stored(f"old{i}", timedelta(hours=1)) for i in range(3)]
+    recent = stored("recent", timedelta(days=20))
+    running = stored("running", None)  # created as long ago as the old ones, still active
+    cutoff = T0 + timedelta(days=10)
+
+    assert store.prune_ended(cutoff, limit=2) == 2
+    assert store.prune_ended(cutoff, limit=2) == 1
+    assert store.prune_ended(cutoff) == 0
+    for rollout in old:
+        assert store.get(rollout.id) is None and store.events(rollout.id) == []
+    assert {r.id for r in store.list_rollouts(limit=100).rollouts} == {recent.id, running.id}
+    assert [e.kind for e in store.events(recent.id)] == ["created"]

@@ -1,0 +1,61 @@
+"""The scheduler against a real Redis: only the leader sends, in batches, and it prunes ended rollouts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from rollouts import Phase, Rollout
+from tests.factories import T0, policy
+from tests.fakes import Clock
+from workers.scheduler import Scheduler
+from workers.store import Event, RolloutStore, SaveResult
+
+
+def register(store: RolloutStore, service: str) -> Rollout:
+    rollout = Rollout.new(
+        id=uuid.uuid4().hex[:12],
+        namespace="shop",
+        service=service,
+        stable_revision=f"{service}-00001",
+        canary_revision=f"{service}-00002",
+        policy=policy(),
+        now=T0,
+    )
+    return store.create(rollout, Event("created", "registered", T0, "pending"))[0]
+
+
+def test_only_the_leader_sends_the_due_rollouts_in_batches(store: RolloutStore) -> None:
+    ids = {register(store, f"svc{i}").id for i in range(5)}
+    sent: dict[str, list[list[str]]] = {"a": [], "b": []}
+    clock = Clock(T0 + timedelta(seconds=1))
+
+    def scheduler(owner: str) -> Scheduler:
+        return Scheduler(store, lambda batch, _due: sent[owner].append(batch), owner=owner, batch_size=2, clock=clock)
+
+    leader, follower = scheduler("a"), scheduler("b")
+    assert leader.run_once() == 5
+    assert follower.run_once() == 0
+    assert [len(batch) for batch in sent["a"]] == [2, 2, 1] and sent["b"] == []
+    assert {rollout_id for batch in sent["a"] for rollout_id in batch} == ids
+    assert leader.run_once() == 0  # claimed: not sent again before the claim runs out
+
+
+def test_the_leader_prunes_what_ended_before_the_retention_now_and_then(store: RolloutStore) -> None:
+    rollout = register(store, "checkout")
+    ended = rollout.with_phase(Phase.SUCCEEDED, T0, "promoted")
+    assert store.save(ended, token=None, next_tick=None)[0] is SaveResult.OK
+    clock = Clock(T0 + timedelta(days=1))
+    scheduler = Scheduler(
+        store,
+        lambda _batch, _due: None,
+        owner="a",
+        retention=timedelta(days=2),
+        prune_every=timedelta(minutes=10),
+        clock=clock,
+    )
+    scheduler.run_once()
+    assert store.get(rollout.id) is not None  # ended a day ago: kept
+    clock.advance(2 * 24 * 3600)
+    scheduler.run_once()
+    assert store.get(rollout.id) is None and store.events(rollout.id) == []
