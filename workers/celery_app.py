@@ -76,6 +76,7 @@ def runner() -> Runner:
         lease_ms=int(settings.lease_seconds * 1000),
         metrics_lag=settings.metrics_lag,
         min_window=timedelta(seconds=settings.metrics_min_window_seconds),
+        write_concurrency=settings.write_concurrency,
     )
 
 

@@ -51,6 +51,8 @@ class WorkerSettings(BaseSettings):
     """A notification a relay took and did not finish (its worker died) is delivered by another after this."""
     kubernetes_events: bool = True
     """Record each transition as a Kubernetes Event on the Knative Service (needs `create events`)."""
+    write_concurrency: int = Field(default=16, ge=1, le=256)
+    """Traffic writes one tick task sends to the Kubernetes API at once (each waits for the controller)."""
     settle_timeout_seconds: float = 10.0
     """How long the router waits for the Knative controller to observe a traffic change."""
 
