@@ -277,7 +277,7 @@ def _operations(deps: Dependencies) -> APIRouter:
     @routes.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
         """Prometheus exposition: rollouts by phase, canary weights, checks, tick lateness, abort latency."""
-        return _exposition(deps.store)
+        return exposition(deps.store)
 
     return routes
 
@@ -421,7 +421,8 @@ def _safe(probe: Callable[[], bool]) -> bool:
         return False
 
 
-def _exposition(store: RolloutStore) -> str:
+def exposition(store: RolloutStore) -> str:
+    """The `/metrics` body. It reads every stored rollout (bench/metrics_scrape.py measures what that costs)."""
     rollouts = store.list_rollouts(limit=100_000).rollouts
     phases = Counter(r.phase.value for r in rollouts)
     checks = Counter[str]()

@@ -2,8 +2,7 @@
 
 Every scrape reads every stored rollout (active and ended, until `AUTOCANARY_RETENTION_DAYS`
 deletes them), so its cost grows with what Redis holds. This stores N rollouts in a private
-Redis and times `GET /metrics` through the real app over HTTP (in process, Starlette's test
-client); the cluster is never asked, so the API is given one that refuses every call.
+Redis and times the API's exposition function, the whole work of a `GET /metrics` but for HTTP.
 
     .venv/bin/python -m bench.metrics_scrape                  # N = 100, 1000, 2000, 5000
     .venv/bin/python -m bench.metrics_scrape --sizes 100 --no-write
@@ -16,52 +15,16 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi.testclient import TestClient
-
-from api.app import Dependencies, create_app
-from api.settings import ApiSettings
+from api.app import exposition
 from bench.results import write_section
 from policies import load_policy
 from rollouts import Rollout
-from rollouts.actions import SetTraffic
-from rollouts.errors import TransientError
-from rollouts.ports import RevisionState, ServiceState
 from sandbox.processes import RedisProcess, stop_on_sigterm
 from workers.store import Event, RolloutStore
-
-
-class NoCluster:
-    """A traffic router that refuses every call: /metrics must not need the cluster."""
-
-    def _refuse(self) -> TransientError:
-        return TransientError("the benchmark has no cluster")
-
-    def get_service(self, namespace: str, service: str) -> ServiceState:
-        raise self._refuse()
-
-    def current_split(self, namespace: str, service: str) -> Mapping[str, int]:
-        raise self._refuse()
-
-    def list_services(self, namespace: str) -> Mapping[str, ServiceState]:
-        raise self._refuse()
-
-    def get_revision(self, namespace: str, revision: str) -> RevisionState:
-        raise self._refuse()
-
-    def set_split(
-        self,
-        namespace: str,
-        service: str,
-        stable: str,
-        canary: str,
-        weights: SetTraffic,
-        guard: Callable[[], bool] | None = None,
-    ) -> ServiceState:
-        raise self._refuse()
 
 
 def _store_rollouts(store: RolloutStore, total: int) -> None:
@@ -88,36 +51,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     stop_on_sigterm()
-    sizes = [int(size) for size in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="autocanary-metrics-") as folder:
         redis = RedisProcess(Path(folder), durable=False)
         redis.start()
         try:
             store = RolloutStore.from_url(redis.url)
-            deps = Dependencies(store, NoCluster(), lambda _task, _args: None, {"redis": store.ping})
-            app = create_app(ApiSettings(tokens="bench:viewer:bench"), deps)
-            with TestClient(app) as client:
-                for size in sizes:
-                    _store_rollouts(store, size)
-                    client.get("/metrics")  # warm
-                    times, length = [], 0
-                    for _ in range(args.scrapes):
-                        started = time.perf_counter()
-                        answer = client.get("/metrics")
-                        times.append(time.perf_counter() - started)
-                        length = len(answer.content)
-                    median, worst = 1000 * statistics.median(times), 1000 * max(times)
-                    print(f"N={size}: median {median:.0f} ms, max {worst:.0f} ms, {length:,} bytes")
-                    rows.append(f"| {size:,} | {median:.0f} | {worst:.0f} | {length:,} |")
+            for size in (int(size) for size in args.sizes.split(",")):
+                _store_rollouts(store, size)
+                exposition(store)  # warm
+                times, length = [], 0
+                for _ in range(args.scrapes):
+                    started = time.perf_counter()
+                    length = len(exposition(store).encode())
+                    times.append(time.perf_counter() - started)
+                median, worst = 1000 * statistics.median(times), 1000 * max(times)
+                print(f"N={size}: median {median:.0f} ms, max {worst:.0f} ms, {length:,} bytes")
+                rows.append(f"| {size:,} | {median:.0f} | {worst:.0f} | {length:,} |")
         finally:
             redis.stop()
     table = "| stored rollouts | /metrics median ms | max ms | bytes |\n|---|---|---|---|\n" + "\n".join(rows)
     print(table)
     if not args.no_write:
         note = (
-            f"`python -m bench.metrics_scrape --sizes {args.sizes} --scrapes {args.scrapes}`: the API app, a private"
-            " Redis, every rollout active (each adds canary-weight and evidence series)."
+            f"`python -m bench.metrics_scrape --sizes {args.sizes} --scrapes {args.scrapes}`: the API's exposition"
+            " function (a `GET /metrics` but for HTTP), a private Redis, every rollout active (each adds"
+            " canary-weight and evidence series)."
         )
         write_section(
             Path(__file__).with_name("RESULTS.md"), "metrics_scrape", "Cost of a /metrics scrape", note, table
