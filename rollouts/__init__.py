@@ -8,6 +8,7 @@ from rollouts.engine import Decision, abort, decide, handle, pause, pending_writ
 from rollouts.errors import (
     AutocanaryError,
     FencedOut,
+    ForeignChange,
     InvalidTransition,
     PermanentError,
     TransientError,
@@ -27,6 +28,7 @@ __all__ = [
     "CheckCounters",
     "Decision",
     "FencedOut",
+    "ForeignChange",
     "InvalidTransition",
     "ManualAction",
     "ManualActionKind",

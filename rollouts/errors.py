@@ -6,7 +6,9 @@
     │   └── FencedOut       another worker (or an abort) took the rollout over: drop this result,
     │                       write nothing more
     ├── PermanentError      retrying cannot help (service deleted, request rejected by admission,
-    │                       malformed query): end the rollout `failed` or `rolled_back` with the message
+    │   │                   malformed query): end the rollout `failed` or `rolled_back` with the message
+    │   └── ForeignChange   someone else changed what autocanary steers (found on a read in the
+    │                       write path): end `superseded`, write nothing
     ├── InvalidTransition   the command is not allowed in the rollout's phase (abort of a finished
     │                       rollout, promote before the canary is Ready): report the phase, change nothing
     └── ValidationError     bad input from a user: names every field and why, changes nothing
@@ -37,6 +39,14 @@ class FencedOut(TransientError):
 
 class PermanentError(AutocanaryError):
     """Trying again cannot help: the rollout must end."""
+
+
+class ForeignChange(PermanentError):
+    """The Service is no longer as autocanary left it: someone else is in charge of its traffic."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(what)
 
 
 class InvalidTransition(AutocanaryError):

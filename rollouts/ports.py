@@ -87,6 +87,12 @@ def sum_by_revision(targets: tuple[TrafficTarget, ...]) -> dict[str, int]:
     return split
 
 
+WriteGuard = Callable[[ServiceState], None]
+"""Asked with every read of the write path (the first and each after a 409), before the write
+conditioned on it: raises `FencedOut` when the caller lost the rollout, `ForeignChange` when
+the Service is no longer as autocanary left it; returning means the write may go out."""
+
+
 class TrafficRouter(Protocol):
     """Moves traffic between two revisions of one service."""
 
@@ -105,8 +111,8 @@ class TrafficRouter(Protocol):
         stable: str,
         canary: str,
         weights: SetTraffic,
-        guard: Callable[[], bool] | None = None,
+        guard: WriteGuard | None = None,
     ) -> ServiceState:
-        """Write the split; `guard` is asked between reading the Service and each conditional
-        write, and a False answer stops with `FencedOut` (the caller no longer owns the rollout)."""
+        """Write the split; `guard` sees the Service as read before each conditional write and
+        stops the write by raising (`FencedOut`, `ForeignChange`)."""
         ...

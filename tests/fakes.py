@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from analyzer.counts import RevisionCounts, RevisionRef
 from policies import Dialect
-from rollouts import FencedOut, PermanentError, SetTraffic, TransientError
-from rollouts.ports import RevisionState, ServiceState, TrafficTarget, sum_by_revision
+from rollouts import PermanentError, SetTraffic, TransientError
+from rollouts.ports import RevisionState, ServiceState, TrafficTarget, WriteGuard, sum_by_revision
 
 
 @dataclass
@@ -49,6 +49,8 @@ class FakeCluster:
     """(service, stable %, canary %) for every split autocanary wrote, in order."""
     failing_writes: int = 0
     unreachable: bool = False
+    before_write: Callable[[], None] | None = None
+    """Runs once between the router's read and its conditional write (a racing writer)."""
 
     def add(self, namespace: str, name: str, revisions: dict[str, float], rps: float = 100.0) -> None:
         """A service whose first revision serves 100 %; `revisions` maps name -> error rate."""
@@ -117,15 +119,24 @@ class FakeCluster:
         stable: str,
         canary: str,
         weights: SetTraffic,
-        guard: Callable[[], bool] | None = None,
+        guard: WriteGuard | None = None,
     ) -> ServiceState:
         if self.unreachable:
             raise TransientError("Kubernetes API unreachable (fake)")
         found = self.services.get((namespace, service))
         if found is None:
             raise PermanentError(f'404 services.serving.knative.dev "{service}" not found')
-        if guard is not None and not guard():
-            raise FencedOut(f"{namespace}/{service}: fenced out")
+        for _ in range(2):  # like the real router: read, guard, conditional write, re-read on 409
+            read_version = found.generation
+            if guard is not None:
+                guard(self._state(found))
+            if self.before_write is not None:
+                interfere, self.before_write = self.before_write, None
+                interfere()
+            if found.generation == read_version:
+                break
+        else:
+            raise TransientError(f"{namespace}/{service}: still conflicting (fake)")
         if self.failing_writes:
             self.failing_writes -= 1
             raise TransientError("500 etcd timeout (fake)")

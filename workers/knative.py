@@ -28,8 +28,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollouts.actions import SetTraffic
-from rollouts.errors import FencedOut, PermanentError, TransientError
-from rollouts.ports import RevisionState, ServiceState, TrafficTarget
+from rollouts.errors import PermanentError, TransientError
+from rollouts.ports import RevisionState, ServiceState, TrafficTarget, WriteGuard
 
 GROUP, VERSION = "serving.knative.dev", "v1"
 EVENT_SOURCE = "autocanary"
@@ -126,14 +126,15 @@ class KnativeRouter:
         stable: str,
         canary: str,
         weights: SetTraffic,
-        guard: Callable[[], bool] | None = None,
+        guard: WriteGuard | None = None,
     ) -> ServiceState:
         """Pin `stable` and `canary` with these weights; return the Service once the controller saw it.
 
-        `guard` is asked after each read and before the write conditioned on that read's
-        resourceVersion: a worker that lost its fencing token either stops here or meets a 409
-        (someone wrote after its read) and stops on the retry, so it never overwrites a newer
-        owner's split.
+        `guard` sees the Service after each read, before the write conditioned on that read's
+        resourceVersion. Whatever lands between the read and the write (a newer owner's split,
+        an operator's edit) makes the write meet a 409, and the re-read goes through the guard
+        again: a worker that lost its fencing token stops with `FencedOut`, and a Service
+        someone else changed stops with `ForeignChange`, so no such change is ever overwritten.
         """
         if stable == canary:
             raise PermanentError(f"stable and canary are the same revision {stable!r}")
@@ -143,8 +144,8 @@ class KnativeRouter:
         ]
         for attempt in range(self.conflict_retries + 1):
             current = self._get("services", namespace, service)
-            if guard is not None and not guard():
-                raise FencedOut(f"{namespace}/{service}: another worker owns this rollout now; not writing")
+            if guard is not None:
+                guard(_service_state(current))
             patch = {
                 "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
                 "spec": {"traffic": traffic},

@@ -37,7 +37,7 @@ from analyzer.verdict import AnalysisState, error_verdict, judge
 from policies import Dialect
 from rollouts import engine
 from rollouts.actions import Action, Notify, Promote, Rollback, SetTraffic
-from rollouts.errors import FencedOut, InvalidTransition, PermanentError, TransientError
+from rollouts.errors import FencedOut, ForeignChange, InvalidTransition, PermanentError, TransientError
 from rollouts.events import (
     Abort,
     Begin,
@@ -225,7 +225,7 @@ class Runner:
             return Failed(f"Service {where} was deleted")
         if rollout.phase is Phase.PENDING:
             return Begin()
-        if rollout.applied_canary_weight is not None and rollout.phase is not Phase.ROLLING_BACK:
+        if _watches_foreign_changes(rollout):
             change = _foreign_change(rollout, state)
             if change:
                 return Superseded(change)
@@ -357,6 +357,8 @@ class Runner:
             log.info("%s: %s", rollout.id, exc)
         except TransientError as exc:
             log.warning("%s: traffic not written yet, retried next tick: %s", rollout.id, exc)
+        except ForeignChange as exc:
+            return self._conclude(rollout, token, Superseded(exc.what))
         except PermanentError as exc:
             return self._fail(rollout, token, f"cannot write traffic: {exc}")
         return rollout
@@ -374,13 +376,20 @@ class Runner:
         return now + min(rollout.policy.interval, timedelta(seconds=5))
 
     def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> None:
+        def guard(state: ServiceState) -> None:
+            if not self.store.holds_token(rollout.id, token):
+                raise FencedOut(f"{rollout.namespace}/{rollout.service}: another worker owns this rollout now")
+            change = _foreign_change(rollout, state) if _watches_foreign_changes(rollout) else None
+            if change:
+                raise ForeignChange(change)
+
         self.router.set_split(
             rollout.namespace,
             rollout.service,
             rollout.stable_revision,
             rollout.canary_revision,
             weights,
-            guard=lambda: self.store.holds_token(rollout.id, token),
+            guard=guard,
         )
         report.count(writes=1)
 
@@ -394,7 +403,7 @@ class Runner:
     def _fail(self, rollout: Rollout, token: int, message: str) -> Rollout:
         return self._conclude(rollout, token, Failed(message))
 
-    def _conclude(self, rollout: Rollout, token: int, event: TrafficApplied | Failed) -> Rollout:
+    def _conclude(self, rollout: Rollout, token: int, event: TrafficApplied | Failed | Superseded) -> Rollout:
         now = self.clock()
         decision = engine.handle(rollout, event, now)
         events = _events(rollout, event, decision, now)
@@ -453,6 +462,15 @@ def _refs(rollout: Rollout) -> tuple[RevisionRef, RevisionRef]:
     return RevisionRef(rollout.namespace, rollout.canary_revision), RevisionRef(
         rollout.namespace, rollout.stable_revision
     )
+
+
+def _watches_foreign_changes(rollout: Rollout) -> bool:
+    """Once autocanary has pinned the Service, anything else on it is someone else's doing.
+
+    Not while rolling back: returning the stable revision to 100 % is the safe direction, and
+    an abort must win over a hand edit made in the same moment.
+    """
+    return rollout.applied_canary_weight is not None and rollout.phase is not Phase.ROLLING_BACK
 
 
 def _foreign_change(rollout: Rollout, state: ServiceState) -> str | None:

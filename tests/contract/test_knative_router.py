@@ -9,10 +9,11 @@ import httpx
 import pytest
 from kubernetes import client
 
-from rollouts import PermanentError, SetTraffic, TransientError
+from rollouts import ForeignChange, PermanentError, SetTraffic, TransientError
+from rollouts.ports import ServiceState
 from sandbox.cluster import Endpoints
 from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
-from workers.knative import KnativeRouter
+from workers.knative import GROUP, KnativeRouter
 
 V1, V2 = "hello-00001", "hello-00002"
 
@@ -93,6 +94,27 @@ def test_endless_conflicts_end_in_a_transient_error(
     router = KnativeRouter(InterferingApi(custom_objects(sandbox), api, times=100), conflict_retries=2, backoff=0.001)
     with pytest.raises(TransientError, match="still conflicts with another writer after 3 attempts"):
         router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=50, canary=50))
+
+
+def test_an_operator_edit_between_read_and_write_is_never_overwritten(
+    router: KnativeRouter, api: client.CustomObjectsApi, two_revisions: str
+) -> None:
+    router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=75, canary=25))
+    seen: list[dict[str, int]] = []
+
+    def guard(state: ServiceState) -> None:
+        """Checks what was read, as the runner does; the first time, an operator edits right after."""
+        seen.append(state.pinned(V1, V2) or {})
+        if state.pinned(V1, V2) != {V1: 75, V2: 25}:
+            raise ForeignChange(f"traffic was set to {state.pinned(V1, V2)} by someone else")
+        if len(seen) == 1:
+            operator = {"spec": {"traffic": [{"revisionName": V1, "percent": 60}, {"revisionName": V2, "percent": 40}]}}
+            api.patch_namespaced_custom_object(GROUP, "v1", two_revisions, "services", "hello", operator)
+
+    with pytest.raises(ForeignChange, match="by someone else"):
+        router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=50, canary=50), guard=guard)
+    assert seen == [{V1: 75, V2: 25}, {V1: 60, V2: 40}]  # the re-read after the 409 went through the guard
+    assert router.get_service(two_revisions, "hello").pinned(V1, V2) == {V1: 60, V2: 40}
 
 
 def test_an_invalid_split_gets_the_knative_message(router: KnativeRouter, two_revisions: str) -> None:

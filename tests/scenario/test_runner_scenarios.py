@@ -159,6 +159,21 @@ def test_an_out_of_band_traffic_edit_ends_superseded_without_further_writes(worl
     assert world.cluster.current_split(NS, "edited") == {"edited-00001": 70, "edited-00002": 30}
 
 
+def test_an_edit_racing_autocanarys_write_ends_superseded_and_survives(world: World) -> None:
+    rollout_id = world.register("raced", step_min_duration="2s", interval="1s")
+    for _ in range(20):  # until the first step is live and the next write is due
+        world.run(rollout_id, 1)
+        if world.get(rollout_id).applied_canary_weight == 5:
+            break
+    writes = len(world.cluster.writes)
+    world.cluster.before_write = lambda: world.cluster.edit(NS, "raced", {"raced-00001": 60, "raced-00002": 40})
+    rollout = world.run(rollout_id, 10)
+    assert rollout.phase is Phase.SUPERSEDED
+    assert "traffic was set to 40 % canary by someone else" in rollout.reason
+    assert len(world.cluster.writes) == writes  # the operator's 40 % was not overwritten, nothing after it
+    assert world.cluster.current_split(NS, "raced") == {"raced-00001": 60, "raced-00002": 40}
+
+
 def test_a_new_revision_created_by_someone_else_supersedes(world: World) -> None:
     rollout_id = world.register("moving")
     world.run(rollout_id, 8)
