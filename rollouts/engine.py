@@ -144,18 +144,26 @@ def _canary_not_ready(rollout: Rollout, event: CanaryNotReady, policy: Policy, n
 def _tick(rollout: Rollout, event: Tick, policy: Policy, now: datetime) -> Decision:
     verdict = event.verdict
     if verdict.outcome is Outcome.ERROR:
-        held = rollout.with_counted(Outcome.ERROR, 0).with_reason(
-            f"metrics unavailable, holding at {rollout.canary_weight} %: {verdict.sentence}"
+        held = (
+            rollout.with_counted(Outcome.ERROR, 0)
+            .with_metrics_down()
+            .with_reason(f"metrics unavailable, holding at {rollout.canary_weight} %: {verdict.sentence}")
         )
         return _wait(held, policy, now)
-    judged = rollout.with_counted(verdict.outcome, verdict.canary_requests).with_evidence(verdict.evidence)
+    judged = (
+        rollout.with_metrics_back(now)
+        .with_counted(verdict.outcome, verdict.canary_requests)
+        .with_evidence(verdict.evidence)
+    )
     if verdict.outcome is Outcome.FAIL:
         return _roll_back(judged, now, verdict.sentence or "a check failed")
     if judged.phase is Phase.PAUSED or judged.step_started_at is None:
         return _wait(judged, policy, now)
 
     position = f"step {judged.step_index + 1}/{len(policy.steps)} at {judged.canary_weight} %"
-    elapsed = now - judged.step_started_at
+    # Time without metrics is not observed time: an outage neither ends a step nor uses up the
+    # insufficient-traffic grace (the window right after it holds no samples, not low traffic).
+    elapsed = judged.observed_in_step(now)
     if elapsed < policy.step_min_duration:
         progress = (
             f"{position}: {format_duration(elapsed)} of {format_duration(policy.step_min_duration)},"

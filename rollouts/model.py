@@ -7,7 +7,7 @@ engine returns new values (`with_...` methods); nothing mutates a rollout in pla
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -94,6 +94,10 @@ class Rollout(BaseModel):
     """The canary weight the router last confirmed in the cluster (None before the first pin)."""
     analyzed_until: AwareDatetime | None = None
     """End of the last interval the analyzer judged; the next one starts here."""
+    metrics_down_since: AwareDatetime | None = None
+    """Since when the metrics backend has been unreachable (None while it answers)."""
+    step_outage_seconds: Annotated[float, Field(ge=0)] = 0.0
+    """Time of the current step during which the metrics backend was away: not counted as observed."""
     analysis_state: dict[str, Any] = Field(default_factory=dict)
     """The analyzer's statistical state (e-processes), opaque to the engine, carried across steps."""
     checks: CheckCounters = CheckCounters()
@@ -176,6 +180,7 @@ class Rollout(BaseModel):
                 "canary_weight": weight,
                 "step_started_at": now,
                 "step_requests": 0,
+                "step_outage_seconds": 0.0,
             }
         )
 
@@ -192,6 +197,33 @@ class Rollout(BaseModel):
                 "step_requests": self.step_requests + canary_requests,
             }
         )
+
+    def with_metrics_down(self) -> Rollout:
+        """The metrics backend is away: the outage counts from the last decision, when it still answered."""
+        if self.metrics_down_since is not None:
+            return self
+        since = max(self.updated_at, self.step_started_at or self.updated_at)
+        return self.model_copy(update={"metrics_down_since": since})
+
+    def with_metrics_back(self, now: datetime) -> Rollout:
+        """The metrics backend answers again: the outage's share of this step is not observed time."""
+        if self.metrics_down_since is None:
+            return self
+        start = max(self.metrics_down_since, self.step_started_at or self.metrics_down_since)
+        outage = max(0.0, (now - start).total_seconds())
+        return self.model_copy(
+            update={"metrics_down_since": None, "step_outage_seconds": self.step_outage_seconds + outage}
+        )
+
+    @property
+    def after_metrics_outage(self) -> bool:
+        return self.metrics_down_since is not None
+
+    def observed_in_step(self, now: datetime) -> timedelta:
+        """Time in the current step with the metrics backend answering (zero before the first step)."""
+        if self.step_started_at is None:
+            return timedelta(0)
+        return now - self.step_started_at - timedelta(seconds=self.step_outage_seconds)
 
     def with_evidence(self, evidence: float) -> Rollout:
         return self.model_copy(update={"evidence": evidence})

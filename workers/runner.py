@@ -279,7 +279,17 @@ class Runner:
                 continue
             for rollout in members:
                 canary, stable = _refs(rollout)
-                if counts[canary].requests == 0 and counts[stable].requests == 0 and window < _ceiling(rollout):
+                silent = counts[canary].requests == 0 and counts[stable].requests == 0
+                if silent and rollout.after_metrics_outage:
+                    # The backend is back but its window lies in the gap (no scrapes while it was
+                    # away): missing data, not low traffic. Not judged; the next window starts now.
+                    gap = Verdict(
+                        outcome=Outcome.INCONCLUSIVE,
+                        sentence="no samples for either revision since the metrics backend came back; not judged",
+                    )
+                    observed.append((rollout.with_analyzed(at, rollout.analysis_state), Tick(gap)))
+                    continue
+                if silent and window < _ceiling(rollout):
                     # Not one request on either side: either nobody called the service, or Prometheus
                     # missed scrapes (increase() needs two samples in the window). Judge a longer
                     # window next time rather than count "no traffic" and move past the gap; at the

@@ -364,6 +364,20 @@ def test_a_prometheus_gap_is_judged_later_not_counted_as_no_traffic(world: World
     assert after_gap.data["canary_requests"] >= 100 * 0.05 * 5
 
 
+def test_a_metrics_outage_does_not_count_as_insufficient_traffic(world: World) -> None:
+    rollout_id = world.register("outage", on_insufficient_traffic="rollback")
+    world.run(rollout_id, 3)
+    assert world.get(rollout_id).canary_weight == 5
+    world.metrics.down = True  # Prometheus away for 30 s: longer than the step, its grace and the ceiling
+    assert world.run(rollout_id, 30).phase is Phase.PROGRESSING
+    world.metrics.down, world.metrics.blind = False, True  # back, but its first windows lie in the scrape gap
+    during_gap = world.run(rollout_id, 3)
+    assert during_gap.phase is Phase.PROGRESSING, during_gap.reason
+    assert during_gap.metrics_down_since is None and during_gap.step_outage_seconds >= 30
+    world.metrics.blind = False
+    assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED
+
+
 def test_a_service_without_any_traffic_still_meets_the_insufficient_traffic_rule(world: World) -> None:
     rollout_id = world.register("quiet", rps=0)
     rollout = world.run(rollout_id, 60)
