@@ -202,12 +202,21 @@ def _actions(deps: Dependencies) -> APIRouter:
             except InvalidTransition as exc:
                 raise ApiError(409, "conflict", str(exc), rollout_id=rollout_id, phase=rollout.phase.value) from exc
             kind = ManualActionKind(action)
-            deps.enqueue(CONTROL_TASK, [rollout_id, kind.value, principal.name, reason, deps.clock().timestamp()])
-            return ActionAccepted(rollout_id=rollout_id, action=action, actor=principal.name, phase=rollout.phase)
+            # Durable before the 202: the Celery message is only a wake-up, and if it is lost (or
+            # the worker that takes it dies) the scheduler sends the stored command again.
+            command_id = deps.store.commands.submit(rollout_id, kind, principal.name, reason, deps.clock().timestamp())
+            try:
+                deps.enqueue(CONTROL_TASK, [command_id])
+            except Exception:  # the broker's client raises its own errors; the command is stored
+                log.warning("could not send command %s now; the scheduler will", command_id, exc_info=True)
+            return ActionAccepted(
+                rollout_id=rollout_id, action=action, actor=principal.name, phase=rollout.phase, command_id=command_id
+            )
 
         endpoint.__doc__ = (
             f"{action.capitalize()} the rollout (operator); it takes effect within a second."
-            " 409 when the rollout's phase does not allow it."
+            " The command is stored before the 202, so it is carried out even if the worker that"
+            " takes it dies. 409 when the rollout's phase does not allow it."
         )
         return endpoint
 

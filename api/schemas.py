@@ -48,6 +48,8 @@ class ActionAccepted(BaseModel):
     actor: str
     phase: Phase
     """The phase when the command was accepted; follow /events for the outcome."""
+    command_id: str = ""
+    """The stored command: durable before this answer, carried out by any worker even if one dies."""
 
 
 class VerdictSummary(BaseModel):

@@ -39,7 +39,7 @@ from kubernetes import client, config
 
 from bench.results import write_section
 from policies import load_policy
-from rollouts import Phase, Rollout
+from rollouts import ManualActionKind, Phase, Rollout
 from sandbox.cluster import Endpoints
 from sandbox.processes import Processes, RedisProcess, SandboxProcess, stop_on_sigterm
 from workers.store import Event, RolloutStore
@@ -95,6 +95,12 @@ def _prometheus_queries(url: str) -> float:
 
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def _abort(store: RolloutStore, celery: Celery, rollout_id: str, sent: float) -> None:
+    """As the API does: the command stored first, the Celery message a wake-up."""
+    command_id = store.commands.submit(rollout_id, ManualActionKind.ABORT, "bench", "scale benchmark", sent)
+    celery.send_task("autocanary.control", args=[command_id], queue="control")
 
 
 def run_size(
@@ -157,9 +163,7 @@ def run_size(
     abort_latencies = []
     for rollout_id, (namespace, name) in list(zip(ids, names, strict=True))[: args.aborts]:
         sent = time.time()
-        celery.send_task(
-            "autocanary.control", args=[rollout_id, "abort", "bench", "scale benchmark", sent], queue="control"
-        )
+        _abort(store, celery, rollout_id, sent)
         while True:
             service: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "services", name)
             canary = sum(

@@ -1,20 +1,21 @@
 """The Celery application: two queues, late acknowledgement, no result backend.
 
-- `control` carries abort/pause/resume/promote; workers consume it before `ticks` (`-Q control,ticks`
-  on the Redis transport polls the queues in that order), so a command never waits behind ticks;
+- `control` carries abort/pause/resume/promote, as the id of a command already stored in Redis
+  (`workers.commands`); workers consume it before `ticks` (`-Q control,ticks` on the Redis
+  transport polls the queues in that order), so a command never waits behind ticks;
 - `ticks` carries batches of due rollout ids from the scheduler.
 
 Tasks are acknowledged after they run (`acks_late`) and given back if the worker dies
 (`task_reject_on_worker_lost`); the visibility timeout is longer than any task. Redelivery is a
-second line of defence only: the scheduler sends a rollout again when its claim expires, and
-leases, fencing tokens and compare-and-set make a repeated tick harmless.
+second line of defence only: the scheduler sends a rollout again when its claim expires, and a
+command again when the worker on it stops beating; leases, fencing tokens and compare-and-set
+make a repeated tick or command harmless.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 from datetime import timedelta
 from functools import cache
@@ -25,8 +26,8 @@ from kombu.entity import Queue
 
 from analyzer.prometheus import PrometheusMetrics
 from policies import NotificationKind, NotificationTarget
-from rollouts.errors import InvalidTransition, PermanentError, TransientError
-from rollouts.model import ManualActionKind
+from rollouts.errors import FencedOut, TransientError
+from workers.commands import start_heartbeat
 from workers.knative import KnativeRouter
 from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner
@@ -67,8 +68,8 @@ def _owner() -> str:
 
 @cache
 def runner() -> Runner:
-    """One runner per worker process, built from the environment on first use."""
-    return Runner(
+    """One runner per worker process, built from the environment on first use, with its heartbeat."""
+    built = Runner(
         RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
         _router(),
         PrometheusMetrics(settings.prometheus()),
@@ -78,6 +79,8 @@ def runner() -> Runner:
         min_window=timedelta(seconds=settings.metrics_min_window_seconds),
         write_concurrency=settings.write_concurrency,
     )
+    start_heartbeat(built.store.commands, built.owner)
+    return built
 
 
 def relay() -> OutboxRelay:
@@ -106,14 +109,11 @@ def tick(self: Any, ids: list[str], due: dict[str, float] | None = None) -> None
 
 
 @app.task(name=CONTROL_TASK, bind=True, max_retries=5)
-def control(self: Any, rollout_id: str, kind: str, actor: str, reason: str, sent_at: float | None = None) -> None:
-    active = runner()
+def control(self: Any, command_id: str) -> None:
+    """A wake-up for a command the API stored: whoever runs it (again) carries it out once."""
     try:
-        active.control(rollout_id, ManualActionKind(kind), actor, reason)
-    except (InvalidTransition, PermanentError) as exc:
-        log.warning("%s %s by %s refused: %s", kind, rollout_id, actor, exc)
-        return
+        runner().execute(command_id)
+    except FencedOut as exc:  # a newer command took the rollout over; it carries on
+        log.info("command %s: %s", command_id, exc)
     except TransientError as exc:
         raise self.retry(exc=exc, countdown=min(0.2 * 2**self.request.retries, 5)) from exc
-    if sent_at is not None:
-        active.store.record_samples(f"{kind}_latency", [time.time() - sent_at])

@@ -18,16 +18,20 @@ scheduler_app = typer.Typer(help="Run the scheduler that sends due rollouts to t
 
 
 def _scheduler_loop(stop: threading.Event) -> None:
-    from workers.celery_app import TICK_TASK, app, settings
+    from workers.celery_app import CONTROL_TASK, TICK_TASK, app, settings
     from workers.scheduler import Scheduler
     from workers.store import RolloutStore
 
     def send(ids: list[str], due: dict[str, float]) -> None:
         app.send_task(TICK_TASK, args=[ids, due], queue="ticks")
 
+    def resend(command_id: str) -> None:
+        app.send_task(CONTROL_TASK, args=[command_id], queue="control")
+
     Scheduler(
         RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
         send,
+        resend=resend,
         owner=f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         batch_size=settings.batch_size,
         claim=timedelta(seconds=settings.claim_seconds),

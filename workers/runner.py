@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Protocol
 
 from analyzer.counts import RevisionCounts, RevisionRef
@@ -59,9 +60,13 @@ from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import Phase
 from rollouts.ports import ServiceState, TrafficRouter
 from rollouts.verdict import Outcome, Verdict
+from workers.commands import Command
 from workers.store import Event, Notice, RolloutStore, SaveItem, SaveResult
 
 log = logging.getLogger("autocanary.runner")
+
+COMMAND_RETRY_SECONDS = 1.0
+"""A command whose write failed for now (the cluster away, a newer owner) is sent again after this."""
 
 LIST_THRESHOLD = 5
 """More rollouts than this in one namespace of a batch: one LIST instead of a GET each."""
@@ -424,31 +429,95 @@ class Runner:
 
     # --- manual commands -----------------------------------------------------------------------
 
-    def control(self, rollout_id: str, kind: ManualActionKind, actor: str, reason: str) -> Rollout:
-        """Abort, pause, resume or promote now, preempting any tick in flight."""
-        token = self.store.preempt(rollout_id, self.owner, self.lease_ms)
+    def control(self, rollout_id: str, kind: ManualActionKind, actor: str, reason: str) -> Rollout | None:
+        """Accept a command and carry it out at once (the API accepts, a worker executes, in production)."""
+        command_id = self.store.commands.submit(rollout_id, kind, actor, reason, self.clock().timestamp())
+        return self.execute(command_id)
+
+    def execute(self, command_id: str) -> Rollout | None:
+        """Carry out a durable command, then its rollout's next ones; the rollout as last saved.
+
+        Safe to call for any id, any number of times, from any worker: a finished command is
+        gone, a command a live worker holds is left to it, and one already applied only has its
+        write repeated (the worker that applied it died before writing).
+        """
+        inbox = self.store.commands
+        rollout_id = inbox.rollout_of(command_id)
+        latest: Rollout | None = None
+        next_id: str | None = command_id
+        while next_id and rollout_id:
+            inbox.beat(self.owner)
+            command = inbox.claim(next_id, rollout_id, self.owner, self.lease_ms / 1000, self.clock().timestamp())
+            if command is None:
+                break
+            latest, outcome = self._apply(command)
+            if outcome is _CommandOutcome.RETRY:
+                inbox.release(command, self.owner, COMMAND_RETRY_SECONDS, self.clock().timestamp())
+                break
+            if outcome is _CommandOutcome.LEFT:
+                break
+            self.store.record_samples(f"{command.kind.value}_latency", [self.clock().timestamp() - command.sent_at])
+            next_id = inbox.finish(command)
+        return latest
+
+    def _apply(self, command: Command) -> tuple[Rollout | None, _CommandOutcome]:
+        """Apply the command (unless applied already) and its write, preempting any tick in flight."""
+        token = self.store.preempt(command.rollout_id, self.owner, self.lease_ms)
         try:
-            for _ in range(5):  # a tick that saved just before our token may have bumped the version
-                rollout = self.store.get(rollout_id)
-                if rollout is None:
-                    raise PermanentError(f"rollout {rollout_id} not found")
-                now = self.clock()
-                event = MANUAL_EVENTS[kind](actor, reason)
-                decision = engine.handle(rollout, event, now)
-                result, saved = self.store.save(
-                    decision.rollout,
-                    token=token,
-                    next_tick=decision.next_tick,
-                    events=_events(rollout, event, decision, now),
-                    notices=_notices(decision.actions, now),
-                )
-                if result is SaveResult.OK:
-                    return self._carry_out(saved, token, TickReport())
-                if result is SaveResult.STALE_TOKEN:
-                    raise FencedOut(f"rollout {rollout_id} was taken over by a newer command")
-            raise TransientError(f"rollout {rollout_id} kept changing; try again")
+            rollout = self.store.get(command.rollout_id)
+            if rollout is None:
+                log.warning("%s: rollout gone, dropping %s by %s", command.rollout_id, command.kind, command.actor)
+                return None, _CommandOutcome.DONE
+            if not command.applied:
+                decided = self._decide_command(rollout, command, token)
+                if isinstance(decided, _CommandOutcome):  # refused, or applied by a worker that took it over
+                    return rollout, decided
+                rollout = decided
+            carried = self._carry_out(rollout, token, TickReport()) if _needs_write(rollout) else rollout
+            return carried, _CommandOutcome.RETRY if _needs_write(carried) else _CommandOutcome.DONE
         finally:
-            self.store.release_leases([rollout_id], self.owner)
+            self.store.release_leases([command.rollout_id], self.owner)
+
+    def _decide_command(self, rollout: Rollout, command: Command, token: int) -> Rollout | _CommandOutcome:
+        """The command's decision, saved with it marked applied; DONE when refused, LEFT when applied elsewhere."""
+        for _ in range(5):  # a tick that saved just before our token may have bumped the version
+            now = self.clock()
+            event = MANUAL_EVENTS[command.kind](command.actor, command.reason)
+            try:
+                decision = engine.handle(rollout, event, now)
+            except InvalidTransition as exc:  # the rollout moved on since the API accepted it
+                log.warning("%s %s by %s refused: %s", command.kind, rollout.id, command.actor, exc)
+                refused = Event("command_refused", str(exc), now, rollout.phase.value, command.actor)
+                self.store.append_events(rollout.id, [refused])
+                return _CommandOutcome.DONE
+            result, saved = self.store.save(
+                decision.rollout,
+                token=token,
+                next_tick=decision.next_tick,
+                events=_events(rollout, event, decision, now),
+                notices=_notices(decision.actions, now),
+                command=command.id,
+            )
+            if result is SaveResult.OK:
+                return saved
+            if result is SaveResult.STALE_TOKEN:
+                raise FencedOut(f"rollout {rollout.id} was taken over by a newer command")
+            if result is SaveResult.STALE_COMMAND:
+                return _CommandOutcome.LEFT
+            found = self.store.get(rollout.id)
+            if found is None:
+                return _CommandOutcome.DONE
+            rollout = found
+        raise TransientError(f"rollout {rollout.id} kept changing; try again")
+
+
+class _CommandOutcome(Enum):
+    DONE = "done"
+    """Applied and written, or refused: finished."""
+    RETRY = "retry"
+    """Applied, but its write did not go through yet: sent again shortly."""
+    LEFT = "left"
+    """Another worker applied it meanwhile and carries it on."""
 
 
 def _ceiling(rollout: Rollout) -> int:

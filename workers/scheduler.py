@@ -3,8 +3,10 @@
 Several schedulers may run (for availability); a Redis lease elects the active one, and the
 others wait to take over when its lease lapses. Each round claims the due rollouts (pushing
 their due time `claim_seconds` ahead, so they are not sent twice) and sends them in batches of
-`batch_size`. A batch that is never ticked comes due again when the claim runs out. The active
-scheduler also deletes rollouts that ended longer ago than the retention, a bounded number at a time.
+`batch_size`. A batch that is never ticked comes due again when the claim runs out, and one the
+broker failed to take is due again at once. The active scheduler also sends again the manual
+commands nobody carried out (`workers.commands`), and deletes rollouts that ended longer ago than
+the retention, a bounded number at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ PRUNE_BATCH = 1000
 """Most ended rollouts deleted in one scheduler round, so a first prune of a big backlog stays short."""
 
 Send = Callable[[list[str], dict[str, float]], None]
+Resend = Callable[[str], None]
+"""Sends a stored command's id to the `control` queue again."""
 
 
 class Scheduler:
@@ -32,6 +36,7 @@ class Scheduler:
         send: Send,
         *,
         owner: str,
+        resend: Resend | None = None,
         batch_size: int = 500,
         claim: timedelta = timedelta(seconds=15),
         poll_seconds: float = 0.5,
@@ -42,6 +47,7 @@ class Scheduler:
     ) -> None:
         self.store = store
         self.send = send
+        self.resend = resend
         self.owner = owner
         self.batch_size = batch_size
         self.claim = claim
@@ -58,11 +64,30 @@ class Scheduler:
         if not self.store.lead("scheduler", self.owner, lease_ms):
             return 0
         now = self.clock()
+        self._resend_commands(now)
         due = self.store.claim_due(now, self.max_per_round, now + self.claim)
-        for batch in _batches(due, self.batch_size):
-            self.send([rollout_id for rollout_id, _ in batch], dict(batch))
+        batches = _batches(due, self.batch_size)
+        for index, batch in enumerate(batches):
+            try:
+                self.send([rollout_id for rollout_id, _ in batch], dict(batch))
+            except Exception as exc:  # the broker failed after the claim (any error its client raises)
+                unsent = [rollout_id for rest in batches[index:] for rollout_id, _ in rest]
+                log.warning("could not send %d due rollouts, due again now: %s", len(unsent), exc)
+                for rollout_id in unsent:  # not left to wait out the claim
+                    self.store.schedule(rollout_id, now)
+                raise TransientError(f"broker: cannot send ticks: {exc}") from exc
         self._prune(now)
         return len(due)
+
+    def _resend_commands(self, now: datetime) -> None:
+        """Commands nobody took, or whose worker died: to the control queue again (they are durable)."""
+        if self.resend is None:
+            return
+        for command_id in self.store.commands.redeliver(now.timestamp()):
+            try:
+                self.resend(command_id)
+            except Exception as exc:  # the broker failed: the command comes due again by itself
+                raise TransientError(f"broker: cannot send command {command_id}: {exc}") from exc
 
     def _prune(self, now: datetime) -> None:
         """Now and then, delete what ended longer ago than the retention (a bounded amount per round)."""
@@ -81,6 +106,9 @@ class Scheduler:
                 sent = self.run_once()
             except TransientError as exc:
                 log.warning("scheduler round failed, retrying: %s", exc)
+                sent = 0
+            except Exception:  # never stop scheduling over one bad round: say so and go on
+                log.exception("scheduler round failed unexpectedly, retrying")
                 sent = 0
             if sent < self.max_per_round:
                 stop.wait(self.poll_seconds)

@@ -25,8 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -34,9 +33,11 @@ from typing import Any, NamedTuple
 
 import redis
 
-from rollouts.errors import AutocanaryError, TransientError, ValidationError
+from rollouts.errors import AutocanaryError, ValidationError
 from rollouts.model import Rollout
 from rollouts.phase import Phase
+from workers.commands import CommandInbox
+from workers.redis_errors import transient as _transient
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -61,6 +62,8 @@ local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return 'missing' end
 if version ~= ARGV[1] then return 'stale_version' end
 if ARGV[2] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 'stale_token' end
+if KEYS[7] ~= '' and redis.call('HGET', KEYS[7], 'applied') ~= '0' then return 'stale_command' end
+if KEYS[7] ~= '' then redis.call('HSET', KEYS[7], 'applied', '1') end
 redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'version', ARGV[4])
 if ARGV[6] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[7])
@@ -120,6 +123,8 @@ class SaveResult(StrEnum):
     """Someone saved a newer version first: reload before deciding again."""
     STALE_TOKEN = "stale_token"  # noqa: S105 (a result, not a password)
     """Someone took the rollout over (a newer lease or an abort): drop this result."""
+    STALE_COMMAND = "stale_command"
+    """The command this decision carries out was applied by another worker already (or is gone)."""
     MISSING = "missing"
 
 
@@ -210,6 +215,8 @@ class SaveItem(NamedTuple):
     next_tick: datetime | None
     events: Sequence[Event] = ()
     notices: Sequence[Notice] = ()
+    command: str = ""
+    """The id of the manual command this decision applies: marked applied in the same atomic write."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +243,7 @@ class RolloutStore:
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._lead = client.register_script(_LEAD)
         self._prune = client.register_script(_PRUNE)
+        self.commands = CommandInbox(client, prefix)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "autocanary") -> RolloutStore:
@@ -390,6 +398,7 @@ class RolloutStore:
         next_tick: datetime | None,
         events: Sequence[Event] = (),
         notices: Sequence[Notice] = (),
+        command: str = "",
     ) -> tuple[SaveResult, Rollout]:
         """Compare-and-set on `rollout.version`, and on `token` unless it is None.
 
@@ -397,14 +406,14 @@ class RolloutStore:
         `events` go to the rollout's log and `notices` to the outbox, in the same atomic write:
         a notice exists exactly when its decision was saved.
         """
-        return self.save_many([SaveItem(rollout, token, next_tick, events, notices)])[0]
+        return self.save_many([SaveItem(rollout, token, next_tick, events, notices, command)])[0]
 
     def save_many(self, items: Sequence[SaveItem]) -> list[tuple[SaveResult, Rollout]]:
         """Pipelined compare-and-set of several rollouts; each succeeds or fails on its own."""
         prepared = []
         with _transient("save rollouts"):
             pipe = self.redis.pipeline(transaction=False)
-            for rollout, token, next_tick, events, notices in items:
+            for rollout, token, next_tick, events, notices, command in items:
                 saved = rollout.model_copy(
                     update={"version": rollout.version + 1, "fencing_token": token or rollout.fencing_token}
                 )
@@ -417,6 +426,7 @@ class RolloutStore:
                         self._active_key(rollout.namespace, rollout.service),
                         self._key("ev", rollout.id),
                         self._key("outbox"),
+                        self.commands.key(command) if command else "",
                     ],
                     args=[
                         rollout.version,
@@ -624,14 +634,6 @@ def _matches(rollout: Rollout, namespace: str | None, service: str | None, phase
         and (not service or rollout.service == service)
         and (phase is None or rollout.phase is phase)
     )
-
-
-@contextmanager
-def _transient(what: str) -> Iterator[None]:
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise TransientError(f"Redis: cannot {what}: {exc}") from exc
 
 
 def _ended_before(rollout: Rollout, cutoff: float) -> bool:

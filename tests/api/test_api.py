@@ -191,14 +191,42 @@ def test_list_filters_and_paginates(api: TestClient) -> None:
     assert (bad_cursor.status_code, bad_cursor.json()["field"]) == (422, "cursor")
 
 
-def test_actions_are_queued_with_the_token_name_as_actor(api: TestClient, queue: Queue) -> None:
+def test_actions_are_stored_then_queued_with_the_token_name_as_actor(
+    api: TestClient, queue: Queue, store: RolloutStore
+) -> None:
     rollout_id = create(api).json()["id"]
     response = api.post(f"/v1/rollouts/{rollout_id}/abort", json={"reason": "pager"}, headers=OPERATE)
     assert response.status_code == 202
-    assert response.json() == {"rollout_id": rollout_id, "action": "abort", "actor": "oncall", "phase": "pending"}
+    body = response.json()
+    assert {k: v for k, v in body.items() if k != "command_id"} == {
+        "rollout_id": rollout_id,
+        "action": "abort",
+        "actor": "oncall",
+        "phase": "pending",
+    }
     task, args = queue.sent[-1]
-    assert task == "autocanary.control"
-    assert args[:4] == [rollout_id, ManualActionKind.ABORT.value, "oncall", "pager"]
+    assert (task, args) == ("autocanary.control", [body["command_id"]])
+    # Durable before the answer: any worker can claim it from Redis, whatever became of the message.
+    command = store.commands.claim(body["command_id"], rollout_id, "worker-x", 30, time.time())
+    assert command is not None
+    assert (command.kind, command.actor, command.reason, command.applied) == (
+        ManualActionKind.ABORT,
+        "oncall",
+        "pager",
+        False,
+    )
+
+
+def test_an_action_answered_202_is_stored_even_when_the_broker_fails(store: RolloutStore, cluster: FakeCluster) -> None:
+    def broken(task: str, args: list[Any]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster, broken, {"redis": store.ping}))
+    with TestClient(app) as client:
+        rollout_id = create(client).json()["id"]
+        response = client.post(f"/v1/rollouts/{rollout_id}/abort", json={"reason": "pager"}, headers=OPERATE)
+    assert response.status_code == 202
+    assert store.commands.pending() == 1  # the scheduler sends it again: tests/contract/test_commands.py
 
 
 def test_an_action_the_phase_does_not_allow_is_409_with_the_phase(api: TestClient, queue: Queue) -> None:

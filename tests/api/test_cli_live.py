@@ -149,7 +149,9 @@ def test_create_get_list_and_abort_as_a_pipeline_and_on_call_would(live: LiveApi
     assert aborted.exit_code == 0, aborted.output
     assert "actor oncall" in aborted.stdout
     ((task, args),) = live.actions
-    assert (task, args[:4]) == ("autocanary.control", [rollout_id, "abort", "oncall", "pager: p99"])
+    command = live.store.commands.claim(args[0], rollout_id, "worker-x", 30, time.time())
+    assert task == "autocanary.control" and command is not None
+    assert (command.kind.value, command.actor, command.reason) == ("abort", "oncall", "pager: p99")
 
 
 def test_refusals_name_the_reason_and_exit_2(live: LiveApi) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from rollouts import Phase, Rollout
+import pytest
+
+from rollouts import ManualActionKind, Phase, Rollout, TransientError
 from tests.factories import T0, policy
 from tests.fakes import Clock
+from workers.commands import PICKUP_SECONDS
 from workers.scheduler import Scheduler
 from workers.store import Event, RolloutStore, SaveResult
 
@@ -59,3 +62,37 @@ def test_the_leader_prunes_what_ended_before_the_retention_now_and_then(store: R
     clock.advance(2 * 24 * 3600)
     scheduler.run_once()
     assert store.get(rollout.id) is None and store.events(rollout.id) == []
+
+
+def test_a_broker_failure_after_the_claim_makes_the_rollouts_due_again(store: RolloutStore) -> None:
+    ids = {register(store, f"svc{i}").id for i in range(3)}
+    clock = Clock(T0 + timedelta(seconds=1))
+    sent: list[str] = []
+    broker_up = False
+
+    def send(batch: list[str], _due: dict[str, float]) -> None:
+        if not broker_up:
+            raise ConnectionError("Error 111 connecting to the broker")  # not one of autocanary's own errors
+        sent.extend(batch)
+
+    scheduler = Scheduler(store, send, owner="a", batch_size=2, clock=clock)
+    with pytest.raises(TransientError, match="cannot send ticks"):
+        scheduler.run_once()
+    broker_up = True
+    assert scheduler.run_once() == 3  # due again at once, not after the claim ran out
+    assert set(sent) == ids
+
+
+def test_the_scheduler_sends_commands_nobody_carried_out_again(store: RolloutStore) -> None:
+    rollout = register(store, "checkout")
+    command_id = store.commands.submit(rollout.id, ManualActionKind.ABORT, "oncall", "", T0.timestamp())
+    clock = Clock(T0)
+    resent: list[str] = []
+    scheduler = Scheduler(store, lambda _b, _d: None, owner="a", resend=resent.append, clock=clock)
+    scheduler.run_once()
+    assert resent == []  # just accepted: its own Celery message should reach a worker first
+    clock.advance(PICKUP_SECONDS)
+    scheduler.run_once()
+    assert resent == [command_id]
+    scheduler.run_once()
+    assert resent == [command_id]  # not again before the next pickup time

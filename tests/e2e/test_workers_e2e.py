@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from celery import Celery
 from kubernetes import client
 
 from policies import load_policy
-from rollouts import Phase, Rollout
+from rollouts import ManualActionKind, Phase, Rollout
 from sandbox.cluster import Endpoints
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
 from sandbox.prometheus import PrometheusServer, free_port
@@ -215,6 +216,35 @@ def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
             return reason in {event.reason for event in found}
 
         wait_for(recorded, 20, f"a {final} event on {name}")
+
+
+def test_aborts_answered_while_the_workers_are_killed_are_all_carried_out(stack: Stack) -> None:
+    namespace = f"abort-{uuid.uuid4().hex[:6]}"
+    names = _services(stack, namespace, 5, set())
+    load = BackgroundLoad(stack.endpoints.gateway, [f"{n}.{namespace}.example.com" for n in names], rate=10)
+    celery = Celery("e2e-api", broker=stack.redis.url)
+    try:
+        ids = [stack.register(namespace, name, step_min_duration="5m", steps=[50]) for name in names]
+        for rollout_id in ids:
+            _wait_phase(stack, rollout_id, lambda r: r.applied_canary_weight == 50, 60, "the canary at 50 %")
+        for rollout_id in ids:  # as the API does before answering 202: stored, then the wake-up
+            command_id = stack.store.commands.submit(rollout_id, ManualActionKind.ABORT, "oncall", "e2e", time.time())
+            celery.send_task("autocanary.control", args=[command_id], queue="control")
+        time.sleep(random.Random(11).uniform(0.03, 0.1))
+        for victim in ("worker-1", "worker-2"):  # before any of them could finish
+            stack.processes.kill(victim)
+        time.sleep(0.5)
+        for victim in ("worker-1", "worker-2"):
+            stack.processes.start(victim, ["worker"])
+        rollouts = stack.wait_terminal(ids, timeout=60, load=load)  # the broker would hold them 300 s
+    finally:
+        load.stop()
+    router = KnativeRouter.from_kubeconfig(stack.endpoints.kubeconfig)
+    for name, rollout_id in zip(names, ids, strict=True):
+        assert rollouts[rollout_id].phase is Phase.ABORTED, (name, rollouts[rollout_id].reason)
+        assert router.current_split(namespace, name).get(f"{name}-00002", 0) == 0
+        assert [e.kind for e in stack.store.events(rollout_id)].count("abort") == 1
+    assert stack.store.commands.pending() == 0
 
 
 def _wait_phase(stack: Stack, rollout_id: str, check: Callable[[Rollout], bool], timeout: float, what: str) -> Rollout:

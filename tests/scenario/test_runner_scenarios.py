@@ -222,7 +222,8 @@ def test_the_kubernetes_api_down_holds_and_recovers(world: World) -> None:
 def test_abort_preempts_and_records_the_actor(world: World) -> None:
     rollout_id = world.register("pager")
     world.run(rollout_id, 8)
-    rollout = world.runner.control(rollout_id, ManualActionKind.ABORT, "alice", "error budget")
+    world.runner.control(rollout_id, ManualActionKind.ABORT, "alice", "error budget")
+    rollout = world.get(rollout_id)
     assert rollout.phase is Phase.ABORTED
     assert world.cluster.writes[-1] == ("pager", 100, 0)
     abort = next(e for e in world.store.events(rollout_id) if e.kind == "abort")
@@ -243,6 +244,75 @@ def test_a_stale_worker_cannot_write_after_an_abort(world: World) -> None:
     assert world.cluster.current_split(NS, "race") == {"race-00001": 100, "race-00002": 0}
 
 
+class Killed(BaseException):
+    """The worker process dies here (SIGKILL): nothing after this line of its runs."""
+
+
+def submit(world: World, rollout_id: str, kind: ManualActionKind, actor: str = "alice") -> str:
+    """What the API does before it answers 202."""
+    return world.store.commands.submit(rollout_id, kind, actor, "pager", world.clock().timestamp())
+
+
+def test_an_abort_whose_worker_died_before_applying_it_is_carried_out_by_another(world: World) -> None:
+    rollout_id = world.register("lost")
+    world.run(rollout_id, 8)
+    command_id = submit(world, rollout_id, ManualActionKind.ABORT)
+    now = world.clock().timestamp()
+    inbox = world.store.commands
+    inbox.beat("worker-a")
+    assert inbox.claim(command_id, rollout_id, "worker-a", 5, now) is not None  # took it, then SIGKILLed
+    assert inbox.redeliver(now + 1) == []  # its heartbeat is still fresh: nobody else takes it yet
+    world.store.redis.delete(f"{world.store.prefix}:alive:worker-a")  # the heartbeat lapses (2 s)
+    assert inbox.redeliver(now + 1) == [command_id]  # long before the 5 s lease or a broker timeout
+    world.make_runner("worker-b").execute(command_id)
+    rollout = world.get(rollout_id)
+    assert rollout.phase is Phase.ABORTED and rollout.last_action is not None
+    assert world.cluster.current_split(NS, "lost") == {"lost-00001": 100, "lost-00002": 0}
+    assert inbox.pending() == 0 and inbox.redeliver(now + 60) == []
+
+
+def test_an_abort_whose_worker_died_after_saving_it_still_reaches_stable_100(world: World) -> None:
+    rollout_id = world.register("halfway")
+    world.run(rollout_id, 8)
+    command_id = submit(world, rollout_id, ManualActionKind.ABORT)
+
+    def die() -> None:
+        raise Killed
+
+    world.cluster.before_write = die
+    with pytest.raises(Killed):  # saved rolling_back, then died before its write
+        world.make_runner("worker-a").execute(command_id)
+    assert world.get(rollout_id).phase is Phase.ROLLING_BACK
+    assert world.cluster.current_split(NS, "halfway")["halfway-00002"] > 0  # the canary still serves
+    world.store.redis.delete(f"{world.store.prefix}:alive:worker-a")  # its heartbeat lapses (2 s)
+    assert world.store.commands.redeliver(world.clock().timestamp()) == [command_id]  # before the 5 s lease
+    world.make_runner("worker-b").execute(command_id)
+    assert world.get(rollout_id).phase is Phase.ABORTED
+    assert world.cluster.current_split(NS, "halfway") == {"halfway-00001": 100, "halfway-00002": 0}
+    assert world.kinds(rollout_id).count("abort") == 1  # applied once, only its write repeated
+
+
+def test_commands_of_one_rollout_are_applied_in_the_order_they_were_accepted(world: World) -> None:
+    rollout_id = world.register("ordered")
+    world.run(rollout_id, 4)
+    pause = submit(world, rollout_id, ManualActionKind.PAUSE)
+    world.clock.advance(0.01)
+    resume = submit(world, rollout_id, ManualActionKind.RESUME)
+    assert world.make_runner("worker-b").execute(resume) is None  # not its turn: the pause goes first
+    world.runner.execute(pause)  # and the worker that applied the pause goes on with the resume
+    assert [k for k in world.kinds(rollout_id) if k in ("pause", "resume")] == ["pause", "resume"]
+    assert world.get(rollout_id).phase is Phase.PROGRESSING and world.store.commands.pending() == 0
+
+
+def test_a_command_the_rollout_outgrew_is_refused_in_the_event_log(world: World) -> None:
+    rollout_id = world.register("done")
+    command_id = submit(world, rollout_id, ManualActionKind.RESUME)  # accepted when... a pause was pending
+    world.runner.execute(command_id)
+    refused = [e for e in world.store.events(rollout_id) if e.kind == "command_refused"]
+    assert len(refused) == 1 and "cannot resume" in refused[0].message and refused[0].actor == "alice"
+    assert world.store.commands.pending() == 0
+
+
 def test_pause_holds_and_resume_continues(world: World) -> None:
     rollout_id = world.register("held")
     world.run(rollout_id, 4)
@@ -256,7 +326,8 @@ def test_pause_holds_and_resume_continues(world: World) -> None:
 def test_promote_now_finishes_at_once(world: World) -> None:
     rollout_id = world.register("hotfix")
     world.run(rollout_id, 4)
-    rollout = world.runner.control(rollout_id, ManualActionKind.PROMOTE, "dan", "hotfix")
+    world.runner.control(rollout_id, ManualActionKind.PROMOTE, "dan", "hotfix")
+    rollout = world.get(rollout_id)
     assert rollout.phase is Phase.SUCCEEDED
     assert world.cluster.writes[-1] == ("hotfix", 0, 100)
 
