@@ -39,7 +39,16 @@ from api.schemas import (
     VerdictSummary,
 )
 from api.settings import ApiSettings
-from policies import InvalidPolicy, Policy, SitePolicies, field_path, load_policy, policy_names
+from policies import (
+    EgressRules,
+    InvalidPolicy,
+    Policy,
+    Resolve,
+    SitePolicies,
+    field_path,
+    load_policy,
+    policy_names,
+)
 from rollouts import engine
 from rollouts.errors import InvalidTransition, PermanentError, TransientError, ValidationError
 from rollouts.events import Abort, Pause, PromoteNow, Resume
@@ -70,6 +79,8 @@ class Dependencies:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     site_policies: SitePolicies = dataclasses.field(default_factory=dict)
     """The installation's own policies (AUTOCANARY_POLICIES_DIR), beside the built-ins."""
+    resolve: Resolve = lambda host: ()
+    """Host name to addresses, for the notification egress check (`api.main` passes DNS)."""
 
 
 def _require(needed: Role) -> Callable[..., Principal]:
@@ -115,6 +126,7 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
 
 def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
     routes = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+    egress = EgressRules.parse(settings.notify_allowed_hosts)
 
     errors: dict[int | str, dict[str, Any]] = {
         404: {"model": ErrorBody},
@@ -131,6 +143,7 @@ def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
     ) -> RolloutPublic:
         """Register a canary rollout (deployer); validated against the cluster before anything is stored."""
         policy = _policy(body, deps.site_policies)
+        _check_notifications(body, policy, deps, egress)
         stable, canary = _revisions(deps.router, body)
         now = deps.clock()
         rollout = Rollout.new(
@@ -301,6 +314,19 @@ def _policy(body: RolloutCreate, site: SitePolicies) -> Policy:
         if any(problem.field == "policy" for problem in exc.problems):  # the name itself is unknown
             raise ValidationError(exc.problems) from exc
         raise ValidationError.from_invalid_policy(exc, "policy_overrides") from exc
+
+
+def _check_notifications(body: RolloutCreate, policy: Policy, deps: Dependencies, egress: EgressRules) -> None:
+    """A notification target the rollout brings (not one of the named policy's) must be allowed."""
+    if not policy.notifications:
+        return
+    trusted = set(load_policy(body.policy, site=deps.site_policies).notifications)
+    for index, target in enumerate(policy.notifications):
+        if target in trusted:
+            continue
+        problem = egress.problem(target.url, deps.resolve)
+        if problem:
+            raise ValidationError.single(f"policy_overrides.notifications[{index}].url", problem)
 
 
 def _revisions(router: TrafficRouter, body: RolloutCreate) -> tuple[str, str]:

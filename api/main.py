@@ -13,6 +13,8 @@ from analyzer.prometheus import PrometheusMetrics, PrometheusSettings
 from api.app import Dependencies, create_app
 from api.settings import ApiSettings
 from api.site_policies import SitePolicyError, read_site_policies
+from policies import EgressRules
+from workers.dns import resolve
 from workers.knative import KnativeRouter
 from workers.store import RolloutStore
 
@@ -21,7 +23,8 @@ def build(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     try:
         site_policies = read_site_policies(settings.policies_dir)
-    except SitePolicyError as exc:
+        EgressRules.parse(settings.notify_allowed_hosts)
+    except (SitePolicyError, ValueError) as exc:
         raise SystemExit(f"autocanary api: {exc}") from exc  # one clear line in the pod's log, no traceback
     store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
     router = KnativeRouter.from_kubeconfig(settings.kubeconfig, settings.kube_context, settle_timeout=5.0)
@@ -32,7 +35,8 @@ def build(settings: ApiSettings | None = None) -> FastAPI:
         celery.send_task(task, args=args, queue="control")
 
     probes = {"redis": store.ping, "prometheus": prometheus.ready, "kubernetes": router.ready}
-    return create_app(settings, Dependencies(store, router, enqueue, probes, site_policies=site_policies))
+    deps = Dependencies(store, router, enqueue, probes, site_policies=site_policies, resolve=resolve)
+    return create_app(settings, deps)
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -24,5 +24,8 @@ class ApiSettings(BaseSettings):
     """Request bodies larger than this are refused with 413."""
     sse_poll_ms: int = 1000
     """How long an event stream waits for news before checking whether the rollout ended."""
+    notify_allowed_hosts: str = ""
+    """Hosts a rollout's own notification targets may name (`hooks.slack.com`, `*.example.com`,
+    `10.0.0.0/8`), comma-separated; empty: only the installation's policies and global targets notify."""
     policies_dir: str | None = None
     """A directory of the installation's own policies (`NAME.yaml`), e.g. a mounted ConfigMap."""

@@ -1,6 +1,7 @@
 """Rollout policies: the `Policy` model and the built-in library (pure; imports nothing of ours)."""
 
 from policies.durations import Duration, format_duration, parse_duration
+from policies.egress import SECRET_ENV_PREFIX, EgressRules, Resolve
 from policies.errors import FieldProblem, InvalidPolicy
 from policies.library import (
     SitePolicies,
@@ -24,8 +25,10 @@ from policies.model import (
 )
 
 __all__ = [
+    "SECRET_ENV_PREFIX",
     "Dialect",
     "Duration",
+    "EgressRules",
     "FieldProblem",
     "Guardrails",
     "InsufficientTrafficAction",
@@ -35,6 +38,7 @@ __all__ = [
     "NotificationKind",
     "NotificationTarget",
     "Policy",
+    "Resolve",
     "SitePolicies",
     "builtin_names",
     "check_site_policies",

@@ -67,8 +67,9 @@ class NotificationTarget(BaseModel):
     """`webhook` (generic JSON) or `slack` (incoming webhook)."""
     url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)]
     """The http(s) URL to POST to."""
-    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
-    """Name of the environment variable holding the HMAC secret (webhook only)."""
+    secret_env: Annotated[str, Field(pattern=r"^AUTOCANARY_NOTIFY_SECRET_[A-Z0-9_]+$", max_length=128)] | None = None
+    """Name of the environment variable holding the HMAC secret (webhook only); it must start with
+    `AUTOCANARY_NOTIFY_SECRET_`, so a policy can never sign with any other variable of the worker."""
     events: tuple[NotificationEvent, ...] | None = None
     """Only these events; all of them when omitted."""
 

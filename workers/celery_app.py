@@ -25,9 +25,10 @@ from celery import Celery
 from kombu.entity import Queue
 
 from analyzer.prometheus import PrometheusMetrics
-from policies import NotificationKind, NotificationTarget
+from policies import SECRET_ENV_PREFIX, EgressRules, NotificationKind, NotificationTarget
 from rollouts.errors import FencedOut, TransientError
 from workers.commands import start_heartbeat
+from workers.dns import resolve
 from workers.knative import KnativeRouter
 from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner
@@ -36,6 +37,7 @@ from workers.store import RolloutStore
 
 TICK_TASK = "autocanary.tick"
 CONTROL_TASK = "autocanary.control"
+GLOBAL_SECRET = "AUTOCANARY_NOTIFY_WEBHOOK_SECRET"  # noqa: S105 (a variable name)
 log = logging.getLogger("autocanary.worker")
 
 settings = WorkerSettings()
@@ -86,14 +88,27 @@ def runner() -> Runner:
 def relay() -> OutboxRelay:
     """The notification relay of a worker process: global targets, policies' targets, Kubernetes Events."""
     defaults = []
+    secrets = {name: value for name, value in os.environ.items() if name.startswith(SECRET_ENV_PREFIX)}
     if settings.notify_webhook_url:
-        secret_env = "AUTOCANARY_NOTIFY_WEBHOOK_SECRET" if settings.notify_webhook_secret else None
+        # The global secret under a name no policy may write (policies must use the prefix),
+        # so only this target signs with it.
+        secret_env = None
+        if settings.notify_webhook_secret:
+            secret_env, secrets[GLOBAL_SECRET] = GLOBAL_SECRET, settings.notify_webhook_secret
         defaults.append(
-            NotificationTarget(kind=NotificationKind.WEBHOOK, url=settings.notify_webhook_url, secret_env=secret_env)
+            NotificationTarget.model_construct(
+                kind=NotificationKind.WEBHOOK, url=settings.notify_webhook_url, secret_env=secret_env, events=None
+            )
         )
     if settings.notify_slack_url:
         defaults.append(NotificationTarget(kind=NotificationKind.SLACK, url=settings.notify_slack_url))
-    notifier = Notifier(defaults, secrets=os.environ, events=_router() if settings.kubernetes_events else None)
+    notifier = Notifier(
+        defaults,
+        secrets=secrets,
+        events=_router() if settings.kubernetes_events else None,
+        egress=EgressRules.parse(settings.notify_allowed_hosts),
+        resolve=resolve,
+    )
     store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
     return OutboxRelay(store, notifier, _owner(), reclaim_idle_ms=int(settings.notify_reclaim_seconds * 1000))
 

@@ -5,7 +5,8 @@ Targets come from the rollout's policy (`notifications`) and a global default
 (`AUTOCANARY_NOTIFY_WEBHOOK_URL`, `AUTOCANARY_NOTIFY_SLACK_URL`). Delivery runs on a small
 thread pool with a timeout and bounded retries with backoff; it never blocks or fails a rollout:
 a dead webhook costs a log line, not a tick. Secrets are never in policies, only the name of the
-environment variable holding them (`secret_env`).
+environment variable holding them (`secret_env`, always `AUTOCANARY_NOTIFY_SECRET_...`), and a
+rollout's own targets reach only the hosts the installation allows (`policies.egress`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
-from policies import NotificationEvent, NotificationKind, NotificationTarget
+from policies import EgressRules, NotificationEvent, NotificationKind, NotificationTarget, Resolve
 from rollouts.actions import Notify
 from rollouts.errors import TransientError
 from rollouts.model import Rollout
@@ -115,8 +117,12 @@ class Notifier:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         events: EventRecorder | None = None,
+        egress: EgressRules | None = None,
+        resolve: Resolve = lambda host: (),
     ) -> None:
         self.defaults = tuple(defaults)
+        self.egress = egress or EgressRules()
+        self.resolve = resolve
         self.events = events
         self.secrets = dict(secrets or {})
         self.client = client or httpx.Client(timeout=timeout)
@@ -152,7 +158,22 @@ class Notifier:
             return False
         return True
 
+    def _refused(self, target: NotificationTarget) -> str | None:
+        """Checked again before each delivery: an allowed host that now resolves to a private address.
+
+        Targets on hosts outside the allowed list can only come from the installation's own
+        policies (the API refuses them in a rollout's overrides), so they are not checked here.
+        """
+        host = urlsplit(target.url).hostname or ""
+        if target in self.defaults or not self.egress.host_allowed(host):
+            return None
+        return self.egress.problem(target.url, self.resolve)
+
     def _deliver(self, target: NotificationTarget, rollout: Rollout, notify: Notify, at: datetime) -> bool:
+        refused = self._refused(target)
+        if refused:
+            log.warning("not notifying %s of %s for %s: %s", target.url, notify.event.value, rollout.id, refused)
+            return False
         if target.kind is NotificationKind.SLACK:
             body = json.dumps(slack_message(rollout, notify)).encode()
             headers = {"Content-Type": "application/json"}

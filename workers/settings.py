@@ -47,6 +47,9 @@ class WorkerSettings(BaseSettings):
     """HMAC-SHA256 key for the global webhook's X-Autocanary-Signature header."""
     notify_slack_url: str | None = None
     """A Slack incoming webhook told about every rollout's transitions."""
+    notify_allowed_hosts: str = ""
+    """Hosts a rollout's own notification targets may name (`hooks.slack.com`, `*.example.com`,
+    `10.0.0.0/8`), comma-separated; empty: only the installation's policies and global targets notify."""
     notify_reclaim_seconds: float = 30.0
     """A notification a relay took and did not finish (its worker died) is delivered by another after this."""
     kubernetes_events: bool = True

@@ -382,3 +382,33 @@ def test_the_stream_sends_the_final_events_even_when_the_end_lands_during_a_wait
     ) as stream:
         kinds = [line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event: ")]
     assert kinds == ["created", "aborted", "end"]
+
+
+def test_a_rollout_cannot_make_a_worker_call_loopback_or_sign_with_any_variable(
+    api: TestClient, store: RolloutStore
+) -> None:
+    hook = {"kind": "webhook", "url": "http://127.0.0.1:6391/", "secret_env": "AUTOCANARY_REDIS_URL"}
+    signed = create(api, policy_overrides={"notifications": [hook]})
+    assert (signed.status_code, signed.json()["field"]) == (422, "policy_overrides.notifications[0].secret_env")
+    unsigned = create(api, policy_overrides={"notifications": [{"kind": "webhook", "url": "http://127.0.0.1:6391/"}]})
+    assert (unsigned.status_code, unsigned.json()["field"]) == (422, "policy_overrides.notifications[0].url")
+    assert "is not allowed" in unsigned.json()["message"]
+    assert store.list_rollouts().rollouts == []  # nothing stored
+
+
+def test_an_allowed_notification_host_is_accepted_once_it_resolves_to_public_addresses(
+    store: RolloutStore, cluster: FakeCluster
+) -> None:
+    answers = {"hooks.example.com": ["93.184.215.14"], "rebind.example.com": ["192.168.1.10"]}
+    deps = Dependencies(store, cluster, lambda *_: None, {}, resolve=lambda host: answers[host])
+    app = create_app(ApiSettings(tokens=TOKENS, notify_allowed_hosts="*.example.com"), deps)
+    with TestClient(app) as client:
+        private = create(
+            client, policy_overrides={"notifications": [{"kind": "slack", "url": "https://rebind.example.com/"}]}
+        )
+        assert (private.status_code, private.json()["field"]) == (422, "policy_overrides.notifications[0].url")
+        assert "192.168.1.10, a private address" in private.json()["message"]
+        public = create(
+            client, policy_overrides={"notifications": [{"kind": "slack", "url": "https://hooks.example.com/"}]}
+        )
+        assert public.status_code == 201, public.text

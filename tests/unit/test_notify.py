@@ -9,7 +9,7 @@ import json
 import httpx
 import respx
 
-from policies import NotificationEvent, NotificationKind, NotificationTarget
+from policies import EgressRules, NotificationEvent, NotificationKind, NotificationTarget
 from rollouts import Notify, Phase
 from rollouts.errors import PermanentError
 from tests.factories import T0, policy, rollout
@@ -21,13 +21,14 @@ ROLLED_BACK = Notify(NotificationEvent.ROLLED_BACK, "checkout-00001 serves 100 %
 
 
 def notifier(*targets: NotificationTarget, **options: object) -> Notifier:
-    return Notifier(targets, secrets={"HOOK_SECRET": "s3cret"}, sleep=lambda _: None, clock=lambda: T0, **options)  # type: ignore[arg-type]
+    secrets = {"AUTOCANARY_NOTIFY_SECRET_HOOK": "s3cret"}
+    return Notifier(targets, secrets=secrets, sleep=lambda _: None, clock=lambda: T0, **options)  # type: ignore[arg-type]
 
 
 @respx.mock
 def test_webhook_body_and_signature() -> None:
     route = respx.post(HOOK).mock(return_value=httpx.Response(204))
-    target = NotificationTarget(kind=NotificationKind.WEBHOOK, url=HOOK, secret_env="HOOK_SECRET")  # noqa: S106 (a name)
+    target = NotificationTarget(kind=NotificationKind.WEBHOOK, url=HOOK, secret_env="AUTOCANARY_NOTIFY_SECRET_HOOK")  # noqa: S106 (a name)
     done = notifier(target).send(
         rollout(labels={"commit": "abc"}).with_phase(Phase.ROLLED_BACK, T0, "bad"), ROLLED_BACK
     )
@@ -129,3 +130,17 @@ def test_every_notification_event_has_a_kubernetes_reason() -> None:
 def test_a_refused_kubernetes_event_is_logged_not_raised() -> None:
     [future] = notifier(events=RecordedEvents(fail=True)).send(rollout(), ROLLED_BACK)
     assert future.result(5) is False
+
+
+@respx.mock
+def test_an_allowed_host_that_now_resolves_to_a_private_address_is_not_called() -> None:
+    route = respx.post(HOOK).mock(return_value=httpx.Response(204))
+    target = NotificationTarget(kind=NotificationKind.WEBHOOK, url=HOOK)
+    rules = EgressRules.parse("*.example.com")
+    own = rollout(policy(notifications=[target.model_dump(mode="json")]))  # a rollout's own target
+    rebound = notifier(egress=rules, resolve=lambda host: ["127.0.0.1"])
+    assert [f.result(5) for f in rebound.send(own, ROLLED_BACK)] == [False]
+    assert not route.called
+    public = notifier(egress=rules, resolve=lambda host: ["93.184.215.14"])
+    assert [f.result(5) for f in public.send(own, ROLLED_BACK)] == [True]
+    assert route.called
