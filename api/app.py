@@ -116,6 +116,7 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
     )
     app.state.tokens = TokenBook.load(settings.tokens, settings.tokens_file)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CatchAll)  # added last: outermost of ours
     _install_error_handler(app)
     app.include_router(_rollouts(deps, settings))
     app.include_router(_actions(deps))
@@ -142,6 +143,7 @@ def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> RolloutPublic:
         """Register a canary rollout (deployer); validated against the cluster before anything is stored."""
+        _refuse_unencodable(body.model_dump(mode="python"))
         policy = _policy(body, deps.site_policies)
         _check_notifications(body, policy, deps, egress)
         stable, canary = _revisions(deps.router, body)
@@ -191,10 +193,12 @@ def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
         rollout_id: str,
         principal: Viewer,
         accept: Annotated[str | None, Header()] = None,
-        last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
+        last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
     ) -> Any:
         """The event log; with `Accept: text/event-stream`, live Server-Sent Events until the rollout ends."""
         _found(deps.store, rollout_id)
+        if last_event_id and any(int(part) >= 2**64 for part in last_event_id.split("-")):
+            raise ApiError(422, "validation_error", "not an event id from this stream", "last_event_id")
         if accept and "text/event-stream" in accept:
             stream = _event_stream(deps.store, rollout_id, last_event_id or "0-0", settings.sse_poll_ms)
             return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -314,6 +318,22 @@ def _policy(body: RolloutCreate, site: SitePolicies) -> Policy:
         if any(problem.field == "policy" for problem in exc.problems):  # the name itself is unknown
             raise ValidationError(exc.problems) from exc
         raise ValidationError.from_invalid_policy(exc, "policy_overrides") from exc
+
+
+def _refuse_unencodable(value: object, path: tuple[str | int, ...] = ()) -> None:
+    """A lone surrogate (valid JSON, "\\ud800") cannot be stored as UTF-8: refused, naming where it is."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError.single(field_path(path), "contains a lone surrogate, not text") from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_unencodable(key, path)
+            _refuse_unencodable(item, (*path, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _refuse_unencodable(item, (*path, index))
 
 
 def _check_notifications(body: RolloutCreate, policy: Policy, deps: Dependencies, egress: EgressRules) -> None:
@@ -536,6 +556,9 @@ def _install_error_handler(app: FastAPI) -> None:
         elif isinstance(exc, AuthError):
             status = exc.status
             body = {"error": "unauthorized" if status == 401 else "forbidden", "message": exc.message, "field": None}
+        elif isinstance(exc, RequestValidationError) and (refusal := _unauthenticated(request)) is not None:
+            status = 401  # authenticate first: a stranger learns nothing about what the route accepts
+            body = {"error": "unauthorized", "message": refusal.message, "field": None}
         elif isinstance(exc, RequestValidationError):
             first = exc.errors()[0]
             location = tuple(part for part in first["loc"] if part not in ("body", "query", "path", "header"))
@@ -564,11 +587,30 @@ def _install_error_handler(app: FastAPI) -> None:
     # handler, which answers and then re-raises (a traceback in the log for a mere 422).
     for kind in (ApiError, AuthError, RequestValidationError, StarletteHTTPException, *_DOMAIN):
         app.add_exception_handler(kind, handle)
-    app.add_exception_handler(Exception, handle)  # the truly unexpected: 500, logged once
+    # Anything else reaches `CatchAll`: one JSON 500, logged once, the connection kept.
+
+
+_OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+
+
+def _unauthenticated(request: Request) -> AuthError | None:
+    """Why a request to a token-protected route has no valid token (None: it has one, or needs none)."""
+    if request.url.path.startswith(_OPEN_PATHS):
+        return None
+    tokens: TokenBook = request.app.state.tokens
+    try:
+        tokens.authenticate(request.headers.get("authorization"), Role.VIEWER)
+    except AuthError as exc:
+        return exc
+    return None
 
 
 class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, whether or not Content-Length is sent."""
+    """Refuses request bodies over `limit` bytes with 413, whether or not Content-Length is sent.
+
+    The body is read here, before the app (bodies are small: 64 KiB by default), so a chunked
+    body over the limit gets the same 413 as a declared one, never the framework's 400.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -582,24 +624,61 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await _too_large(send, self.limit)
             return
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)  # streams (SSE) must keep their receive for disconnects
+            return
+        messages: list[Message] = []
         received = 0
-
-        async def counting() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
+            messages.append(message)
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise _BodyTooLarge
-            return message
+                await _too_large(send, self.limit)
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        replay = iter(messages)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
+class CatchAll:
+    """The outermost guard: an error nothing else handled becomes one logged JSON 500.
+
+    Without it Starlette answers through its handler and then re-raises to the server, which logs
+    the error a second time and closes the keep-alive connection without `Connection: close`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
         try:
-            await self.app(scope, counting, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.limit)
-
-
-class _BodyTooLarge(Exception):
-    pass
+            await self.app(scope, receive, tracking)
+        except Exception:  # the truly unexpected: answered once, logged once, connection kept
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            body = json.dumps(
+                {"error": "internal_error", "message": "internal error; the server log has the details", "field": None}
+            ).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
 
 
 async def _too_large(send: Send, limit: int) -> None:

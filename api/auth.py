@@ -54,10 +54,11 @@ class TokenBook:
                 raise ValueError(f"{file}: expected a list of {{name, role, token}}")
             entries += [(str(e.get("name", "")), str(e.get("role", "")), str(e.get("token", ""))) for e in loaded]
         tokens: dict[str, Principal] = {}
-        for name, role, secret in entries:
+        for position, (name, role, secret) in enumerate(entries, start=1):
             if not name or not secret or role.upper() not in Role.__members__:
+                # By position only: a mis-pasted entry may be a bare secret, which must not reach a log.
                 raise ValueError(
-                    f"token {name or '(unnamed)'}: needs a name, a role (viewer|deployer|operator) and a secret"
+                    f"token entry {position}: needs name:role:secret with a role of viewer, deployer or operator"
                 )
             tokens[secret] = Principal(name, Role[role.upper()])
         return cls(tokens)

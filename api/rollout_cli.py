@@ -259,6 +259,10 @@ for _name in ("abort", "pause", "resume", "promote"):
     _action(_name)
 
 
+MAX_HEADER_BYTES = 16 * 1024
+"""The largest request head (request line and headers) the API reads."""
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
@@ -272,4 +276,8 @@ def serve(
         host=host,
         port=port,
         log_level=os.environ.get("AUTOCANARY_LOG_LEVEL", "warning"),
+        # Headers are read before any token is checked: h11 with a bounded buffer refuses a
+        # request whose head exceeds 16 KiB at once, instead of buffering 64 MiB of header.
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )

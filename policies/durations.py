@@ -7,11 +7,15 @@ pydantic a `Duration` type that accepts all three spellings and writes the short
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
+
+MAX_SECONDS = 366 * 86400.0
+"""The longest duration a policy may hold (a year): beyond it is a typo, and beyond timedelta's range an overflow."""
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -27,13 +31,19 @@ def parse_duration(value: object) -> object:
     if isinstance(value, bool):
         return value  # let pydantic reject it; True is not a duration
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        return _bounded(float(value))
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
         if _WHOLE.match(text):
-            seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
-            return timedelta(seconds=seconds)
+            return _bounded(sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text)))
     return value
+
+
+def _bounded(seconds: float) -> timedelta:
+    # Raised inside pydantic's validation, a ValueError becomes a problem naming the field.
+    if not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
+        raise ValueError(f"must be a duration of at most {MAX_SECONDS / 86400:g}d")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:

@@ -57,6 +57,9 @@ class NotificationKind(StrEnum):
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
+StepWeight = Annotated[int, Field(strict=True, ge=1, le=99)]
+"""A step's canary percent; strict, so `true` (which JSON parsers read as 1) is not a 1 % step."""
+
 
 class NotificationTarget(BaseModel):
     """Where to send rollout events. Secrets are never written in a policy, only named."""
@@ -125,7 +128,7 @@ class Policy(BaseModel):
     """Name of the policy this one was resolved from (informational)."""
     description: str = ""
     """One line for people choosing a policy."""
-    steps: Annotated[tuple[Annotated[int, Field(ge=1, le=99)], ...], Field(min_length=1, max_length=20)] = (
+    steps: Annotated[tuple[StepWeight, ...], Field(min_length=1, max_length=20)] = (
         5,
         10,
         25,

@@ -14,6 +14,7 @@ import redis as redis_module
 from fastapi.testclient import TestClient
 
 from api.app import Dependencies, create_app
+from api.auth import TokenBook
 from api.settings import ApiSettings
 from rollouts import ManualActionKind, Phase
 from tests.fakes import FakeCluster
@@ -326,6 +327,54 @@ def test_oversized_bodies_are_413(api: TestClient) -> None:
     response = create(api, labels={f"k{i}": "x" * 200 for i in range(30)})
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
+
+
+def test_a_chunked_body_over_the_limit_is_413_too(api: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"namespace": "shop", "service": "checkout", "labels": {"k": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}}'
+
+    response = api.post("/v1/rollouts", content=chunks(), headers={**DEPLOY, "Content-Type": "application/json"})
+    assert (response.status_code, response.json()["error"]) == (413, "payload_too_large")
+
+
+def test_overflowing_durations_and_lone_surrogates_are_422_naming_the_field(
+    api: TestClient, store: RolloutStore
+) -> None:
+    for raw, field in (
+        ('{"step_min_duration": 1e308}', "policy_overrides.step_min_duration"),
+        ('{"step_min_duration": Infinity}', "policy_overrides.step_min_duration"),
+        ('{"interval": 1e400}', "policy_overrides.interval"),
+        ('{"description": "\\ud800"}', "policy_overrides.description"),
+        ('{"steps": [true]}', "policy_overrides.steps[0]"),
+    ):
+        body = '{"namespace": "shop", "service": "checkout", "policy_overrides": ' + raw + "}"
+        response = api.post("/v1/rollouts", content=body, headers={**DEPLOY, "Content-Type": "application/json"})
+        assert (response.status_code, response.json()["field"]) == (422, field), (raw, response.text)
+    assert store.list_rollouts().rollouts == []
+
+
+def test_an_event_id_beyond_the_stream_range_is_422_not_503(api: TestClient) -> None:
+    rollout_id = create(api).json()["id"]
+    response = api.get(f"/v1/rollouts/{rollout_id}/events", headers={**VIEW, "Last-Event-ID": "18446744073709551616-0"})
+    assert (response.status_code, response.json()["field"]) == (422, "last_event_id")
+
+
+def test_a_request_without_a_token_is_401_before_its_body_is_looked_at(api: TestClient) -> None:
+    response = api.post("/v1/rollouts", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()["error"]) == (401, "unauthorized")
+    authenticated = api.post(
+        "/v1/rollouts", content=b"{not json", headers={**DEPLOY, "Content-Type": "application/json"}
+    )
+    assert authenticated.status_code == 422
+
+
+def test_a_mis_pasted_token_entry_does_not_print_the_secret() -> None:
+    with pytest.raises(ValueError, match="token entry 2") as error:
+        TokenBook.load("ci:deployer:ok-secret,pasted-raw-secret-value", None)
+    assert "pasted-raw-secret-value" not in str(error.value)
 
 
 def test_unknown_routes_and_methods_are_json(api: TestClient) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
@@ -236,3 +237,23 @@ def test_the_reconnect_budget_counts_one_outage_not_all_of_them(live: LiveApi) -
     watched = run(live, "rollout", "watch", rollout_id, "--reconnect-seconds", "2", role="viewer")
     assert watched.exit_code == 0, watched.output
     assert watched.stdout.count("lost the API") >= 2
+
+
+def test_an_unexpected_error_is_one_json_500_and_the_connection_stays_usable(
+    live: LiveApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rollout_id = register(live)
+
+    def broken(ids: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    headers = {"Authorization": f"Bearer {SECRETS['viewer']}"}
+    with httpx.Client(base_url=live.url, headers=headers) as client:  # one keep-alive connection
+        monkeypatch.setattr(live.store, "get_many", broken)
+        failed = client.get(f"/v1/rollouts/{rollout_id}")
+        monkeypatch.undo()
+        assert (failed.status_code, failed.json()["error"]) == (500, "internal_error")
+        assert "a bug" not in failed.text  # no internals to the caller
+        assert client.get(f"/v1/rollouts/{rollout_id}").status_code == 200  # the same connection goes on
+    logged = [r for r in caplog.records if r.exc_info and "a bug" in str(r.exc_info[1])]
+    assert len(logged) == 1, [r.getMessage() for r in logged]

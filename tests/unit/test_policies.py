@@ -84,6 +84,12 @@ def test_overrides_merge_deeply_and_replace_lists() -> None:
             "'webhook' or 'slack'",
         ),
         ({"stepz": [5]}, "stepz", "did you mean 'steps'"),
+        ({"steps": [True]}, "steps[0]", "valid integer"),
+        ({"step_min_duration": 1e308}, "step_min_duration", "at most 366d"),
+        ({"step_min_duration": 100000000000000000000}, "step_min_duration", "at most 366d"),
+        ({"step_min_duration": "999999999999d"}, "step_min_duration", "at most 366d"),
+        ({"step_min_duration": float("inf")}, "step_min_duration", "at most 366d"),
+        ({"interval": float("nan")}, "interval", "at most 366d"),
     ],
 )
 def test_a_bad_policy_names_the_field(overrides: dict[str, Any], field: str, message: str) -> None:
