@@ -104,6 +104,8 @@ class ApiError(Exception):
 
 def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
     app = FastAPI(
+        # No trailing-slash redirects: they would echo the request's Host header into Location.
+        redirect_slashes=False,
         title="autocanary",
         version="1",
         description="Progressive delivery for Knative Services. Authenticate with `Authorization: Bearer <token>`.",
@@ -121,7 +123,7 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
     app.include_router(_rollouts(deps, settings))
     app.include_router(_actions(deps))
     app.include_router(_policies(deps.site_policies))
-    app.include_router(_operations(deps))
+    app.include_router(_operations(deps, settings.metrics_token_required))
     return app
 
 
@@ -160,7 +162,9 @@ def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
         )
         message = f"registered by {principal.name}"
         event = Event("created", message, now, rollout.phase.value, principal.name, dict(body.labels))
-        stored, _ = deps.store.create(rollout, event, idempotency_key, body_hash(body.model_dump(mode="json")))
+        # Keys are scoped per token: one pipeline's key never finds (or blocks) another's rollout.
+        scoped_key = f"{principal.name}:{idempotency_key}" if idempotency_key else None
+        stored, _ = deps.store.create(rollout, event, scoped_key, body_hash(body.model_dump(mode="json")))
         response.headers["Location"] = f"/v1/rollouts/{stored.id}"
         return _public(stored, [], deps.clock())
 
@@ -269,7 +273,7 @@ def _policies(site: SitePolicies) -> APIRouter:
     return routes
 
 
-def _operations(deps: Dependencies) -> APIRouter:
+def _operations(deps: Dependencies, metrics_token_required: bool) -> APIRouter:
     routes = APIRouter(tags=["operations"])
 
     @routes.get("/healthz")
@@ -289,8 +293,10 @@ def _operations(deps: Dependencies) -> APIRouter:
         ] = None,
     ) -> JSONResponse:
         """Redis, Prometheus and the Kubernetes API reachable, each reported."""
-        checks = {name: _safe(probe) for name, probe in deps.probes.items()}
+        checks = {name: _safe(name, probe) for name, probe in deps.probes.items()}
         deciding = set(checks) if required is None else {name.strip() for name in required.split(",") if name.strip()}
+        if not deciding:  # `?required=` would otherwise answer ready whatever the checks say
+            raise ApiError(422, "validation_error", f"name at least one check: {', '.join(sorted(checks))}", "required")
         unknown = deciding - set(checks)
         if unknown:
             known = ", ".join(sorted(checks))
@@ -300,9 +306,15 @@ def _operations(deps: Dependencies) -> APIRouter:
         status = 200 if all(checks[name] for name in deciding) else 503
         return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)
 
-    @routes.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
-        """Prometheus exposition: rollouts by phase, canary weights, checks, tick lateness, abort latency."""
+    @routes.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ErrorBody}})
+    def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+        """Prometheus exposition: rollouts by phase, canary weights, checks, tick lateness, abort latency.
+
+        Open by default, for Prometheus; with AUTOCANARY_METRICS_TOKEN_REQUIRED=true it needs a
+        viewer token, since it names every active rollout's namespace, service and revision."""
+        if metrics_token_required:
+            tokens: TokenBook = request.app.state.tokens
+            tokens.authenticate(authorization, Role.VIEWER)
         return exposition(deps.store)
 
     return routes
@@ -468,11 +480,11 @@ def _sse(event: Event) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {_event_public(event).model_dump_json()}\n\n"
 
 
-def _safe(probe: Callable[[], bool]) -> bool:
+def _safe(name: str, probe: Callable[[], bool]) -> bool:
     try:
         return bool(probe())
-    except Exception:  # a probe that raises is a dependency that is not ready
-        log.warning("readiness probe failed", exc_info=True)
+    except Exception as exc:  # a probe that raises is a dependency that is not ready: one line, no traceback
+        log.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
         return False
 
 
@@ -590,7 +602,7 @@ def _install_error_handler(app: FastAPI) -> None:
     # Anything else reaches `CatchAll`: one JSON 500, logged once, the connection kept.
 
 
-_OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+_OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/redoc")
 
 
 def _unauthenticated(request: Request) -> AuthError | None:

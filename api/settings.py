@@ -27,5 +27,7 @@ class ApiSettings(BaseSettings):
     notify_allowed_hosts: str = ""
     """Hosts a rollout's own notification targets may name (`hooks.slack.com`, `*.example.com`,
     `10.0.0.0/8`), comma-separated; empty: only the installation's policies and global targets notify."""
+    metrics_token_required: bool = False
+    """Require a viewer token on /metrics (it names every active rollout's namespace, service and revision)."""
     policies_dir: str | None = None
     """A directory of the installation's own policies (`NAME.yaml`), e.g. a mounted ConfigMap."""

@@ -177,6 +177,12 @@ def _add_core_api(app: FastAPI, store: ClusterStore) -> None:
             "major": "1",
             "minor": "30",
             "gitVersion": "v1.30.0-autocanary-sandbox",
+            # Every field the kubernetes client's VersionInfo requires, or its readiness call fails.
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.22.0",
+            "compiler": "gc",
             "platform": "linux/amd64",
         }
 

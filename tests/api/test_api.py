@@ -313,6 +313,8 @@ def test_health_readiness_and_metrics(api: TestClient, cluster: FakeCluster) -> 
     assert redis_only.status_code == 200 and redis_only.json()["checks"]["kubernetes"] is False
     unknown = api.get("/readyz", params={"required": "redis,etcd"})
     assert (unknown.status_code, unknown.json()["field"]) == (422, "required") and "etcd" in unknown.json()["message"]
+    empty = api.get("/readyz?required=")  # not "ready whatever the checks say"
+    assert (empty.status_code, empty.json()["field"]) == (422, "required")
     cluster.unreachable = False
     create(api)
     text = api.get("/metrics").text
@@ -461,3 +463,42 @@ def test_an_allowed_notification_host_is_accepted_once_it_resolves_to_public_add
             client, policy_overrides={"notifications": [{"kind": "slack", "url": "https://hooks.example.com/"}]}
         )
         assert public.status_code == 201, public.text
+
+
+def test_a_failing_readiness_check_logs_one_line_not_a_traceback(
+    store: RolloutStore, cluster: FakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> bool:
+        raise ValueError("Invalid value for `git_commit`, must not be `None`")
+
+    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster, Queue(), {"kubernetes": broken}))
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 503
+    (record,) = [r for r in caplog.records if "readiness check" in r.getMessage()]
+    assert record.exc_info is None and "kubernetes failed: ValueError" in record.getMessage()
+
+
+def test_metrics_can_require_a_viewer_token(store: RolloutStore, cluster: FakeCluster) -> None:
+    app = create_app(ApiSettings(tokens=TOKENS, metrics_token_required=True), Dependencies(store, cluster, Queue(), {}))
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=VIEW).status_code == 200
+
+
+def test_idempotency_keys_are_scoped_per_token(store: RolloutStore, cluster: FakeCluster) -> None:
+    tokens = TOKENS + ",other:deployer:other-secret"
+    app = create_app(ApiSettings(tokens=tokens), Dependencies(store, cluster, Queue(), {}))
+    with TestClient(app) as client:
+        first = create(client, headers={**DEPLOY, "Idempotency-Key": "run-1"})
+        assert first.status_code == 201
+        other = create(
+            client, headers={"Authorization": "Bearer other-secret", "Idempotency-Key": "run-1"}, service="cart"
+        )
+        # Another pipeline's identical key neither finds, blocks nor reveals the first one's rollout.
+        assert other.status_code == 201, other.text
+        assert other.json()["id"] != first.json()["id"] and other.json()["service"] == "cart"
+
+
+def test_the_host_header_is_never_echoed_into_a_redirect(api: TestClient) -> None:
+    response = api.get("/v1/rollouts/", headers={**VIEW, "Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404 and "location" not in response.headers

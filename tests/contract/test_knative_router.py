@@ -199,6 +199,10 @@ def test_api_server_write_rules(sandbox: Endpoints, api: client.CustomObjectsApi
     assert patched.json()["metadata"]["generation"] == generation + 1
 
 
+def test_the_readiness_check_passes_against_the_sandbox(router: KnativeRouter) -> None:
+    assert router.ready()  # /version carries every field the client's VersionInfo requires
+
+
 def test_discovery_answers_the_kubernetes_client(sandbox: Endpoints, api: client.CustomObjectsApi) -> None:
     groups = client.ApisApi(api.api_client).get_api_versions()
     assert [group.name for group in groups.groups] == ["serving.knative.dev"]
