@@ -11,6 +11,7 @@ Revisions are made by the controller; clients may read and delete them.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -243,7 +244,17 @@ async def _json_body(request: Request, allow_list: bool = False) -> Any:
     return body
 
 
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
 def _check_identity(body: dict[str, Any], namespace: str, name: str | None) -> None:
+    if len(namespace) > 63 or not _LABEL.match(namespace):  # as the API server validates metadata.namespace
+        raise ApiError(
+            422,
+            "Invalid",
+            f'metadata.namespace: Invalid value: "{namespace}": a lowercase RFC 1123 label must consist of lower'
+            " case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+        )
     metadata = body.get("metadata")
     if not isinstance(metadata, dict):
         raise ApiError(400, "BadRequest", "metadata: Required value")

@@ -199,6 +199,12 @@ def test_api_server_write_rules(sandbox: Endpoints, api: client.CustomObjectsApi
     assert patched.json()["metadata"]["generation"] == generation + 1
 
 
+def test_a_namespace_kubernetes_would_refuse_is_refused(api: client.CustomObjectsApi) -> None:
+    with pytest.raises(client.exceptions.ApiException) as error:
+        create(api, "bad_namespace", hello_service("hello", "World"))
+    assert error.value.status == 422 and "a lowercase RFC 1123 label" in str(error.value.body)
+
+
 def test_the_readiness_check_passes_against_the_sandbox(router: KnativeRouter) -> None:
     assert router.ready()  # /version carries every field the client's VersionInfo requires
 
