@@ -95,6 +95,9 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
                     "namespaced": True,
                     "kind": kind,
                     "verbs": verbs[plural],
+                    # As Knative's CRDs declare them, so `kubectl get ksvc` works.
+                    "shortNames": SHORT_NAMES[plural],
+                    "categories": ["all", "knative", "serving"],
                 }
                 for plural, kind in KINDS.items()
             ],
@@ -243,6 +246,8 @@ async def _json_body(request: Request, allow_list: bool = False) -> Any:
         raise ApiError(400, "BadRequest", "the request body must be a JSON object")
     return body
 
+
+SHORT_NAMES = {"services": ["kservice", "ksvc"], "revisions": ["rev"]}
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

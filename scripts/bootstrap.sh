@@ -13,6 +13,8 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# kubectl against the sandbox, as against a cluster (tests/contract): Debian ships it as kubernetes-client.
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 
 python_bin=""
 for candidate in python3.11 python3.12 python3.13 python3; do

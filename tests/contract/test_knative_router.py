@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from typing import Any
 
 import httpx
@@ -240,3 +242,17 @@ def test_transitions_are_recorded_as_events_kubectl_describe_would_list(
 def test_an_event_on_a_missing_service_is_a_permanent_error(router: KnativeRouter, namespace: str) -> None:
     with pytest.raises(PermanentError, match="404"):
         router.record_event(namespace, "nope", reason="CanaryFailed", message="gone", warning=True)
+
+
+def test_kubectl_gets_knative_services_by_their_short_name(sandbox: Endpoints, two_revisions: str) -> None:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "scripts/bootstrap.sh installs kubectl (Debian: kubernetes-client)"
+    found = subprocess.run(  # noqa: S603 (our own arguments)
+        [kubectl, "--kubeconfig", sandbox.kubeconfig, "get", "ksvc", "-n", two_revisions, "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == ["service.serving.knative.dev/hello"]
