@@ -5,12 +5,39 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from policies import Policy
 from rollouts.model import ManualAction
 from rollouts.phase import Phase
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+
+
+def _inlined(node: Any, definitions: dict[str, Any]) -> Any:
+    """The schema with every local `$ref` replaced by its definition (policies have no cycles)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inlined(definitions[node["$ref"].rsplit("/", 1)[-1]], definitions)
+        return {key: _inlined(value, definitions) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inlined(item, definitions) for item in node]
+    return node
+
+
+def _overrides_schema() -> dict[str, Any]:
+    """Every policy field, all optional: the OpenAPI description of `policy_overrides` (validation
+    itself is the policy library's, which names the field path and suggests misspelt names)."""
+    full = Policy.model_json_schema(mode="validation")
+    schema = _inlined({key: value for key, value in full.items() if key != "$defs"}, full.get("$defs", {}))
+    properties = {name: value for name, value in schema["properties"].items() if name != "name"}
+    return {
+        "anyOf": [
+            {"type": "object", "properties": properties, "additionalProperties": False, "title": "PolicyOverrides"},
+            {"type": "null"},
+        ],
+        "description": "Fields to change on the named policy; any field of a policy, each optional.",
+    }
 
 
 class RolloutCreate(BaseModel):
@@ -27,8 +54,8 @@ class RolloutCreate(BaseModel):
     """Default: the revision serving 100 % now."""
     policy: Annotated[str, Field(min_length=1, max_length=63)] = "default"
     """A policy name, built-in or the installation's own (see GET /v1/policies)."""
-    policy_overrides: dict[str, Any] | None = None
-    """Fields to change on the named policy, e.g. {"steps": [10, 50]}."""
+    policy_overrides: Annotated[dict[str, Any] | None, WithJsonSchema(_overrides_schema())] = None
+    """Fields to change on the named policy, e.g. {"steps": [10, 50]}: any field of a policy, each optional."""
     labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=dict, max_length=32
     )

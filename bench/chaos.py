@@ -18,7 +18,9 @@ scheduler, injects its fault, waits for every rollout to end and checks what a u
 Experiments: `aborts-then-sigkill` (five aborts, both workers SIGKILLed 30-100 ms later),
 `sigkill-every-10s` (a worker SIGKILLed every ~10 s while rollouts run), `prometheus-down-60s`
 (policy `on_insufficient_traffic: rollback` with a 20 s grace), `edit-racing` (an operator sets
-a split by hand on three rollouts while they advance). The fast, deterministic cases (the 409
+a split by hand on three rollouts while they advance), `redis-sigterm` and `redis-sigkill`
+(Redis restarted mid-rollout, AOF with fsync always), `scheduler-failover` (two schedulers, one
+SIGKILLed mid-rollout). The fast, deterministic cases (the 409
 race through the guard, the lost-abort path, the outage window) are tests in `make test`.
 """
 
@@ -69,6 +71,7 @@ class Stack:
     prometheus: PrometheusServer
     gateway: str
     celery: Celery
+    redis: RedisProcess
 
     def services(self, namespace: str, count: int, bad: set[int]) -> list[str]:
         names = [f"svc{i}" for i in range(count)]
@@ -302,11 +305,53 @@ def edit_racing(stack: Stack) -> Outcome:
     return outcome
 
 
+def _restart_redis(how: str) -> Callable[[Stack], Outcome]:
+    def experiment(stack: Stack) -> Outcome:
+        outcome = Outcome(f"redis-{how}")
+        namespace = f"redis-{how}-{uuid.uuid4().hex[:6]}"
+        bad = {2, 6}
+        names, ids, load = _start(stack, namespace, 10, bad)
+        expected = {name: Phase.ROLLED_BACK if i in bad else Phase.SUCCEEDED for i, name in enumerate(names)}
+        try:
+            _wait(lambda: all(stack.canary_percent(namespace, n) >= 20 for n in names), 60, "the first step")
+            if how == "sigkill":
+                stack.redis.kill()  # only what the append-only file holds survives
+            else:
+                stack.redis.stop()
+            time.sleep(1)
+            stack.redis.start()
+            _judge(stack, outcome, namespace, ids, expected, time.monotonic() + 150)
+        finally:
+            load.stop()
+        return outcome
+
+    return experiment
+
+
+def scheduler_failover(stack: Stack) -> Outcome:
+    outcome = Outcome("scheduler-failover")
+    namespace = f"leader-{uuid.uuid4().hex[:6]}"
+    stack.processes.start("scheduler-2", ["scheduler"])  # two schedulers: one leads, one waits
+    names, ids, load = _start(stack, namespace, 10, {5})
+    expected = {name: Phase.SUCCEEDED for name in names} | {names[5]: Phase.ROLLED_BACK}
+    try:
+        _wait(lambda: all(stack.canary_percent(namespace, n) >= 20 for n in names), 60, "the first step")
+        stack.processes.kill("scheduler")  # whichever leads, one of them is gone now
+        _judge(stack, outcome, namespace, ids, expected, time.monotonic() + 150)
+    finally:
+        load.stop()
+        stack.processes.start("scheduler", ["scheduler"])
+    return outcome
+
+
 EXPERIMENTS: dict[str, Callable[[Stack], Outcome]] = {
     "aborts-then-sigkill": aborts_then_sigkill,
     "sigkill-every-10s": sigkill_every_10s,
     "prometheus-down-60s": prometheus_down_60s,
     "edit-racing": edit_racing,
+    "redis-sigterm": _restart_redis("sigterm"),
+    "redis-sigkill": _restart_redis("sigkill"),
+    "scheduler-failover": scheduler_failover,
 }
 
 
@@ -359,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
                 prometheus,
                 endpoints.gateway,
                 Celery(broker=redis_process.url),
+                redis_process,
             )
             for name in chosen:
                 print(f"{name}: running", flush=True)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from sandbox.admission import default_service, denial_message, validate_service
 from sandbox.patches import PatchError, json_patch, merge_patch
 from sandbox.store import API_VERSION, GROUP, KINDS, VERSION, ApiError, ClusterStore
+from sandbox.tables import as_table, wants_table
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -104,12 +105,12 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
         }
 
     @app.get(BASE + "/{plural}")
-    async def list_all(plural: str, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803 (API name)
-        return _list(store, _kind(plural), None, labelSelector)
+    async def list_all(plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
+        return _printed(_list(store, _kind(plural), None, labelSelector), plural, request)
 
     @app.get(BASE + "/namespaces/{namespace}/{plural}")
-    async def list_namespaced(namespace: str, plural: str, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
-        return _list(store, _kind(plural), namespace, labelSelector)
+    async def list_namespaced(namespace: str, plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
+        return _printed(_list(store, _kind(plural), namespace, labelSelector), plural, request)
 
     @app.post(BASE + "/namespaces/{namespace}/{plural}")
     async def create(namespace: str, plural: str, request: Request) -> JSONResponse:
@@ -121,8 +122,8 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
         return JSONResponse(created, status_code=201)
 
     @app.get(BASE + "/namespaces/{namespace}/{plural}/{name}")
-    async def get(namespace: str, plural: str, name: str) -> dict[str, Any]:
-        return store.get(_kind(plural), namespace, name)
+    async def get(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
+        return _printed_one(store.get(_kind(plural), namespace, name), plural, request, store.latest_version)
 
     @app.put(BASE + "/namespaces/{namespace}/{plural}/{name}")
     async def replace(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
@@ -292,6 +293,19 @@ def _selector(selector: str) -> dict[str, str]:
 
 def _event_list(items: list[dict[str, Any]], version: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "EventList", "metadata": {"resourceVersion": version}, "items": items}
+
+
+def _printed(listed: dict[str, Any], plural: str, request: Request) -> dict[str, Any]:
+    """A list as kubectl asks for it: a Table of the CRD's printer columns, or the objects."""
+    if wants_table(request.headers.get("accept")):
+        return as_table(_kind(plural), listed["items"], listed["metadata"]["resourceVersion"])
+    return listed
+
+
+def _printed_one(found: dict[str, Any], plural: str, request: Request, resource_version: str) -> dict[str, Any]:
+    if wants_table(request.headers.get("accept")):
+        return as_table(plural, [found], resource_version)
+    return found
 
 
 def _list(store: ClusterStore, plural: str, namespace: str | None, selector: str) -> dict[str, Any]:

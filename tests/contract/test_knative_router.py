@@ -244,15 +244,25 @@ def test_an_event_on_a_missing_service_is_a_permanent_error(router: KnativeRoute
         router.record_event(namespace, "nope", reason="CanaryFailed", message="gone", warning=True)
 
 
-def test_kubectl_gets_knative_services_by_their_short_name(sandbox: Endpoints, two_revisions: str) -> None:
+def _kubectl(sandbox: Endpoints, *args: str) -> str:
     kubectl = shutil.which("kubectl")
     assert kubectl, "scripts/bootstrap.sh installs kubectl (Debian: kubernetes-client)"
     found = subprocess.run(  # noqa: S603 (our own arguments)
-        [kubectl, "--kubeconfig", sandbox.kubeconfig, "get", "ksvc", "-n", two_revisions, "-o", "name"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [kubectl, "--kubeconfig", sandbox.kubeconfig, *args], capture_output=True, text=True, timeout=60, check=False
     )
     assert found.returncode == 0, found.stderr
-    assert found.stdout.split() == ["service.serving.knative.dev/hello"]
+    return found.stdout
+
+
+def test_kubectl_gets_knative_services_by_their_short_name(sandbox: Endpoints, two_revisions: str) -> None:
+    assert _kubectl(sandbox, "get", "ksvc", "-n", two_revisions, "-o", "name").split() == [
+        "service.serving.knative.dev/hello"
+    ]
+
+
+def test_kubectl_prints_the_columns_knatives_crds_declare(sandbox: Endpoints, two_revisions: str) -> None:
+    header, row = _kubectl(sandbox, "get", "ksvc", "hello", "-n", two_revisions).splitlines()
+    assert header.split() == ["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON", "AGE"]
+    assert row.split()[0] == "hello" and V2 in row.split() and "True" in row.split()
+    revisions = _kubectl(sandbox, "get", "rev", "-n", two_revisions).splitlines()
+    assert revisions[0].split()[:3] == ["NAME", "CONFIG", "NAME"] and len(revisions) == 3
