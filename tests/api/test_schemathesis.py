@@ -11,6 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -21,9 +24,19 @@ from tests.fakes import FakeCluster
 from workers.store import RolloutStore
 
 TOKEN = {"Authorization": "Bearer op-secret"}
-# What the API promises: never a 5xx, and every answer as documented. (Semantic 422s for
-# schema-valid bodies, such as an unknown policy name, are the point of validation.)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# What the API promises: never a 5xx, every answer as documented (status, content type, body,
+# headers), and every schema-invalid request refused. policy_overrides has the whole policy as
+# its schema, so policy values are generated too. Every check but positive_data_acceptance:
+# semantic 4xx for schema-valid bodies (an unknown policy or service) are the point of validation.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    negative_data_rejection,
+    ignored_auth,
+]
 EXAMPLES_PER_OPERATION = 25
 
 
