@@ -262,6 +262,10 @@ for _name in ("abort", "pause", "resume", "promote"):
 MAX_HEADER_BYTES = 16 * 1024
 """The largest request head (request line and headers) the API reads."""
 
+SERVER_LIMITS: dict[str, Any] = {"http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
+"""Headers are read before any token is checked: h11 with a bounded buffer refuses a request
+whose head exceeds `MAX_HEADER_BYTES` at once, instead of buffering 64 MiB of header."""
+
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -276,8 +280,5 @@ def serve(
         host=host,
         port=port,
         log_level=os.environ.get("AUTOCANARY_LOG_LEVEL", "warning"),
-        # Headers are read before any token is checked: h11 with a bounded buffer refuses a
-        # request whose head exceeds 16 KiB at once, instead of buffering 64 MiB of header.
-        http="h11",
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        **SERVER_LIMITS,
     )

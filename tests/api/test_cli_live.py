@@ -7,6 +7,7 @@ writing events and phases to the store, so each test controls exactly what the C
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typer.testing import CliRunner, Result
 
 from api.app import Dependencies, create_app
 from api.cli import app as cli
+from api.rollout_cli import SERVER_LIMITS
 from api.settings import ApiSettings
 from rollouts import Phase
 from sandbox.prometheus import free_port
@@ -59,7 +61,7 @@ class LiveApi:
             site_policies=self.site_policies,
         )
         app = create_app(ApiSettings(tokens=TOKENS, sse_poll_ms=100), deps)
-        config = uvicorn.Config(app, port=self.port, log_level="warning", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(app, port=self.port, log_level="warning", timeout_graceful_shutdown=1, **SERVER_LIMITS)
         self._server = server = uvicorn.Server(config)
         self._thread = threading.Thread(target=server.run, name=f"api-{self.port}", daemon=True)
         self._thread.start()
@@ -257,3 +259,16 @@ def test_an_unexpected_error_is_one_json_500_and_the_connection_stays_usable(
         assert client.get(f"/v1/rollouts/{rollout_id}").status_code == 200  # the same connection goes on
     logged = [r for r in caplog.records if r.exc_info and "a bug" in str(r.exc_info[1])]
     assert len(logged) == 1, [r.getMessage() for r in logged]
+
+
+def test_an_oversized_request_head_is_refused_before_it_is_buffered(live: LiveApi) -> None:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: ")
+        try:
+            for _ in range(64):  # up to 4 MiB; the server refuses long before
+                connection.sendall(b"a" * 65_536)
+        except OSError:
+            pass  # closed on us mid-send: refused
+        answer = connection.recv(4096)
+    assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431"), answer[:200]
+    assert httpx.get(f"{live.url}/healthz", timeout=5).status_code == 200  # the server is fine
