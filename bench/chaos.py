@@ -16,12 +16,14 @@ scheduler, injects its fault, waits for every rollout to end and checks what a u
 | abort p99 | from storing the abort to stable 100 % in the cluster |
 
 Experiments: `aborts-then-sigkill` (five aborts, both workers SIGKILLed 30-100 ms later),
-`sigkill-every-10s` (a worker SIGKILLed every ~10 s while rollouts run), `prometheus-down-60s`
-(policy `on_insufficient_traffic: rollback` with a 20 s grace), `edit-racing` (an operator sets
-a split by hand on three rollouts while they advance), `redis-sigterm` and `redis-sigkill`
+`sigkill-every-10s` (a worker SIGKILLed every ~10 s while rollouts run),
+`prometheus-down-60s-rollback` and `-hold` (`on_insufficient_traffic` either way, 20 s grace),
+`edit-racing` (an operator sets a split by hand on three rollouts while they advance at 1 s
+ticks), `edits-at-rest` (the same between ticks 5 s apart), `redis-sigterm` and `redis-sigkill`
 (Redis restarted mid-rollout, AOF with fsync always), `scheduler-failover` (two schedulers, one
-SIGKILLed mid-rollout). The fast, deterministic cases (the 409
-race through the guard, the lost-abort path, the outage window) are tests in `make test`.
+SIGKILLed mid-rollout) and `two-schedulers` (two running side by side throughout).
+The fast, deterministic cases (the 409 race through the guard, the lost-abort path, the
+outage window) are tests in `make test`.
 """
 
 from __future__ import annotations
@@ -263,20 +265,62 @@ def sigkill_every_10s(stack: Stack) -> Outcome:
     return outcome
 
 
-def prometheus_down_60s(stack: Stack) -> Outcome:
-    outcome = Outcome("prometheus-down-60s")
-    namespace = f"blind-{uuid.uuid4().hex[:6]}"
-    overrides = {"step_min_duration": "10s", "on_insufficient_traffic": "rollback", "max_insufficient_duration": "20s"}
-    names, ids, load = _start(stack, namespace, 10, {9}, **overrides)
-    expected = {name: Phase.SUCCEEDED for name in names} | {names[9]: Phase.ROLLED_BACK}
+def _prometheus_down_60s(action: str) -> Callable[[Stack], Outcome]:
+    def experiment(stack: Stack) -> Outcome:
+        outcome = Outcome(f"prometheus-down-60s-{action}")
+        namespace = f"blind-{action}-{uuid.uuid4().hex[:6]}"
+        overrides = {"step_min_duration": "10s", "on_insufficient_traffic": action, "max_insufficient_duration": "20s"}
+        names, ids, load = _start(stack, namespace, 10, {9}, **overrides)
+        expected = {name: Phase.SUCCEEDED for name in names} | {names[9]: Phase.ROLLED_BACK}
+        try:
+            _wait(lambda: all(stack.canary_percent(namespace, n) == 20 for n in names[:9]), 60, "the first step")
+            stack.prometheus.stop()
+            time.sleep(60)
+            stack.prometheus.start()
+            _judge(stack, outcome, namespace, ids, expected, time.monotonic() + 150)
+        finally:
+            load.stop()
+        return outcome
+
+    return experiment
+
+
+def edits_at_rest(stack: Stack) -> Outcome:
+    """Hand edits between two ticks (5 s apart): the next tick sees them and stops writing."""
+    outcome = Outcome("edits-at-rest")
+    namespace = f"rest-{uuid.uuid4().hex[:6]}"
+    names, ids, load = _start(stack, namespace, 10, set(), step_min_duration="10s", interval="5s")
+    expected = {name: Phase.SUCCEEDED for name in names}
+    edited: dict[str, int] = {}
     try:
-        _wait(lambda: all(stack.canary_percent(namespace, n) == 20 for n in names[:9]), 60, "the first step")
-        stack.prometheus.stop()
-        time.sleep(60)
-        stack.prometheus.start()
+        _wait(lambda: all(stack.canary_percent(namespace, n) >= 20 for n in names), 60, "the first step")
+        for name in names[:3]:
+            edited[name] = 30
+            traffic = [
+                {"revisionName": f"{name}-00001", "percent": 70},
+                {"revisionName": f"{name}-00002", "percent": 30},
+            ]
+            stack.api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "services", name, {"spec": {"traffic": traffic}}
+            )
+            expected[name] = Phase.SUPERSEDED
+        _judge(stack, outcome, namespace, ids, expected, time.monotonic() + 150, edited)
+    finally:
+        load.stop()
+    return outcome
+
+
+def two_schedulers(stack: Stack) -> Outcome:
+    outcome = Outcome("two-schedulers")
+    namespace = f"twice-{uuid.uuid4().hex[:6]}"
+    stack.processes.start("scheduler-3", ["scheduler"])  # both run throughout; one leads
+    names, ids, load = _start(stack, namespace, 10, {3})
+    expected = {name: Phase.SUCCEEDED for name in names} | {names[3]: Phase.ROLLED_BACK}
+    try:
         _judge(stack, outcome, namespace, ids, expected, time.monotonic() + 150)
     finally:
         load.stop()
+        stack.processes.kill("scheduler-3")
     return outcome
 
 
@@ -347,11 +391,14 @@ def scheduler_failover(stack: Stack) -> Outcome:
 EXPERIMENTS: dict[str, Callable[[Stack], Outcome]] = {
     "aborts-then-sigkill": aborts_then_sigkill,
     "sigkill-every-10s": sigkill_every_10s,
-    "prometheus-down-60s": prometheus_down_60s,
+    "prometheus-down-60s-rollback": _prometheus_down_60s("rollback"),
+    "prometheus-down-60s-hold": _prometheus_down_60s("hold"),
     "edit-racing": edit_racing,
+    "edits-at-rest": edits_at_rest,
     "redis-sigterm": _restart_redis("sigterm"),
     "redis-sigkill": _restart_redis("sigkill"),
     "scheduler-failover": scheduler_failover,
+    "two-schedulers": two_schedulers,
 }
 
 
