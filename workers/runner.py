@@ -456,7 +456,8 @@ class Runner:
                 break
             if outcome is _CommandOutcome.LEFT:
                 break
-            self.store.record_samples(f"{command.kind.value}_latency", [self.clock().timestamp() - command.sent_at])
+            if outcome is _CommandOutcome.DONE:  # a refused command took no effect to time
+                self.store.record_samples(f"{command.kind.value}_latency", [self.clock().timestamp() - command.sent_at])
             next_id = inbox.finish(command)
         return latest
 
@@ -467,7 +468,7 @@ class Runner:
             rollout = self.store.get(command.rollout_id)
             if rollout is None:
                 log.warning("%s: rollout gone, dropping %s by %s", command.rollout_id, command.kind, command.actor)
-                return None, _CommandOutcome.DONE
+                return None, _CommandOutcome.REFUSED
             if not command.applied:
                 decided = self._decide_command(rollout, command, token)
                 if isinstance(decided, _CommandOutcome):  # refused, or applied by a worker that took it over
@@ -479,7 +480,7 @@ class Runner:
             self.store.release_leases([command.rollout_id], self.owner)
 
     def _decide_command(self, rollout: Rollout, command: Command, token: int) -> Rollout | _CommandOutcome:
-        """The command's decision, saved with it marked applied; DONE when refused, LEFT when applied elsewhere."""
+        """The command's decision, saved with it marked applied; REFUSED, or LEFT when applied elsewhere."""
         for _ in range(5):  # a tick that saved just before our token may have bumped the version
             now = self.clock()
             event = MANUAL_EVENTS[command.kind](command.actor, command.reason)
@@ -489,7 +490,7 @@ class Runner:
                 log.warning("%s %s by %s refused: %s", command.kind, rollout.id, command.actor, exc)
                 refused = Event("command_refused", str(exc), now, rollout.phase.value, command.actor)
                 self.store.append_events(rollout.id, [refused])
-                return _CommandOutcome.DONE
+                return _CommandOutcome.REFUSED
             result, saved = self.store.save(
                 decision.rollout,
                 token=token,
@@ -506,14 +507,16 @@ class Runner:
                 return _CommandOutcome.LEFT
             found = self.store.get(rollout.id)
             if found is None:
-                return _CommandOutcome.DONE
+                return _CommandOutcome.REFUSED
             rollout = found
         raise TransientError(f"rollout {rollout.id} kept changing; try again")
 
 
 class _CommandOutcome(Enum):
     DONE = "done"
-    """Applied and written, or refused: finished."""
+    """Applied and written: finished."""
+    REFUSED = "refused"
+    """Not allowed in the rollout's phase any more (logged), or the rollout is gone: finished."""
     RETRY = "retry"
     """Applied, but its write did not go through yet: sent again shortly."""
     LEFT = "left"

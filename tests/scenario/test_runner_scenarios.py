@@ -311,6 +311,7 @@ def test_a_command_the_rollout_outgrew_is_refused_in_the_event_log(world: World)
     refused = [e for e in world.store.events(rollout_id) if e.kind == "command_refused"]
     assert len(refused) == 1 and "cannot resume" in refused[0].message and refused[0].actor == "alice"
     assert world.store.commands.pending() == 0
+    assert world.store.samples("resume_latency") == []  # nothing took effect, so nothing to time
 
 
 def test_pause_holds_and_resume_continues(world: World) -> None:
