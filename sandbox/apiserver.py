@@ -64,11 +64,19 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
         return _status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     _add_core_api(app, store)
+    _add_discovery(app)
+    _add_knative_api(app, store)
 
     @app.get("/_sandbox/traffic-history/{namespace}/{name}")
     async def traffic_history(namespace: str, name: str) -> list[dict[str, Any]]:
         """Not Kubernetes: every spec.traffic the Service was given, for tests and demos."""
         return store.traffic_history.get((namespace, name), [])
+
+    return app
+
+
+def _add_discovery(app: FastAPI) -> None:
+    """Discovery of `serving.knative.dev/v1`, with the short names and categories Knative's CRDs declare."""
 
     @app.get("/apis")
     async def groups() -> dict[str, Any]:
@@ -103,6 +111,10 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
                 for plural, kind in KINDS.items()
             ],
         }
+
+
+def _add_knative_api(app: FastAPI, store: ClusterStore) -> None:
+    """Services and Revisions: list, get, create, replace, patch, delete, with admission on Services."""
 
     @app.get(BASE + "/{plural}")
     async def list_all(plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
@@ -169,8 +181,6 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
             for revision in store.list("revisions", namespace, {"serving.knative.dev/service": name}):
                 store.delete("revisions", namespace, revision["metadata"]["name"])
         return removed
-
-    return app
 
 
 def _add_core_api(app: FastAPI, store: ClusterStore) -> None:
