@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sandbox.admission import default_service, denial_message, validate_service
+from sandbox.openapi import FIELD_VALIDATION_DIRECTIVES, group_version_bytes, root_document, unknown_fields
 from sandbox.patches import PatchError, json_patch, merge_patch
 from sandbox.store import API_VERSION, GROUP, KINDS, VERSION, ApiError, ClusterStore
 from sandbox.tables import as_table, wants_table
@@ -66,6 +67,7 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
     _add_core_api(app, store)
     _add_discovery(app)
     _add_knative_api(app, store)
+    _add_openapi(app)
 
     @app.get("/_sandbox/traffic-history/{namespace}/{name}")
     async def traffic_history(namespace: str, name: str) -> list[dict[str, Any]]:
@@ -130,15 +132,16 @@ def _add_knative_api(app: FastAPI, store: ClusterStore) -> None:
             raise _not_allowed()
         body = await _json_body(request)
         _check_identity(body, namespace, None)
+        warnings = _field_warnings(body, request)
         created = store.create(plural, namespace, _admitted(body))
-        return JSONResponse(created, status_code=201)
+        return JSONResponse(created, status_code=201, headers=warnings)
 
     @app.get(BASE + "/namespaces/{namespace}/{plural}/{name}")
     async def get(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
         return _printed_one(store.get(_kind(plural), namespace, name), plural, request, store.latest_version)
 
     @app.put(BASE + "/namespaces/{namespace}/{plural}/{name}")
-    async def replace(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
+    async def replace(namespace: str, plural: str, name: str, request: Request, response: Response) -> dict[str, Any]:
         if _kind(plural) != "services":
             raise _not_allowed()
         body = await _json_body(request)
@@ -151,10 +154,11 @@ def _add_knative_api(app: FastAPI, store: ClusterStore) -> None:
                 "Invalid value: 0x0: must be specified for an update",
             )
         store.get(plural, namespace, name)  # 404 before admission, as the real server
+        response.headers.update(_field_warnings(body, request))
         return store.replace(plural, namespace, name, _admitted(body))
 
     @app.patch(BASE + "/namespaces/{namespace}/{plural}/{name}")
-    async def patch(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
+    async def patch(namespace: str, plural: str, name: str, request: Request, response: Response) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type not in (MERGE_PATCH, JSON_PATCH):
             raise ApiError(415, "UnsupportedMediaType", UNSUPPORTED_PATCH)
@@ -169,6 +173,7 @@ def _add_knative_api(app: FastAPI, store: ClusterStore) -> None:
         if not isinstance(patched, dict):
             raise ApiError(422, "Invalid", "the patch must leave an object")
         _check_identity(patched, namespace, name)
+        response.headers.update(_field_warnings(patched, request))
         # The patched object's resourceVersion is a precondition, as in Kubernetes: a patch that
         # carries metadata.resourceVersion only applies to that version.
         return store.replace(plural, namespace, name, _admitted(patched))
@@ -227,6 +232,42 @@ def _add_core_api(app: FastAPI, store: ClusterStore) -> None:
     @app.get("/api/v1/events")
     async def list_all_events(fieldSelector: str = "") -> dict[str, Any]:  # noqa: N803 (API name)
         return _event_list(store.list_events(None, _selector(fieldSelector)), store.latest_version)
+
+
+def _add_openapi(app: FastAPI) -> None:
+    """OpenAPI v3 discovery, so kubectl validates through the server (see sandbox/openapi.py)."""
+
+    @app.get("/openapi/v3")
+    async def openapi_root() -> dict[str, Any]:
+        return root_document()
+
+    @app.get(f"/openapi/v3/apis/{GROUP}/{VERSION}")
+    async def openapi_group_version() -> Response:
+        return Response(group_version_bytes(), media_type="application/json")
+
+
+def _field_warnings(obj: dict[str, Any], request: Request) -> dict[str, str]:
+    """Apply the request's `fieldValidation`: Strict refuses unknown fields, Warn returns them as
+    a `Warning` header, Ignore (and no directive, as for a CRD) accepts them."""
+    directive = request.query_params.get("fieldValidation", "Ignore") or "Ignore"
+    if directive not in FIELD_VALIDATION_DIRECTIVES:
+        raise ApiError(
+            400,
+            "BadRequest",
+            f'fieldValidation: Unsupported value: "{directive}": supported values: "Ignore", "Warn", "Strict"',
+        )
+    unknown = unknown_fields(obj) if directive != "Ignore" else []
+    if not unknown:
+        return {}
+    described = ", ".join(f'unknown field "{path}"' for path in unknown)
+    if directive == "Strict":
+        kind = str(obj.get("kind") or "Service")
+        raise ApiError(
+            400,
+            "BadRequest",
+            f'{kind} in version "{VERSION}" cannot be handled as a {kind}: strict decoding error: {described}',
+        )
+    return {"Warning": ", ".join(f'299 - "unknown field \\"{path}\\""' for path in unknown)}
 
 
 def _group_version() -> dict[str, str]:

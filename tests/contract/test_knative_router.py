@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -244,12 +245,16 @@ def test_an_event_on_a_missing_service_is_a_permanent_error(router: KnativeRoute
         router.record_event(namespace, "nope", reason="CanaryFailed", message="gone", warning=True)
 
 
-def _kubectl(sandbox: Endpoints, *args: str) -> str:
+def _run_kubectl(sandbox: Endpoints, *args: str) -> subprocess.CompletedProcess[str]:
     kubectl = shutil.which("kubectl")
     assert kubectl, "scripts/bootstrap.sh installs kubectl (Debian: kubernetes-client)"
-    found = subprocess.run(  # noqa: S603 (our own arguments)
+    return subprocess.run(  # noqa: S603 (our own arguments)
         [kubectl, "--kubeconfig", sandbox.kubeconfig, *args], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def _kubectl(sandbox: Endpoints, *args: str) -> str:
+    found = _run_kubectl(sandbox, *args)
     assert found.returncode == 0, found.stderr
     return found.stdout
 
@@ -266,3 +271,49 @@ def test_kubectl_prints_the_columns_knatives_crds_declare(sandbox: Endpoints, tw
     assert row.split()[0] == "hello" and V2 in row.split() and "True" in row.split()
     revisions = _kubectl(sandbox, "get", "rev", "-n", two_revisions).splitlines()
     assert revisions[0].split()[:3] == ["NAME", "CONFIG", "NAME"] and len(revisions) == 3
+
+
+def _manifest(tmp_path: Path, namespace: str, target: str, extra_spec: str = "") -> str:
+    path = tmp_path / f"hello-{target}.yaml"
+    path.write_text(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\n"
+        f"metadata:\n  name: hello\n  namespace: {namespace}\n"
+        f"spec:\n{extra_spec}  template:\n    spec:\n      containers:\n"
+        f"        - image: ghcr.io/knative/helloworld-go:latest\n          env:\n"
+        f"            - name: TARGET\n              value: {target}\n"
+    )
+    return str(path)
+
+
+def test_kubectl_apply_validates_through_the_server_as_against_a_cluster(
+    sandbox: Endpoints, api: client.CustomObjectsApi, namespace: str, tmp_path: Path
+) -> None:
+    # The walkthrough's own steps, with kubectl's default validation (no --validate=false).
+    assert "created" in _kubectl(sandbox, "apply", "-f", _manifest(tmp_path, namespace, "World"))
+    service_ready(api, namespace, "hello", V1)
+    assert "configured" in _kubectl(sandbox, "apply", "-f", _manifest(tmp_path, namespace, "Knative"))
+    service_ready(api, namespace, "hello", V2)
+    assert "unchanged" in _kubectl(sandbox, "apply", "-f", _manifest(tmp_path, namespace, "Knative"))
+
+    # A typo is refused by the server, as a CRD's structural schema refuses it, and changes nothing.
+    typo = _manifest(tmp_path, namespace, "Typo", extra_spec="  trafic: []\n")
+    refused = _run_kubectl(sandbox, "apply", "-f", typo)
+    assert refused.returncode != 0
+    assert 'strict decoding error: unknown field "spec.trafic"' in refused.stderr
+    assert get(api, namespace, "services", "hello")["status"]["latestCreatedRevisionName"] == V2
+
+    warned = _run_kubectl(sandbox, "apply", "--validate=warn", "-f", typo)
+    assert warned.returncode == 0, warned.stderr
+    assert 'unknown field "spec.trafic"' in warned.stderr
+
+
+def test_an_unknown_field_validation_directive_is_refused_naming_it(sandbox: Endpoints, two_revisions: str) -> None:
+    url = f"{sandbox.apiserver}/apis/{GROUP}/v1/namespaces/{two_revisions}/services/hello"
+    answer = httpx.patch(
+        url,
+        params={"fieldValidation": "Lenient"},
+        content=json.dumps({"metadata": {"labels": {"team": "a"}}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert answer.status_code == 400
+    assert 'fieldValidation: Unsupported value: "Lenient"' in answer.json()["message"]
