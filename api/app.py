@@ -52,10 +52,11 @@ from policies import (
 from rollouts import engine
 from rollouts.errors import InvalidTransition, PermanentError, TransientError, ValidationError
 from rollouts.events import Abort, Pause, PromoteNow, Resume
+from rollouts.log import LogEntry
 from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import Phase
 from rollouts.ports import TrafficRouter
-from workers.store import ActiveRolloutExists, Event, IdempotencyMismatch, RolloutStore, body_hash
+from workers.store import ActiveRolloutExists, IdempotencyMismatch, RolloutStore, body_hash
 
 log = logging.getLogger("autocanary.api")
 CONTROL_TASK = "autocanary.control"
@@ -161,7 +162,7 @@ def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
             labels=dict(body.labels),
         )
         message = f"registered by {principal.name}"
-        event = Event("created", message, now, rollout.phase.value, principal.name, dict(body.labels))
+        event = LogEntry("created", message, now, rollout.phase.value, principal.name, dict(body.labels))
         # Keys are scoped per token: one pipeline's key never finds (or blocks) another's rollout.
         scoped_key = f"{principal.name}:{idempotency_key}" if idempotency_key else None
         stored, _ = deps.store.create(rollout, event, scoped_key, body_hash(body.model_dump(mode="json")))
@@ -396,7 +397,7 @@ def _found(store: RolloutStore, rollout_id: str) -> Rollout:
     return rollout
 
 
-def _public(rollout: Rollout, recent: list[Event], now: datetime) -> RolloutPublic:
+def _public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> RolloutPublic:
     verdicts = [e for e in recent if e.kind == "verdict"][:10]
     evidence = verdicts[0].data.get("evidence") if verdicts else None
     in_step = (
@@ -439,7 +440,7 @@ def _public(rollout: Rollout, recent: list[Event], now: datetime) -> RolloutPubl
     )
 
 
-def _event_public(event: Event) -> EventPublic:
+def _event_public(event: LogEntry) -> EventPublic:
     return EventPublic(
         id=event.id,
         kind=event.kind,
@@ -476,7 +477,7 @@ async def _event_stream(store: RolloutStore, rollout_id: str, after: str, poll_m
         await asyncio.sleep(0)
 
 
-def _sse(event: Event) -> str:
+def _sse(event: LogEntry) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {_event_public(event).model_dump_json()}\n\n"
 
 

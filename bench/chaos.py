@@ -46,9 +46,10 @@ from kubernetes import client, config
 from bench.results import write_section
 from policies import load_policy
 from rollouts import ManualActionKind, Phase, Rollout
+from rollouts.log import LogEntry
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess, stop_on_sigterm
 from sandbox.prometheus import PrometheusServer
-from workers.store import Event, RolloutStore
+from workers.store import RolloutStore
 
 GROUP, VERSION = "serving.knative.dev", "v1"
 POLICY: dict[str, Any] = {
@@ -121,7 +122,7 @@ class Stack:
             policy=load_policy("default", {**POLICY, **overrides}),
             now=datetime.now(UTC),
         )
-        self.store.create(rollout, Event("created", "chaos", rollout.created_at, "pending", actor="chaos"))
+        self.store.create(rollout, LogEntry("created", "chaos", rollout.created_at, "pending", actor="chaos"))
         return rollout.id
 
     def canary_percent(self, namespace: str, name: str) -> int:

@@ -23,8 +23,9 @@ from api.app import exposition
 from bench.results import write_section
 from policies import load_policy
 from rollouts import Rollout
+from rollouts.log import LogEntry
 from sandbox.processes import RedisProcess, stop_on_sigterm
-from workers.store import Event, RolloutStore
+from workers.store import RolloutStore
 
 
 def _store_rollouts(store: RolloutStore, total: int) -> None:
@@ -41,7 +42,7 @@ def _store_rollouts(store: RolloutStore, total: int) -> None:
             policy=policy,
             now=now,
         )
-        store.create(rollout, Event("created", "bench", now, "pending"))
+        store.create(rollout, LogEntry("created", "bench", now, "pending"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

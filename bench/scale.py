@@ -40,9 +40,10 @@ from kubernetes import client, config
 from bench.results import write_section
 from policies import load_policy
 from rollouts import ManualActionKind, Phase, Rollout
+from rollouts.log import LogEntry
 from sandbox.cluster import Endpoints
 from sandbox.processes import Processes, RedisProcess, SandboxProcess, stop_on_sigterm
-from workers.store import Event, RolloutStore
+from workers.store import RolloutStore
 
 GROUP, VERSION = "serving.knative.dev", "v1"
 POLICY: dict[str, Any] = {
@@ -132,7 +133,7 @@ def run_size(
             policy=policy,
             now=now,
         )
-        store.create(rollout, Event("created", "bench", now, "pending", actor="bench"))
+        store.create(rollout, LogEntry("created", "bench", now, "pending", actor="bench"))
         ids.append(rollout.id)
     print(f"N={size}: {size} rollouts registered; waiting until all are progressing", flush=True)
 

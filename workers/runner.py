@@ -15,10 +15,10 @@ One tick of a batch:
 6. carry out the actions through the router, whose guard re-checks the token between its read
    and its conditional write; confirm final writes (`TrafficApplied`) and save again.
 
-Superseded detection lives here: once autocanary has pinned the Service, a split it did not
-write, a floating `latestRevision` target or a new revision means someone else is in charge,
-and the rollout ends `superseded` without writing again. Manual commands (`control`) preempt
-whoever holds the rollout: a new token fences the old holder out of Redis and Kubernetes alike.
+What the observations mean is decided by the pure rules of `rollouts.causes` (superseded
+detection, readiness, window sizing, the idle next tick, what a decision logs); the runner keeps
+the I/O and its order. Manual commands (`control`) preempt whoever holds the rollout: a new
+token fences the old holder out of Redis and Kubernetes alike.
 """
 
 from __future__ import annotations
@@ -36,14 +36,12 @@ from typing import Protocol
 from analyzer.counts import RevisionCounts, RevisionRef
 from analyzer.verdict import AnalysisState, error_verdict, judge
 from policies import Dialect
-from rollouts import engine
-from rollouts.actions import Action, Notify, Promote, Rollback, SetTraffic
+from rollouts import causes, engine
+from rollouts.actions import Promote, SetTraffic
 from rollouts.errors import FencedOut, ForeignChange, InvalidTransition, PermanentError, TransientError
 from rollouts.events import (
     Abort,
-    Begin,
     CanaryNotReady,
-    CanaryReady,
     Failed,
     Pause,
     PromoteNow,
@@ -56,12 +54,12 @@ from rollouts.events import (
 from rollouts.events import (
     Event as EngineEvent,
 )
+from rollouts.log import LogEntry
 from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import Phase
 from rollouts.ports import ServiceState, TrafficRouter
-from rollouts.verdict import Outcome, Verdict
 from workers.commands import Command
-from workers.store import Event, Notice, RolloutStore, SaveItem, SaveResult
+from workers.store import RolloutStore, SaveItem, SaveResult
 
 log = logging.getLogger("autocanary.runner")
 
@@ -70,9 +68,6 @@ COMMAND_RETRY_SECONDS = 1.0
 
 LIST_THRESHOLD = 5
 """More rollouts than this in one namespace of a batch: one LIST instead of a GET each."""
-
-_WRITING = (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED)
-"""Phases in which the cluster must carry the rollout's intended weight."""
 
 MANUAL_EVENTS: dict[ManualActionKind, type[Abort | Pause | Resume | PromoteNow]] = {
     ManualActionKind.ABORT: Abort,
@@ -210,7 +205,7 @@ class Runner:
             if event is not None or rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
                 observed.append((rollout, event))
             elif rollout.step_started_at is None:
-                observed.append((rollout, Tick(Verdict(outcome=Outcome.INCONCLUSIVE, sentence="not started"))))
+                observed.append((rollout, Tick(causes.NOT_STARTED)))
             else:
                 judged.append(rollout)
         observed.extend(self._judge(judged, now, report))
@@ -222,38 +217,17 @@ class Runner:
         return None  # retried at the next tick; nothing else to decide
 
     def _cluster_event(self, rollout: Rollout, state: ServiceState | None) -> EngineEvent | None:
-        """What the cluster says about this rollout before any metric is read."""
-        where = f"{rollout.namespace}/{rollout.service}"
-        if state is None:
-            if rollout.phase is Phase.PENDING:
-                return Failed(f"Service {where} not found")
-            return Failed(f"Service {where} was deleted")
-        if rollout.phase is Phase.PENDING:
-            return Begin()
-        if _watches_foreign_changes(rollout):
-            change = _foreign_change(rollout, state)
-            if change:
-                return Superseded(change)
-        if rollout.phase is Phase.INITIALIZING:
-            return self._readiness(rollout, state)
-        if rollout.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
-            return None  # the pending final write is carried out in _decide_and_act
-        return None
-
-    def _readiness(self, rollout: Rollout, state: ServiceState) -> EngineEvent:
+        """What the cluster says about this rollout before any metric is read (`rollouts.causes`)."""
+        event = causes.cluster_event(rollout, state)
+        if event is not None or state is None or rollout.phase is not Phase.INITIALIZING:
+            return event
         try:
-            revision = self.router.get_revision(rollout.namespace, rollout.canary_revision)
+            canary = self.router.get_revision(rollout.namespace, rollout.canary_revision)
         except PermanentError as exc:
             return RollbackRequired(f"canary revision {rollout.canary_revision} is gone: {exc}")
         except TransientError as exc:
             return CanaryNotReady(f"cannot read the revision: {exc}")
-        pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
-        if revision.is_ready and state.observed and pinned is not None and rollout.applied_canary_weight is not None:
-            return CanaryReady()
-        detail = revision.message or revision.reason or f"Ready={revision.ready}"
-        if revision.is_ready:
-            detail = "waiting for the pinned route to be observed"
-        return CanaryNotReady(detail)
+        return causes.readiness(rollout, state, canary)
 
     def _judge(
         self, rollouts: list[Rollout], now: datetime, report: TickReport
@@ -263,14 +237,11 @@ class Runner:
         groups: dict[tuple[Dialect, int], list[Rollout]] = defaultdict(list)
         observed: list[tuple[Rollout, EngineEvent | None]] = []
         for rollout in rollouts:
-            start = rollout.analyzed_until or rollout.step_started_at or at
-            window = int((at - start).total_seconds())
-            if window < self.min_window:
-                # increase() needs two scrapes inside its range: wait until the window spans them,
-                # rather than judge an empty window or overlap the previous one.
+            window = causes.judging_window(rollout, at, self.min_window)
+            if window is None:
                 observed.append((rollout, None))
                 continue
-            groups[(rollout.policy.dialect, min(window, _ceiling(rollout)))].append(rollout)
+            groups[(rollout.policy.dialect, window)].append(rollout)
         for (dialect, window), members in groups.items():
             refs = [ref for r in members for ref in _refs(r)]
             report.metric_fetches += 1
@@ -284,22 +255,11 @@ class Runner:
                 continue
             for rollout in members:
                 canary, stable = _refs(rollout)
-                silent = counts[canary].requests == 0 and counts[stable].requests == 0
-                if silent and rollout.after_metrics_outage:
-                    # The backend is back but its window lies in the gap (no scrapes while it was
-                    # away): missing data, not low traffic. Not judged; the next window starts now.
-                    gap = Verdict(
-                        outcome=Outcome.INCONCLUSIVE,
-                        sentence="no samples for either revision since the metrics backend came back; not judged",
-                    )
-                    observed.append((rollout.with_analyzed(at, rollout.analysis_state), Tick(gap)))
+                empty = causes.empty_window(rollout, counts[canary].requests, counts[stable].requests, window)
+                if empty is causes.EmptyWindow.GAP:  # not judged; the next window starts now
+                    observed.append((rollout.with_analyzed(at, rollout.analysis_state), Tick(causes.GAP_AFTER_OUTAGE)))
                     continue
-                if silent and window < _ceiling(rollout):
-                    # Not one request on either side: either nobody called the service, or Prometheus
-                    # missed scrapes (increase() needs two samples in the window). Judge a longer
-                    # window next time rather than count "no traffic" and move past the gap; at the
-                    # ceiling the window is judged as it is, so a service without traffic still
-                    # meets the policy's insufficient-traffic rule.
+                if empty is causes.EmptyWindow.WIDEN:
                     observed.append((rollout, None))
                     continue
                 judgement = judge(
@@ -328,8 +288,8 @@ class Runner:
             except InvalidTransition as exc:  # a stale message about a rollout that moved on
                 log.warning("%s: %s", rollout.id, exc)
                 continue
-            events = _events(rollout, event, decision, now)
-            notices = _notices(decision.actions, now)
+            events = causes.log_entries(rollout, event, decision, now)
+            notices = causes.notices(decision.actions, now)
             decided.append(SaveItem(decision.rollout, tokens[rollout.id], decision.next_tick or now, events, notices))
         survivors = list(idle)
         for result, rollout in self.store.save_many(decided):
@@ -341,7 +301,7 @@ class Runner:
                 log.info("%s: %s, dropping this tick's result", rollout.id, result.value)
         # Each write waits for the Knative controller to observe it; a batch's writes are
         # independent (each behind its own fencing guard), so they go out together.
-        needing = [r for r in survivors if _needs_write(r)]
+        needing = [r for r in survivors if causes.needs_write(r)]
         if len(needing) == 1:
             self._carry_out(needing[0], tokens[needing[0].id], report)
         elif needing:
@@ -349,7 +309,7 @@ class Runner:
                 list(pool.map(lambda r: self._carry_out(r, tokens[r.id], report), needing))
         for rollout in idle:  # nothing to decide now: look again when there is (the claim would wait longer)
             if engine.pending_write(rollout) is None:
-                self.store.schedule(rollout.id, self._idle_next(rollout, now))
+                self.store.schedule(rollout.id, causes.idle_next_tick(rollout, now, self.min_window, self.metrics_lag))
 
     def _carry_out(self, rollout: Rollout, token: int, report: TickReport) -> Rollout:
         """Make the cluster match the rollout: its final write, or its intended weight if unconfirmed.
@@ -363,7 +323,7 @@ class Runner:
                 split = SetTraffic(stable=0, canary=100) if isinstance(final, Promote) else SetTraffic(100, 0)
                 self._write(rollout, token, split, report)
                 return self._confirm(rollout.with_applied(split.canary), token)
-            if rollout.phase in _WRITING and rollout.applied_canary_weight != rollout.canary_weight:
+            if rollout.phase in causes.WRITING and rollout.applied_canary_weight != rollout.canary_weight:
                 split = SetTraffic(stable=rollout.stable_weight, canary=rollout.canary_weight)
                 self._write(rollout, token, split, report)
                 return self._record_applied(rollout, token, split.canary)
@@ -378,23 +338,11 @@ class Runner:
             return self._fail(rollout, token, f"cannot write traffic: {exc}")
         return rollout
 
-    def _idle_next(self, rollout: Rollout, now: datetime) -> datetime:
-        """When an idle rollout next has something to do: a judged one keeps its analysis cadence."""
-        start = rollout.analyzed_until or rollout.step_started_at
-        if rollout.phase in (Phase.PROGRESSING, Phase.PAUSED) and start is not None:
-            # Judged windows abut: the next one is due an interval after the last ended (or after
-            # the step started, for a rollout whose windows all held no samples so far).
-            window = max(rollout.policy.interval, timedelta(seconds=self.min_window))
-            due = start + window + self.metrics_lag
-            # Already due and still idle: its window held no samples; look again an interval later.
-            return due if due > now + timedelta(seconds=1) else now + rollout.policy.interval
-        return now + min(rollout.policy.interval, timedelta(seconds=5))
-
     def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> None:
         def guard(state: ServiceState) -> None:
             if not self.store.holds_token(rollout.id, token):
                 raise FencedOut(f"{rollout.namespace}/{rollout.service}: another worker owns this rollout now")
-            change = _foreign_change(rollout, state) if _watches_foreign_changes(rollout) else None
+            change = causes.foreign_change(rollout, state) if causes.watches_foreign_changes(rollout) else None
             if change:
                 raise ForeignChange(change)
 
@@ -421,9 +369,9 @@ class Runner:
     def _conclude(self, rollout: Rollout, token: int, event: TrafficApplied | Failed | Superseded) -> Rollout:
         now = self.clock()
         decision = engine.handle(rollout, event, now)
-        events = _events(rollout, event, decision, now)
+        events = causes.log_entries(rollout, event, decision, now)
         result, saved = self.store.save(
-            decision.rollout, token=token, next_tick=None, events=events, notices=_notices(decision.actions, now)
+            decision.rollout, token=token, next_tick=None, events=events, notices=causes.notices(decision.actions, now)
         )
         return saved if result is SaveResult.OK else rollout
 
@@ -474,8 +422,8 @@ class Runner:
                 if isinstance(decided, _CommandOutcome):  # refused, or applied by a worker that took it over
                     return rollout, decided
                 rollout = decided
-            carried = self._carry_out(rollout, token, TickReport()) if _needs_write(rollout) else rollout
-            return carried, _CommandOutcome.RETRY if _needs_write(carried) else _CommandOutcome.DONE
+            carried = self._carry_out(rollout, token, TickReport()) if causes.needs_write(rollout) else rollout
+            return carried, _CommandOutcome.RETRY if causes.needs_write(carried) else _CommandOutcome.DONE
         finally:
             self.store.release_leases([command.rollout_id], self.owner)
 
@@ -488,15 +436,15 @@ class Runner:
                 decision = engine.handle(rollout, event, now)
             except InvalidTransition as exc:  # the rollout moved on since the API accepted it
                 log.warning("%s %s by %s refused: %s", command.kind, rollout.id, command.actor, exc)
-                refused = Event("command_refused", str(exc), now, rollout.phase.value, command.actor)
+                refused = LogEntry("command_refused", str(exc), now, rollout.phase.value, command.actor)
                 self.store.append_events(rollout.id, [refused])
                 return _CommandOutcome.REFUSED
             result, saved = self.store.save(
                 decision.rollout,
                 token=token,
                 next_tick=decision.next_tick,
-                events=_events(rollout, event, decision, now),
-                notices=_notices(decision.actions, now),
+                events=causes.log_entries(rollout, event, decision, now),
+                notices=causes.notices(decision.actions, now),
                 command=command.id,
             )
             if result is SaveResult.OK:
@@ -523,87 +471,7 @@ class _CommandOutcome(Enum):
     """Another worker applied it meanwhile and carries it on."""
 
 
-def _ceiling(rollout: Rollout) -> int:
-    """The longest window judged at once, in seconds (ten intervals): older data is not looked at."""
-    return int(rollout.policy.interval.total_seconds()) * 10
-
-
-def _notices(actions: Sequence[Action], now: datetime) -> list[Notice]:
-    """The decision's notifications, for the outbox (saved with it, delivered by the relay)."""
-    return [Notice(a.event.value, a.message, now) for a in actions if isinstance(a, Notify)]
-
-
-def _needs_write(rollout: Rollout) -> bool:
-    """The cluster does not yet carry what the rollout intends (a final write, or an unconfirmed weight)."""
-    if engine.pending_write(rollout) is not None:
-        return True
-    return rollout.phase in _WRITING and rollout.applied_canary_weight != rollout.canary_weight
-
-
 def _refs(rollout: Rollout) -> tuple[RevisionRef, RevisionRef]:
     return RevisionRef(rollout.namespace, rollout.canary_revision), RevisionRef(
         rollout.namespace, rollout.stable_revision
     )
-
-
-def _watches_foreign_changes(rollout: Rollout) -> bool:
-    """Once autocanary has pinned the Service, anything else on it is someone else's doing.
-
-    Not while rolling back: returning the stable revision to 100 % is the safe direction, and
-    an abort must win over a hand edit made in the same moment.
-    """
-    return rollout.applied_canary_weight is not None and rollout.phase is not Phase.ROLLING_BACK
-
-
-def _foreign_change(rollout: Rollout, state: ServiceState) -> str | None:
-    """What someone else changed on the Service, or None when it is as autocanary left it."""
-    if state.latest_created_revision not in (None, rollout.stable_revision, rollout.canary_revision):
-        return f"revision {state.latest_created_revision} was created"
-    pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
-    if pinned is None:
-        described = ", ".join(
-            f"{t.revision or 'latest'}{' (latestRevision)' if t.latest else ''} {t.percent} %"
-            for t in state.spec_traffic
-        )
-        return f"spec.traffic was edited to {described}"
-    canary = pinned.get(rollout.canary_revision, 0)
-    if canary not in (rollout.canary_weight, rollout.applied_canary_weight):
-        return (
-            f"traffic was set to {canary} % canary by someone else (autocanary wrote {rollout.applied_canary_weight} %)"
-        )
-    return None
-
-
-def _events(before: Rollout, event: EngineEvent, decision: engine.Decision, now: datetime) -> list[Event]:
-    """The log entries of one decision: the verdict with its numbers, manual actions, notifications."""
-    after = decision.rollout
-    entries: list[Event] = []
-    if isinstance(event, Tick):
-        verdict = event.verdict
-        entries.append(
-            Event(
-                kind="verdict",
-                message=verdict.sentence,
-                at=now,
-                phase=after.phase.value,
-                data={
-                    "outcome": verdict.outcome.value,
-                    "evidence": verdict.evidence,
-                    "canary_requests": verdict.canary_requests,
-                    "stable_requests": verdict.stable_requests,
-                    "step": after.step_index + 1,
-                    "canary_weight": after.canary_weight,
-                    "checks": [check.model_dump(mode="json") for check in verdict.checks],
-                },
-            )
-        )
-    if isinstance(event, Abort | Pause | Resume | PromoteNow):
-        entries.append(Event(kind=event.verb, message=event.reason, at=now, phase=after.phase.value, actor=event.actor))
-    for action in decision.actions:
-        if isinstance(action, Notify):
-            entries.append(Event(kind=action.event.value, message=action.message, at=now, phase=after.phase.value))
-        elif isinstance(action, Rollback) and before.phase is not Phase.ROLLING_BACK:
-            entries.append(Event(kind="rolling_back", message=action.reason, at=now, phase=after.phase.value))
-        elif isinstance(action, Promote) and before.phase is not Phase.PROMOTING:
-            entries.append(Event(kind="promoting", message=after.reason, at=now, phase=after.phase.value))
-    return entries

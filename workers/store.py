@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import redis
 
 from rollouts.errors import AutocanaryError, ValidationError
+from rollouts.log import LogEntry, Notice
 from rollouts.model import Rollout
 from rollouts.phase import Phase
 from workers.commands import CommandInbox
@@ -145,55 +146,6 @@ class IdempotencyMismatch(AutocanaryError):
 
 
 @dataclass(frozen=True)
-class Event:
-    """One entry of a rollout's event log."""
-
-    kind: str
-    message: str
-    at: datetime
-    phase: str
-    actor: str = "autocanary"
-    data: Mapping[str, Any] = field(default_factory=dict)
-    id: str = ""
-    """The stream id, once stored."""
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "kind": self.kind,
-                "message": self.message,
-                "at": self.at.isoformat(),
-                "phase": self.phase,
-                "actor": self.actor,
-                "data": dict(self.data),
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_stream(cls, stream_id: str, raw: str) -> Event:
-        data = json.loads(raw)
-        return cls(
-            kind=data["kind"],
-            message=data["message"],
-            at=datetime.fromisoformat(data["at"]),
-            phase=data["phase"],
-            actor=data.get("actor", "autocanary"),
-            data=data.get("data", {}),
-            id=stream_id,
-        )
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A transition to tell people about, queued in the outbox with the decision that made it."""
-
-    event: str
-    message: str
-    at: datetime
-
-
-@dataclass(frozen=True)
 class OutboxMessage:
     """A notice read back from the outbox, with the rollout as it was saved by that decision."""
 
@@ -213,7 +165,7 @@ class SaveItem(NamedTuple):
     rollout: Rollout
     token: int | None
     next_tick: datetime | None
-    events: Sequence[Event] = ()
+    events: Sequence[LogEntry] = ()
     notices: Sequence[Notice] = ()
     command: str = ""
     """The id of the manual command this decision applies: marked applied in the same atomic write."""
@@ -263,7 +215,7 @@ class RolloutStore:
     # --- create and read -----------------------------------------------------------------------
 
     def create(
-        self, rollout: Rollout, event: Event, idempotency_key: str | None = None, request_hash: str = ""
+        self, rollout: Rollout, event: LogEntry, idempotency_key: str | None = None, request_hash: str = ""
     ) -> tuple[Rollout, bool]:
         """Store a new rollout; (the rollout, True), or (the earlier one, False) for a repeated key."""
         stored = rollout.model_copy(update={"version": 1})
@@ -396,7 +348,7 @@ class RolloutStore:
         *,
         token: int | None,
         next_tick: datetime | None,
-        events: Sequence[Event] = (),
+        events: Sequence[LogEntry] = (),
         notices: Sequence[Notice] = (),
         command: str = "",
     ) -> tuple[SaveResult, Rollout]:
@@ -487,7 +439,7 @@ class RolloutStore:
         with _transient("measure the outbox"):
             return int(self.redis.xlen(self._key("outbox")))
 
-    def append_events(self, rollout_id: str, events: Sequence[Event]) -> None:
+    def append_events(self, rollout_id: str, events: Sequence[LogEntry]) -> None:
         with _transient("append events"):
             pipe = self.redis.pipeline(transaction=False)
             for event in events:
@@ -496,24 +448,26 @@ class RolloutStore:
 
     # --- events --------------------------------------------------------------------------------
 
-    def events(self, rollout_id: str, after: str = "-", count: int = 1000) -> list[Event]:
+    def events(self, rollout_id: str, after: str = "-", count: int = 1000) -> list[LogEntry]:
         start = "-" if after in ("-", "0", "0-0") else f"({after}"
         with _transient("read events"):
             entries = self.redis.xrange(self._key("ev", rollout_id), start, "+", count=count)
-        return [Event.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
+        return [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
 
-    def recent_events(self, rollout_id: str, count: int) -> list[Event]:
+    def recent_events(self, rollout_id: str, count: int) -> list[LogEntry]:
         """The newest `count` events, newest first."""
         with _transient("read events"):
             entries = self.redis.xrevrange(self._key("ev", rollout_id), count=count)
-        return [Event.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
+        return [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
 
-    def wait_events(self, rollout_id: str, after: str, block_ms: int) -> list[Event]:
+    def wait_events(self, rollout_id: str, after: str, block_ms: int) -> list[LogEntry]:
         """Events after `after`, waiting up to `block_ms` for the first one (for live streams)."""
         with _transient("wait for events"):
             answer = self.redis.xread({self._key("ev", rollout_id): after}, block=block_ms, count=100)
         return [
-            Event.from_stream(entry_id, fields["event"]) for _, entries in answer or [] for entry_id, fields in entries
+            LogEntry.from_stream(entry_id, fields["event"])
+            for _, entries in answer or []
+            for entry_id, fields in entries
         ]
 
     # --- scheduling and leases -----------------------------------------------------------------

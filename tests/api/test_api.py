@@ -17,8 +17,9 @@ from api.app import Dependencies, create_app
 from api.auth import TokenBook
 from api.settings import ApiSettings
 from rollouts import ManualActionKind, Phase
+from rollouts.log import LogEntry
 from tests.fakes import FakeCluster
-from workers.store import Event, RolloutStore
+from workers.store import RolloutStore
 
 TOKENS = "ci:deployer:deploy-secret,oncall:operator:op-secret,grafana:viewer:view-secret"
 VIEW, DEPLOY, OPERATE = ({"Authorization": f"Bearer {t}"} for t in ("view-secret", "deploy-secret", "op-secret"))
@@ -163,7 +164,7 @@ def test_get_one_shows_step_weights_verdicts_and_evidence(api: TestClient, store
     store.append_events(
         rollout_id,
         [
-            Event(
+            LogEntry(
                 "verdict",
                 "errors: canary 5xx 0.10 % vs stable 0.12 %; evidence 0.8 < 200",
                 now,
@@ -249,14 +250,15 @@ def test_events_in_order_as_json_and_as_a_live_stream(api: TestClient, store: Ro
         assert rollout is not None
         now = datetime.now(UTC)
         store.append_events(
-            rollout_id, [Event("started", "one", now, "initializing"), Event("verdict", "two", now, "progressing")]
+            rollout_id,
+            [LogEntry("started", "one", now, "initializing"), LogEntry("verdict", "two", now, "progressing")],
         )
         time.sleep(0.2)
         store.save(
             rollout.with_phase(Phase.ABORTED, now, "done"),
             token=None,
             next_tick=None,
-            events=[Event("aborted", "three", now, "aborted")],
+            events=[LogEntry("aborted", "three", now, "aborted")],
         )
 
     threading.Thread(target=later).start()
@@ -417,11 +419,11 @@ def test_the_stream_sends_the_final_events_even_when_the_end_lands_during_a_wait
     rollout_id = create(api).json()["id"]
     real_wait = store.wait_events
 
-    def end_during_the_wait(rollout: str, after: str, block_ms: int) -> list[Event]:
+    def end_during_the_wait(rollout: str, after: str, block_ms: int) -> list[LogEntry]:
         current = store.get(rollout)
         assert current is not None
         now = datetime.now(UTC)
-        ended = Event("aborted", "the end", now, "aborted")
+        ended = LogEntry("aborted", "the end", now, "aborted")
         store.save(current.with_phase(Phase.ABORTED, now, "done"), token=None, next_tick=None, events=[ended])
         monkeypatch.setattr(store, "wait_events", real_wait)
         return []  # the wait saw nothing: the save landed just after it

@@ -25,9 +25,10 @@ from api.cli import app as cli
 from api.rollout_cli import SERVER_LIMITS
 from api.settings import ApiSettings
 from rollouts import Phase
+from rollouts.log import LogEntry
 from sandbox.prometheus import free_port
 from tests.fakes import FakeCluster
-from workers.store import Event, RolloutStore
+from workers.store import RolloutStore
 
 TOKENS = "ci:deployer:deploy-secret,oncall:operator:op-secret,grafana:viewer:view-secret"
 SECRETS = {"deployer": "deploy-secret", "operator": "op-secret", "viewer": "view-secret"}
@@ -120,7 +121,7 @@ def later(*steps: Callable[[], None], pause: float = 0.3) -> threading.Thread:
 
 
 def event(store: RolloutStore, rollout_id: str, kind: str, message: str, phase: str, **data: Any) -> Callable[[], None]:
-    return lambda: store.append_events(rollout_id, [Event(kind, message, datetime.now(UTC), phase, data=data)])
+    return lambda: store.append_events(rollout_id, [LogEntry(kind, message, datetime.now(UTC), phase, data=data)])
 
 
 def end(store: RolloutStore, rollout_id: str, phase: Phase, kind: str, message: str) -> Callable[[], None]:
@@ -132,7 +133,7 @@ def end(store: RolloutStore, rollout_id: str, phase: Phase, kind: str, message: 
             rollout.with_phase(phase, now, message),
             token=None,
             next_tick=None,
-            events=[Event(kind, message, now, phase.value)],
+            events=[LogEntry(kind, message, now, phase.value)],
         )
 
     return finish

@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 
 from rollouts import ManualActionKind, Phase, Rollout, TransientError
+from rollouts.log import LogEntry
 from tests.factories import T0, policy
 from tests.fakes import Clock
 from workers.commands import PICKUP_SECONDS
 from workers.scheduler import Scheduler
-from workers.store import Event, RolloutStore, SaveResult
+from workers.store import RolloutStore, SaveResult
 
 
 def register(store: RolloutStore, service: str) -> Rollout:
@@ -25,7 +26,7 @@ def register(store: RolloutStore, service: str) -> Rollout:
         policy=policy(),
         now=T0,
     )
-    return store.create(rollout, Event("created", "registered", T0, "pending"))[0]
+    return store.create(rollout, LogEntry("created", "registered", T0, "pending"))[0]
 
 
 def test_only_the_leader_sends_the_due_rollouts_in_batches(store: RolloutStore) -> None:

@@ -8,16 +8,9 @@ from datetime import timedelta
 import pytest
 
 from rollouts import Phase, Rollout
+from rollouts.log import LogEntry, Notice
 from tests.factories import T0, policy
-from workers.store import (
-    ActiveRolloutExists,
-    Event,
-    IdempotencyMismatch,
-    Notice,
-    RolloutStore,
-    SaveResult,
-    body_hash,
-)
+from workers.store import ActiveRolloutExists, IdempotencyMismatch, RolloutStore, SaveResult, body_hash
 
 
 def make(service: str = "checkout", namespace: str = "shop", at: float = 0) -> Rollout:
@@ -32,8 +25,8 @@ def make(service: str = "checkout", namespace: str = "shop", at: float = 0) -> R
     )
 
 
-def created(rollout: Rollout) -> Event:
-    return Event("created", "registered", rollout.created_at, "pending", actor="pipeline")
+def created(rollout: Rollout) -> LogEntry:
+    return LogEntry("created", "registered", rollout.created_at, "pending", actor="pipeline")
 
 
 def test_one_active_rollout_per_service(store: RolloutStore) -> None:
@@ -115,7 +108,7 @@ def test_a_terminal_save_leaves_the_schedule_and_frees_the_service(store: Rollou
 
 def test_events_are_appended_in_order_with_their_numbers(store: RolloutStore) -> None:
     rollout, _ = store.create(make(), created(make()))
-    events = [Event("verdict", f"tick {i}", T0, "progressing", data={"evidence": i}) for i in range(5)]
+    events = [LogEntry("verdict", f"tick {i}", T0, "progressing", data={"evidence": i}) for i in range(5)]
     store.save(rollout, token=None, next_tick=T0, events=events[:3])
     store.append_events(rollout.id, events[3:])
     stored = store.events(rollout.id)

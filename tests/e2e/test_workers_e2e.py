@@ -20,12 +20,13 @@ from kubernetes import client
 
 from policies import load_policy
 from rollouts import ManualActionKind, Phase, Rollout
+from rollouts.log import LogEntry
 from sandbox.cluster import Endpoints
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
 from sandbox.prometheus import PrometheusServer, free_port
 from tests.knative import create, custom_objects, hello_service, new_revision, service_ready, wait_for
 from workers.knative import KnativeRouter
-from workers.store import Event, RolloutStore
+from workers.store import RolloutStore
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,7 @@ class Stack:
             policy=load_policy("default", {**POLICY, **overrides}),
             now=_now(),
         )
-        self.store.create(rollout, Event("created", "e2e", rollout.created_at, "pending", actor="test"))
+        self.store.create(rollout, LogEntry("created", "e2e", rollout.created_at, "pending", actor="test"))
         return rollout.id
 
     def get(self, rollout_id: str) -> Rollout:
@@ -205,7 +206,7 @@ def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
             assert weights == sorted(weights), (name, weights)  # a stale worker never wrote an older weight
         kinds = [e.kind for e in stack.store.events(rollout_id)]
         assert kinds[0] == "created" and kinds[-1] in ("promoted", "rolled_back"), (name, kinds)
-    # What `kubectl describe ksvc` shows: each outcome recorded as a Kubernetes Event, even when the
+    # What `kubectl describe ksvc` shows: each outcome recorded as a Kubernetes LogEntry, even when the
     # worker that decided it was killed before delivering it (another worker's relay takes it over).
     core = client.CoreV1Api(custom_objects(stack.endpoints).api_client)
     for i, name in enumerate(names):

@@ -15,11 +15,12 @@ import respx
 
 from policies import NotificationKind, NotificationTarget, load_policy
 from rollouts import ManualActionKind, Phase, Rollout
+from rollouts.log import LogEntry
 from tests.factories import T0
 from tests.fakes import Clock, FakeCluster, FakeMetrics
 from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner, TickReport
-from workers.store import Event, RolloutStore
+from workers.store import RolloutStore
 
 POLICY: dict[str, Any] = {
     "steps": [5, 10, 25, 50],
@@ -57,7 +58,7 @@ class World:
             policy=load_policy("default", {**POLICY, **overrides}),
             now=self.clock(),
         )
-        self.store.create(rollout, Event("created", "test", self.clock(), "pending"))
+        self.store.create(rollout, LogEntry("created", "test", self.clock(), "pending"))
         return rollout.id
 
     def run(self, rollout_id: str, seconds: int) -> Rollout:
@@ -422,7 +423,7 @@ def test_a_prometheus_gap_is_judged_later_not_counted_as_no_traffic(world: World
     world.run(rollout_id, 4)
     assert world.get(rollout_id).phase is Phase.PROGRESSING and world.get(rollout_id).canary_weight == 5
 
-    def verdicts() -> list[Event]:
+    def verdicts() -> list[LogEntry]:
         return [e for e in world.store.events(rollout_id) if e.kind == "verdict"]
 
     before = len(verdicts())

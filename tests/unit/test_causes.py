@@ -1,0 +1,237 @@
+"""Table-driven tests of `rollouts.causes`: what the cluster, the metrics and a decision mean."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from rollouts import Phase, engine
+from rollouts.causes import (
+    EmptyWindow,
+    cluster_event,
+    empty_window,
+    foreign_change,
+    idle_next_tick,
+    judging_window,
+    log_entries,
+    needs_write,
+    notices,
+    readiness,
+)
+from rollouts.events import Abort, Begin, CanaryNotReady, CanaryReady, Failed, Superseded, Tick
+from rollouts.model import Rollout
+from rollouts.ports import RevisionState, ServiceState, TrafficTarget
+from tests.factories import T0, policy, rollout, seconds, verdict
+
+STABLE, CANARY = "checkout-00001", "checkout-00002"
+
+
+def service(
+    *targets: tuple[str, int],
+    latest_created: str | None = CANARY,
+    observed: bool = True,
+    floating: bool = False,
+) -> ServiceState:
+    spec = tuple(TrafficTarget(revision, percent) for revision, percent in targets)
+    if floating:
+        spec += (TrafficTarget("", 0, latest=True),)
+    return ServiceState(
+        namespace="shop",
+        name="checkout",
+        generation=3,
+        observed_generation=3 if observed else 2,
+        resource_version="7",
+        spec_traffic=spec,
+        status_traffic=spec,
+        latest_created_revision=latest_created,
+        latest_ready_revision=latest_created,
+        ready="True",
+    )
+
+
+def at_step(weight: int, applied: int | None = None, phase: Phase = Phase.PROGRESSING) -> Rollout:
+    return rollout(phase=phase, canary_weight=weight, applied_canary_weight=weight if applied is None else applied)
+
+
+AS_LEFT = service((STABLE, 90), (CANARY, 10))
+
+
+@pytest.mark.parametrize(
+    ("the_rollout", "state", "expected"),
+    [
+        pytest.param(rollout(), None, Failed("Service shop/checkout not found"), id="pending-service-missing"),
+        pytest.param(at_step(10), None, Failed("Service shop/checkout was deleted"), id="progressing-service-deleted"),
+        pytest.param(rollout(), AS_LEFT, Begin(), id="pending-begins"),
+        pytest.param(at_step(10), AS_LEFT, None, id="progressing-as-left-nothing-to-say"),
+        pytest.param(
+            at_step(10),
+            service((STABLE, 60), (CANARY, 40)),
+            Superseded("traffic was set to 40 % canary by someone else (autocanary wrote 10 %)"),
+            id="operator-moved-the-weight",
+        ),
+        pytest.param(
+            at_step(0, phase=Phase.ROLLING_BACK),
+            service((STABLE, 60), (CANARY, 40)),
+            None,
+            id="rolling-back-ignores-hand-edits",
+        ),
+        pytest.param(
+            rollout(phase=Phase.INITIALIZING),
+            service((STABLE, 60), (CANARY, 40)),
+            None,
+            id="not-pinned-yet-nothing-is-foreign",
+        ),
+    ],
+)
+def test_cluster_event(the_rollout: Rollout, state: ServiceState | None, expected: object) -> None:
+    assert cluster_event(the_rollout, state) == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        pytest.param(AS_LEFT, None, id="as-left"),
+        pytest.param(service((STABLE, 100), (CANARY, 0)), None, id="the-weight-autocanary-wrote-before"),
+        pytest.param(
+            service((STABLE, 90), (CANARY, 10), latest_created="checkout-00003"),
+            "revision checkout-00003 was created",
+            id="new-revision",
+        ),
+        pytest.param(
+            service((STABLE, 90), (CANARY, 10), floating=True),
+            "spec.traffic was edited to checkout-00001 90 %, checkout-00002 10 %, latest (latestRevision) 0 %",
+            id="floating-latest-revision",
+        ),
+        pytest.param(
+            service((STABLE, 80), ("checkout-00000", 20)),
+            "spec.traffic was edited to checkout-00001 80 %, checkout-00000 20 %",
+            id="a-third-revision",
+        ),
+    ],
+)
+def test_foreign_change(state: ServiceState, expected: str | None) -> None:
+    # Applied 0 % at the pin, intended 10 % now: either is autocanary's own.
+    assert foreign_change(at_step(10, applied=0), state) == expected
+
+
+@pytest.mark.parametrize(
+    ("canary", "state", "applied", "expected"),
+    [
+        pytest.param(RevisionState("shop", CANARY, "True"), AS_LEFT, 0, CanaryReady(), id="ready-and-pinned"),
+        pytest.param(
+            RevisionState("shop", CANARY, "Unknown", message="pulling image"),
+            AS_LEFT,
+            0,
+            CanaryNotReady("pulling image"),
+            id="not-ready-says-why",
+        ),
+        pytest.param(
+            RevisionState("shop", CANARY, "False", reason="ExitCode1"),
+            AS_LEFT,
+            0,
+            CanaryNotReady("ExitCode1"),
+            id="failed-says-its-reason",
+        ),
+        pytest.param(
+            RevisionState("shop", CANARY, "True"),
+            service((STABLE, 100), (CANARY, 0), observed=False),
+            0,
+            CanaryNotReady("waiting for the pinned route to be observed"),
+            id="ready-but-pin-not-observed",
+        ),
+        pytest.param(
+            RevisionState("shop", CANARY, "True"),
+            AS_LEFT,
+            None,
+            CanaryNotReady("waiting for the pinned route to be observed"),
+            id="ready-but-pin-not-written",
+        ),
+    ],
+)
+def test_readiness(canary: RevisionState, state: ServiceState, applied: int | None, expected: object) -> None:
+    initializing = rollout(phase=Phase.INITIALIZING, applied_canary_weight=applied)
+    assert readiness(initializing, state, canary) == expected
+
+
+STEP = rollout(phase=Phase.PROGRESSING, step_started_at=T0, canary_weight=5)
+"""At the first step of `default` (10 s interval: windows of at most 100 s)."""
+
+
+@pytest.mark.parametrize(
+    ("the_rollout", "at", "expected"),
+    [
+        pytest.param(STEP, T0 + seconds(2), None, id="shorter-than-two-scrapes-waits"),
+        pytest.param(STEP, T0 + seconds(30), 30, id="from-the-step-start"),
+        pytest.param(STEP.with_analyzed(T0 + seconds(20), {}), T0 + seconds(30), 10, id="abuts-the-last-window"),
+        pytest.param(STEP, T0 + seconds(3600), 100, id="capped-at-ten-intervals"),
+    ],
+)
+def test_judging_window(the_rollout: Rollout, at: datetime, expected: int | None) -> None:
+    assert judging_window(the_rollout, at, min_window=3) == expected
+
+
+@pytest.mark.parametrize(
+    ("the_rollout", "canary", "stable", "window", "expected"),
+    [
+        pytest.param(STEP, 10, 90, 30, EmptyWindow.JUDGE, id="traffic-is-judged"),
+        pytest.param(STEP, 0, 90, 30, EmptyWindow.JUDGE, id="silent-canary-alone-is-judged"),
+        pytest.param(STEP, 0, 0, 30, EmptyWindow.WIDEN, id="silence-widens-the-window"),
+        pytest.param(STEP, 0, 0, 100, EmptyWindow.JUDGE, id="silence-at-the-ceiling-is-judged"),
+        pytest.param(STEP.with_metrics_down(), 0, 0, 30, EmptyWindow.GAP, id="silence-after-an-outage-is-a-gap"),
+    ],
+)
+def test_empty_window(the_rollout: Rollout, canary: int, stable: int, window: int, expected: EmptyWindow) -> None:
+    assert empty_window(the_rollout, canary, stable, window) is expected
+
+
+@pytest.mark.parametrize(
+    ("the_rollout", "now", "expected"),
+    [
+        pytest.param(rollout(phase=Phase.INITIALIZING), T0, T0 + seconds(5), id="initializing-polls-every-5s"),
+        pytest.param(STEP, T0 + seconds(5), T0 + seconds(11), id="next-window-an-interval-after-the-step"),
+        pytest.param(
+            STEP.with_analyzed(T0 + seconds(60), {}), T0 + seconds(61), T0 + seconds(71), id="after-the-last-window"
+        ),
+        pytest.param(STEP, T0 + seconds(40), T0 + seconds(50), id="overdue-and-idle-looks-an-interval-later"),
+    ],
+)
+def test_idle_next_tick(the_rollout: Rollout, now: datetime, expected: datetime) -> None:
+    assert idle_next_tick(the_rollout, now, min_window=3, metrics_lag=timedelta(seconds=1)) == expected
+
+
+@pytest.mark.parametrize(
+    ("the_rollout", "expected"),
+    [
+        pytest.param(at_step(10), False, id="weight-confirmed"),
+        pytest.param(at_step(25, applied=10), True, id="weight-not-confirmed-yet"),
+        pytest.param(rollout(phase=Phase.INITIALIZING), True, id="pin-not-written-yet"),
+        pytest.param(at_step(100, phase=Phase.PROMOTING), True, id="promotion-still-to-write"),
+        pytest.param(at_step(0, applied=25, phase=Phase.ROLLING_BACK), True, id="rollback-still-to-write"),
+        pytest.param(rollout(phase=Phase.SUCCEEDED, applied_canary_weight=100, canary_weight=100), False, id="ended"),
+    ],
+)
+def test_needs_write(the_rollout: Rollout, expected: bool) -> None:
+    assert needs_write(the_rollout) is expected
+
+
+def test_an_abort_logs_who_and_why_then_the_rollback_and_notifies() -> None:
+    before = at_step(25)
+    event = Abort("alice", "5xx on checkout")
+    decision = engine.handle(before, event, T0)
+    entries = log_entries(before, event, decision, T0)
+    assert [(e.kind, e.actor, e.message) for e in entries] == [
+        ("abort", "alice", "5xx on checkout"),
+        ("rolling_back", "autocanary", "aborted by alice: 5xx on checkout"),
+    ]
+    assert notices(decision.actions, T0) == []  # the rollback notifies once it is confirmed
+
+
+def test_a_verdict_is_logged_with_its_numbers() -> None:
+    before = STEP.model_copy(update={"policy": policy(step_min_duration="10m")})
+    event = Tick(verdict(canary_requests=40))
+    decision = engine.handle(before, event, T0 + seconds(30))
+    (entry,) = log_entries(before, event, decision, T0 + seconds(30))
+    assert entry.kind == "verdict" and entry.phase == "progressing"
+    assert entry.data["canary_requests"] == 40 and entry.data["stable_requests"] == 360
+    assert entry.data["step"] == 1 and entry.data["canary_weight"] == 5
