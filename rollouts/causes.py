@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import Enum
 
-from rollouts.actions import Action, Notify, Promote, Rollback
+from rollouts.actions import Action, Notify, Promote, Rollback, SetTraffic
 from rollouts.engine import Decision, pending_write
 from rollouts.events import (
     Abort,
@@ -111,11 +111,29 @@ def foreign_change(rollout: Rollout, state: ServiceState) -> str | None:
     return None
 
 
+TrafficAction = SetTraffic | Promote | Rollback
+"""The actions the runner carries out through the router."""
+
+
+def traffic_action(actions: Sequence[Action]) -> TrafficAction | None:
+    """The traffic write a decision asks for (the engine returns at most one)."""
+    return next((a for a in actions if isinstance(a, SetTraffic | Promote | Rollback)), None)
+
+
+def write_needed(rollout: Rollout) -> TrafficAction | None:
+    """The write a saved rollout still lacks: its final write (`pending_write`), or the step's
+    weight the router has not confirmed. The repeat path after a crash or a failed write."""
+    final = pending_write(rollout)
+    if final is not None:
+        return final
+    if rollout.phase in WRITING and rollout.applied_canary_weight != rollout.canary_weight:
+        return SetTraffic(stable=rollout.stable_weight, canary=rollout.canary_weight)
+    return None
+
+
 def needs_write(rollout: Rollout) -> bool:
     """The cluster does not yet carry what the rollout intends (a final write, or an unconfirmed weight)."""
-    if pending_write(rollout) is not None:
-        return True
-    return rollout.phase in WRITING and rollout.applied_canary_weight != rollout.canary_weight
+    return write_needed(rollout) is not None
 
 
 # --- the metrics window -----------------------------------------------------------------------

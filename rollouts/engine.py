@@ -60,18 +60,21 @@ class Decision:
 Handler = Callable[[Rollout, Any, Policy, datetime], Decision]
 
 
-def handle(rollout: Rollout, event: Event, now: datetime, policy: Policy | None = None) -> Decision:
-    """Apply one event. Raises `InvalidTransition` when the rollout's phase does not allow it."""
+def handle(rollout: Rollout, event: Event, now: datetime) -> Decision:
+    """Apply one event under the rollout's own policy (frozen when it was registered).
+
+    Raises `InvalidTransition` when the rollout's phase does not allow the event.
+    """
     handler = TRANSITIONS.get((rollout.phase, type(event)))
     if handler is None:
         raise InvalidTransition(rollout.phase.value, event.verb, rollout.id)
-    decision = handler(rollout, event, policy or rollout.policy, now)
+    decision = handler(rollout, event, rollout.policy, now)
     return Decision(decision.rollout.with_updated(now), decision.actions)
 
 
-def decide(rollout: Rollout, verdict: Verdict, policy: Policy, now: datetime) -> Decision:
+def decide(rollout: Rollout, verdict: Verdict, now: datetime) -> Decision:
     """Judge one interval's verdict: hold, advance a step, promote or roll back."""
-    return handle(rollout, Tick(verdict), now, policy)
+    return handle(rollout, Tick(verdict), now)
 
 
 def abort(rollout: Rollout, actor: str, reason: str, now: datetime) -> Decision:

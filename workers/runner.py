@@ -278,6 +278,7 @@ class Runner:
         report: TickReport,
     ) -> None:
         decided: list[SaveItem] = []
+        planned: dict[str, causes.TrafficAction | None] = {}
         idle: list[Rollout] = []
         for rollout, event in observed:
             if event is None:
@@ -291,6 +292,7 @@ class Runner:
             events = causes.log_entries(rollout, event, decision, now)
             notices = causes.notices(decision.actions, now)
             decided.append(SaveItem(decision.rollout, tokens[rollout.id], decision.next_tick or now, events, notices))
+            planned[rollout.id] = causes.traffic_action(decision.actions)
         survivors = list(idle)
         for result, rollout in self.store.save_many(decided):
             if result is SaveResult.OK:
@@ -301,32 +303,35 @@ class Runner:
                 log.info("%s: %s, dropping this tick's result", rollout.id, result.value)
         # Each write waits for the Knative controller to observe it; a batch's writes are
         # independent (each behind its own fencing guard), so they go out together.
-        needing = [r for r in survivors if causes.needs_write(r)]
-        if len(needing) == 1:
-            self._carry_out(needing[0], tokens[needing[0].id], report)
-        elif needing:
-            with ThreadPoolExecutor(min(self.write_concurrency, len(needing))) as pool:
-                list(pool.map(lambda r: self._carry_out(r, tokens[r.id], report), needing))
+        # The write each decision asked for; a rollout without one may still lack an earlier write.
+        writes = [(r, action) for r in survivors if (action := planned.get(r.id) or causes.write_needed(r))]
+
+        def carry_out(write: tuple[Rollout, causes.TrafficAction]) -> Rollout:
+            return self._carry_out(write[0], write[1], tokens[write[0].id], report)
+
+        if len(writes) == 1:
+            carry_out(writes[0])
+        elif writes:
+            with ThreadPoolExecutor(min(self.write_concurrency, len(writes))) as pool:
+                list(pool.map(carry_out, writes))
         for rollout in idle:  # nothing to decide now: look again when there is (the claim would wait longer)
             if engine.pending_write(rollout) is None:
                 self.store.schedule(rollout.id, causes.idle_next_tick(rollout, now, self.min_window, self.metrics_lag))
 
-    def _carry_out(self, rollout: Rollout, token: int, report: TickReport) -> Rollout:
-        """Make the cluster match the rollout: its final write, or its intended weight if unconfirmed.
+    def _carry_out(self, rollout: Rollout, action: causes.TrafficAction, token: int, report: TickReport) -> Rollout:
+        """Carry out the engine's traffic action on the saved rollout.
 
-        The needed write is derived from the rollout itself (intended weight vs the weight the
-        router last confirmed), so a write that failed transiently is simply repeated next tick.
+        A step's weight is recorded as applied once the router confirms it; a final write
+        (promotion, rollback) is confirmed with `TrafficApplied`. A write that failed for now is
+        repeated at the next tick (`causes.write_needed`).
         """
-        final = engine.pending_write(rollout)
         try:
-            if final is not None:
-                split = SetTraffic(stable=0, canary=100) if isinstance(final, Promote) else SetTraffic(100, 0)
-                self._write(rollout, token, split, report)
-                return self._confirm(rollout.with_applied(split.canary), token)
-            if rollout.phase in causes.WRITING and rollout.applied_canary_weight != rollout.canary_weight:
-                split = SetTraffic(stable=rollout.stable_weight, canary=rollout.canary_weight)
-                self._write(rollout, token, split, report)
-                return self._record_applied(rollout, token, split.canary)
+            if isinstance(action, SetTraffic):
+                self._write(rollout, token, action, report)
+                return self._record_applied(rollout, token, action.canary)
+            split = SetTraffic(stable=0, canary=100) if isinstance(action, Promote) else SetTraffic(100, 0)
+            self._write(rollout, token, split, report)
+            return self._confirm(rollout.with_applied(split.canary), token)
         except FencedOut as exc:
             report.count(dropped=1)
             log.info("%s: %s", rollout.id, exc)
@@ -417,18 +422,24 @@ class Runner:
             if rollout is None:
                 log.warning("%s: rollout gone, dropping %s by %s", command.rollout_id, command.kind, command.actor)
                 return None, _CommandOutcome.REFUSED
+            action: causes.TrafficAction | None = None
             if not command.applied:
                 decided = self._decide_command(rollout, command, token)
                 if isinstance(decided, _CommandOutcome):  # refused, or applied by a worker that took it over
                     return rollout, decided
-                rollout = decided
-            carried = self._carry_out(rollout, token, TickReport()) if causes.needs_write(rollout) else rollout
+                rollout, action = decided
+            # The decision's own write, or (applied by a worker that died before writing) the one still lacking.
+            action = action or causes.write_needed(rollout)
+            carried = self._carry_out(rollout, action, token, TickReport()) if action else rollout
             return carried, _CommandOutcome.RETRY if causes.needs_write(carried) else _CommandOutcome.DONE
         finally:
             self.store.release_leases([command.rollout_id], self.owner)
 
-    def _decide_command(self, rollout: Rollout, command: Command, token: int) -> Rollout | _CommandOutcome:
-        """The command's decision, saved with it marked applied; REFUSED, or LEFT when applied elsewhere."""
+    def _decide_command(
+        self, rollout: Rollout, command: Command, token: int
+    ) -> tuple[Rollout, causes.TrafficAction | None] | _CommandOutcome:
+        """The command's decision, saved with it marked applied, and its write; REFUSED, or LEFT
+        when applied elsewhere."""
         for _ in range(5):  # a tick that saved just before our token may have bumped the version
             now = self.clock()
             event = MANUAL_EVENTS[command.kind](command.actor, command.reason)
@@ -448,7 +459,7 @@ class Runner:
                 command=command.id,
             )
             if result is SaveResult.OK:
-                return saved
+                return saved, causes.traffic_action(decision.actions)
             if result is SaveResult.STALE_TOKEN:
                 raise FencedOut(f"rollout {rollout.id} was taken over by a newer command")
             if result is SaveResult.STALE_COMMAND:

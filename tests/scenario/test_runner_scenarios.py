@@ -14,7 +14,7 @@ import pytest
 import respx
 
 from policies import NotificationKind, NotificationTarget, load_policy
-from rollouts import ManualActionKind, Phase, Rollout
+from rollouts import ManualActionKind, Phase, Rollout, SetTraffic
 from rollouts.log import LogEntry
 from tests.factories import T0
 from tests.fakes import Clock, FakeCluster, FakeMetrics
@@ -240,7 +240,7 @@ def test_a_stale_worker_cannot_write_after_an_abort(world: World) -> None:
     writes = list(world.cluster.writes)
     rollout = world.get(rollout_id)
     wanted = rollout.model_copy(update={"phase": Phase.PROGRESSING, "canary_weight": 50, "applied_canary_weight": 25})
-    world.runner._carry_out(wanted, stale, TickReport())
+    world.runner._carry_out(wanted, SetTraffic(stable=50, canary=50), stale, TickReport())
     assert world.cluster.writes == writes  # fenced out: nothing written after the abort
     assert world.cluster.current_split(NS, "race") == {"race-00001": 100, "race-00002": 0}
 

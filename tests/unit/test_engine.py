@@ -75,7 +75,7 @@ def test_good_canary_promotes_through_every_step() -> None:
     splits = [(current.stable_weight, current.canary_weight)]
     while current.phase is Phase.PROGRESSING:
         now += FAST.interval
-        decision = decide(current, verdict(Outcome.PASS, 40), FAST, now)
+        decision = decide(current, verdict(Outcome.PASS, 40), now)
         splits += [(t.stable, t.canary) for t in traffic(decision)]
         current = decision.rollout
     assert splits == [(95, 5), (90, 10), (75, 25), (50, 50)]
@@ -90,7 +90,7 @@ def test_good_canary_promotes_through_every_step() -> None:
 
 def test_a_step_waits_for_its_minimum_duration_even_with_plenty_of_traffic() -> None:
     current = progressing()
-    decision = decide(current, verdict(Outcome.PASS, 10_000), FAST, T0 + seconds(29))
+    decision = decide(current, verdict(Outcome.PASS, 10_000), T0 + seconds(29))
     assert decision.rollout.step_index == 0
     assert traffic(decision) == []
     assert "29s of 30s" in decision.rollout.reason
@@ -98,18 +98,18 @@ def test_a_step_waits_for_its_minimum_duration_even_with_plenty_of_traffic() -> 
 
 def test_inconclusive_never_advances_a_step() -> None:
     current = progressing()
-    current = decide(current, verdict(Outcome.PASS, 200), FAST, T0 + seconds(20)).rollout
-    decision = decide(current, verdict(Outcome.INCONCLUSIVE, 0), FAST, T0 + seconds(40))
+    current = decide(current, verdict(Outcome.PASS, 200), T0 + seconds(20)).rollout
+    decision = decide(current, verdict(Outcome.INCONCLUSIVE, 0), T0 + seconds(40))
     assert decision.rollout.step_index == 0
     assert decision.rollout.checks.inconclusive == 1
     assert "waiting for a conclusive check" in decision.rollout.reason
-    advanced = decide(decision.rollout, verdict(Outcome.PASS, 5), FAST, T0 + seconds(50))
+    advanced = decide(decision.rollout, verdict(Outcome.PASS, 5), T0 + seconds(50))
     assert advanced.rollout.step_index == 1
 
 
 def test_fail_rolls_back_with_the_verdict_sentence() -> None:
     sentence = "canary 5xx 2.1 % vs stable 0.4 % over 3,120 requests; evidence 142 >= 100"
-    decision = decide(progressing(), verdict(Outcome.FAIL, 300, sentence), FAST, T0 + seconds(10))
+    decision = decide(progressing(), verdict(Outcome.FAIL, 300, sentence), T0 + seconds(10))
     assert decision.rollout.phase is Phase.ROLLING_BACK
     assert decision.rollout.canary_weight == 0
     assert decision.actions[0] == Rollback(sentence)
@@ -123,7 +123,7 @@ def test_fail_rolls_back_with_the_verdict_sentence() -> None:
 def test_metrics_error_holds_and_never_promotes() -> None:
     current = progressing()
     for tick in range(1, 30):
-        decision = decide(current, verdict(Outcome.ERROR, 0, "prometheus unreachable"), FAST, T0 + seconds(10 * tick))
+        decision = decide(current, verdict(Outcome.ERROR, 0, "prometheus unreachable"), T0 + seconds(10 * tick))
         assert traffic(decision) == [] and decision.rollout.phase is Phase.PROGRESSING
         current = decision.rollout
     assert current.checks.errored == 29
@@ -134,10 +134,10 @@ def test_metrics_error_holds_and_never_promotes() -> None:
 def test_insufficient_traffic_rolls_back_after_the_grace_period() -> None:
     current = progressing()
     for tick in range(1, 6):  # 50 s: 30 s of step plus 20 s of grace, still waiting
-        current = decide(current, verdict(Outcome.PASS, 5), FAST, T0 + seconds(10 * tick)).rollout
+        current = decide(current, verdict(Outcome.PASS, 5), T0 + seconds(10 * tick)).rollout
     assert current.phase is Phase.PROGRESSING
     assert current.reason.startswith("insufficient traffic: canary served 25 of 100")
-    decision = decide(current, verdict(Outcome.PASS, 5), FAST, T0 + seconds(60))
+    decision = decide(current, verdict(Outcome.PASS, 5), T0 + seconds(60))
     assert decision.rollout.phase is Phase.ROLLING_BACK
     assert "insufficient traffic" in decision.rollout.reason
 
@@ -146,10 +146,10 @@ def test_insufficient_traffic_holds_when_the_policy_says_so_and_advances_once_tr
     holding = policy(**{**FAST.model_dump(mode="json", exclude={"name"}), "on_insufficient_traffic": "hold"})
     current = handle(handle(rollout(holding), Begin(), T0).rollout, CanaryReady(), T0).rollout
     for tick in range(1, 60):
-        current = decide(current, verdict(Outcome.PASS, 1), holding, T0 + seconds(10 * tick)).rollout
+        current = decide(current, verdict(Outcome.PASS, 1), T0 + seconds(10 * tick)).rollout
         assert current.phase is Phase.PROGRESSING and current.step_index == 0
     assert "holding (policy: hold)" in current.reason
-    advanced = decide(current, verdict(Outcome.PASS, 100), holding, T0 + seconds(600))
+    advanced = decide(current, verdict(Outcome.PASS, 100), T0 + seconds(600))
     assert advanced.rollout.step_index == 1
 
 
@@ -179,7 +179,7 @@ def test_abort_records_the_actor_and_ends_aborted_with_stable_at_100() -> None:
 
 
 def test_abort_during_a_rollback_ends_aborted() -> None:
-    rolling = decide(progressing(), verdict(Outcome.FAIL), FAST, T0 + seconds(10)).rollout
+    rolling = decide(progressing(), verdict(Outcome.FAIL), T0 + seconds(10)).rollout
     aborted = abort(rolling, "bob", "", T0 + seconds(11)).rollout
     assert aborted.reason == "aborted by bob"
     assert handle(aborted, TrafficApplied(), T0 + seconds(12)).rollout.phase is Phase.ABORTED
@@ -188,21 +188,21 @@ def test_abort_during_a_rollback_ends_aborted() -> None:
 def test_pause_holds_the_weight_but_a_failure_still_rolls_back() -> None:
     paused = pause(progressing(), "carol", "investigating", T0 + seconds(5)).rollout
     for tick in range(1, 10):
-        decision = decide(paused, verdict(Outcome.PASS, 500), FAST, T0 + seconds(10 * tick))
+        decision = decide(paused, verdict(Outcome.PASS, 500), T0 + seconds(10 * tick))
         assert traffic(decision) == [] and decision.rollout.phase is Phase.PAUSED
         paused = decision.rollout
     assert paused.reason == "paused by carol: investigating"
-    failed = decide(paused, verdict(Outcome.FAIL, 500), FAST, T0 + seconds(100))
+    failed = decide(paused, verdict(Outcome.FAIL, 500), T0 + seconds(100))
     assert failed.rollout.phase is Phase.ROLLING_BACK
 
 
 def test_resume_continues_the_step_where_it_was() -> None:
     paused = pause(progressing(), "carol", "", T0 + seconds(5)).rollout
-    paused = decide(paused, verdict(Outcome.PASS, 500), FAST, T0 + seconds(40)).rollout
+    paused = decide(paused, verdict(Outcome.PASS, 500), T0 + seconds(40)).rollout
     resumed = resume(paused, "carol", "looks fine", T0 + seconds(45))
     assert resumed.rollout.phase is Phase.PROGRESSING
     assert resumed.next_tick == T0 + seconds(45)
-    advanced = decide(resumed.rollout, verdict(Outcome.PASS, 10), FAST, T0 + seconds(46))
+    advanced = decide(resumed.rollout, verdict(Outcome.PASS, 10), T0 + seconds(46))
     assert advanced.rollout.step_index == 1  # the paused time at 5 % counted toward the step
 
 
@@ -227,28 +227,27 @@ def test_promote_now_refuses_a_canary_that_is_not_ready_yet() -> None:
         promote_now(initializing, "erin", "", T0)
 
 
-def test_decide_uses_the_policy_it_is_given() -> None:
-    current = progressing()
+def test_decide_takes_the_policy_from_the_rollout() -> None:
     slower = policy(**{**FAST.model_dump(mode="json", exclude={"name"}), "step_min_duration": "5m"})
-    decision = decide(current, verdict(Outcome.PASS, 1000), slower, T0 + seconds(60))
-    assert decision.rollout.step_index == 0
+    current = progressing()
+    assert decide(current, verdict(Outcome.PASS, 1000), T0 + seconds(60)).rollout.step_index == 1
+    held = decide(current.model_copy(update={"policy": slower}), verdict(Outcome.PASS, 1000), T0 + seconds(60))
+    assert held.rollout.step_index == 0
 
 
 def test_pending_write_is_none_outside_the_final_phases() -> None:
     assert pending_write(progressing()) is None
-    rolling = decide(progressing(), verdict(Outcome.FAIL, 1, "x"), FAST, T0).rollout
+    rolling = decide(progressing(), verdict(Outcome.FAIL, 1, "x"), T0).rollout
     assert pending_write(rolling) == Rollback("x")
 
 
 def test_every_non_terminal_decision_schedules_a_tick() -> None:
-    decision = decide(progressing(), verdict(Outcome.PASS, 1), FAST, T0 + seconds(10))
+    decision = decide(progressing(), verdict(Outcome.PASS, 1), T0 + seconds(10))
     assert [a for a in decision.actions if isinstance(a, ScheduleTick)] == [ScheduleTick(T0 + seconds(20))]
 
 
 def test_each_judged_verdict_records_its_evidence_and_an_error_keeps_the_last() -> None:
-    judged = decide(
-        progressing(), verdict(Outcome.PASS, 200).model_copy(update={"evidence": 42.5}), FAST, T0 + seconds(10)
-    )
+    judged = decide(progressing(), verdict(Outcome.PASS, 200).model_copy(update={"evidence": 42.5}), T0 + seconds(10))
     assert judged.rollout.evidence == 42.5
-    held = decide(judged.rollout, verdict(Outcome.ERROR, 0, "prometheus unreachable"), FAST, T0 + seconds(20))
+    held = decide(judged.rollout, verdict(Outcome.ERROR, 0, "prometheus unreachable"), T0 + seconds(20))
     assert held.rollout.evidence == 42.5  # no new data, no new evidence
