@@ -9,6 +9,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY rollouts/ rollouts/
 COPY policies/ policies/
 COPY analyzer/ analyzer/
+COPY adapters/ adapters/
 COPY workers/ workers/
 COPY api/ api/
 COPY sandbox/ sandbox/

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from analyzer.counts import RevisionRef
-from analyzer.prometheus import PrometheusMetrics, PrometheusSettings
+from adapters.prometheus import PrometheusMetrics, PrometheusSettings
 from analyzer.replay import ReplayResult, TraceError, TraceInterval, parse_trace, replay, trace_record
 from policies import InvalidPolicy, Policy, load_policy, parse_duration
+from rollouts.counts import RevisionRef
 from rollouts.errors import AutocanaryError, ValidationError
 from rollouts.names import require_dns1123_label
 from rollouts.verdict import Outcome

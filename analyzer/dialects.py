@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analyzer.counts import RevisionCounts, RevisionRef
 from policies import Dialect
+from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.names import require_dns1123_label
 
 

@@ -7,8 +7,8 @@ window of 3 requests with one error says nothing about a 99 % success rate. Pure
 
 from __future__ import annotations
 
-from analyzer.counts import RevisionCounts
 from policies import Guardrails
+from rollouts.counts import RevisionCounts
 from rollouts.verdict import Check, Outcome
 
 

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from analyzer.counts import RevisionCounts
 from analyzer.dialects import queries_for
 from analyzer.verdict import AnalysisState, judge
 from policies import Dialect, Policy
+from rollouts.counts import RevisionCounts
 from rollouts.verdict import Outcome, Verdict
 
 

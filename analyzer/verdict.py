@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from analyzer.counts import RevisionCounts
 from analyzer.eprocess import EProcess, combined_log_value
 from analyzer.guardrails import check_guardrails
 from policies import LatencyBoundaries, Policy
+from rollouts.counts import RevisionCounts
 from rollouts.verdict import Check, Outcome, Verdict
 
 MIN_REQUESTS_FOR_BOUNDARIES = 20

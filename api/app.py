@@ -2,7 +2,7 @@
 
 Routes are versioned under `/v1`; every error is JSON `{"error", "message", "field"}` from one
 handler, never a traceback. Dependencies that reach outside the process (the store, the cluster
-through a `TrafficRouter`, the task queue, readiness probes) are passed in, so the API's own
+through the `Backends` of each target kind, the task queue, readiness probes) are passed in, so the API's own
 layer imports only the domain and the store; `api.main` wires the real ones.
 """
 
@@ -53,9 +53,9 @@ from rollouts import engine
 from rollouts.errors import InvalidTransition, PermanentError, TransientError, ValidationError
 from rollouts.events import Abort, Pause, PromoteNow, Resume
 from rollouts.log import LogEntry
-from rollouts.model import ManualActionKind, Rollout
+from rollouts.model import TARGET_KIND, ManualActionKind, Rollout
 from rollouts.phase import Phase
-from rollouts.ports import TrafficRouter
+from rollouts.ports import Backends, Target
 from workers.store import ActiveRolloutExists, IdempotencyMismatch, RolloutStore, body_hash
 
 log = logging.getLogger("autocanary.api")
@@ -74,7 +74,8 @@ Enqueue = Callable[[str, list[Any]], None]
 @dataclass(frozen=True)
 class Dependencies:
     store: RolloutStore
-    router: TrafficRouter
+    backends: Backends
+    """The target, router and event recorder of each target kind (the API reads targets only)."""
     enqueue: Enqueue
     probes: Mapping[str, Callable[[], bool]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -149,7 +150,7 @@ def _rollouts(deps: Dependencies, settings: ApiSettings) -> APIRouter:
         _refuse_unencodable(body.model_dump(mode="python"))
         policy = _policy(body, deps.site_policies)
         _check_notifications(body, policy, deps, egress)
-        stable, canary = _revisions(deps.router, body)
+        stable, canary = _revisions(deps.backends.of(TARGET_KIND).target, body)
         now = deps.clock()
         rollout = Rollout.new(
             id=uuid.uuid4().hex[:12],
@@ -362,13 +363,13 @@ def _check_notifications(body: RolloutCreate, policy: Policy, deps: Dependencies
             raise ValidationError.single(f"policy_overrides.notifications[{index}].url", problem)
 
 
-def _revisions(router: TrafficRouter, body: RolloutCreate) -> tuple[str, str]:
+def _revisions(target: Target, body: RolloutCreate) -> tuple[str, str]:
     where = f"{body.namespace}/{body.service}"
     try:
-        state = router.get_service(body.namespace, body.service)
+        state = target.get(body.namespace, body.service)
     except PermanentError as exc:
         raise ApiError(404, "not_found", f"service {where} not found", "service") from exc
-    canary = body.canary_revision or state.latest_created_revision
+    canary = body.canary_revision or state.newest_version
     if not canary:
         raise ApiError(422, "validation_error", f"service {where} has no revision yet", "canary_revision")
     stable = body.stable_revision or next((rev for rev, pct in state.split.items() if pct == 100), None)
@@ -384,7 +385,7 @@ def _revisions(router: TrafficRouter, body: RolloutCreate) -> tuple[str, str]:
         raise ApiError(422, "validation_error", f"canary and stable are both {canary}", "canary_revision")
     for field, revision in (("stable_revision", stable), ("canary_revision", canary)):
         try:
-            router.get_revision(body.namespace, revision)
+            target.version(body.namespace, revision)
         except PermanentError as exc:
             raise ApiError(404, "not_found", f"revision {revision} not found in {body.namespace}", field) from exc
     return stable, canary

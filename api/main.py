@@ -1,6 +1,6 @@
 """The API process: builds the real dependencies from settings (`uvicorn api.main:app`).
 
-This is the composition root of the API: the only place it meets the Kubernetes adapter, the
+This is the composition root of the API: the only place it meets the Kubernetes adapters, the
 Prometheus adapter and Celery, so `api.app` itself stays on the domain and the store.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 from celery import Celery
 from fastapi import FastAPI
 
-from analyzer.prometheus import PrometheusMetrics, PrometheusSettings
+from adapters.factory import kubernetes_backends
+from adapters.kubernetes.api import KubernetesApi
+from adapters.prometheus import PrometheusMetrics, PrometheusSettings
 from api.app import Dependencies, create_app
 from api.settings import ApiSettings
 from api.site_policies import SitePolicyError, read_site_policies
 from policies import EgressRules
 from workers.dns import resolve
-from workers.knative import KnativeRouter
 from workers.store import RolloutStore
 
 
@@ -27,15 +28,16 @@ def build(settings: ApiSettings | None = None) -> FastAPI:
     except (SitePolicyError, ValueError) as exc:
         raise SystemExit(f"autocanary api: {exc}") from exc  # one clear line in the pod's log, no traceback
     store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
-    router = KnativeRouter.from_kubeconfig(settings.kubeconfig, settings.kube_context, settle_timeout=5.0)
+    kubernetes = KubernetesApi.from_kubeconfig(settings.kubeconfig, settings.kube_context)
     prometheus = PrometheusMetrics(PrometheusSettings(settings.prometheus_url, timeout=2.0, retries=0))
     celery = Celery("autocanary-api", broker=settings.redis_url)
 
     def enqueue(task: str, args: list[object]) -> None:
         celery.send_task(task, args=args, queue="control")
 
-    probes = {"redis": store.ping, "prometheus": prometheus.ready, "kubernetes": router.ready}
-    deps = Dependencies(store, router, enqueue, probes, site_policies=site_policies, resolve=resolve)
+    probes = {"redis": store.ping, "prometheus": prometheus.ready, "kubernetes": kubernetes.ready}
+    backends = kubernetes_backends(kubernetes, settle_timeout=5.0)
+    deps = Dependencies(store, backends, enqueue, probes, site_policies=site_policies, resolve=resolve)
     return create_app(settings, deps)
 
 

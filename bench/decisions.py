@@ -32,10 +32,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
 
-from analyzer.counts import RevisionCounts
 from analyzer.verdict import AnalysisState, choose_boundaries, judge
 from bench.results import write_section
 from policies import Policy, load_policy
+from rollouts.counts import RevisionCounts
 from rollouts.verdict import Outcome
 from sandbox.metrics import OPENCENSUS_BUCKETS_MS
 

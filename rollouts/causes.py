@@ -33,7 +33,7 @@ from rollouts.events import (
 from rollouts.log import LogEntry, Notice
 from rollouts.model import Rollout
 from rollouts.phase import Phase
-from rollouts.ports import RevisionState, ServiceState
+from rollouts.ports import TargetState, VersionState
 from rollouts.verdict import Outcome, Verdict
 
 WRITING = (Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED)
@@ -52,7 +52,7 @@ GAP_AFTER_OUTAGE = Verdict(
 # --- the cluster ------------------------------------------------------------------------------
 
 
-def cluster_event(rollout: Rollout, state: ServiceState | None) -> Event | None:
+def cluster_event(rollout: Rollout, state: TargetState | None) -> Event | None:
     """What the cluster says about this rollout before any metric is read.
 
     None: nothing from the cluster; an initializing rollout then needs its canary's readiness
@@ -72,7 +72,7 @@ def cluster_event(rollout: Rollout, state: ServiceState | None) -> Event | None:
     return None
 
 
-def readiness(rollout: Rollout, state: ServiceState, canary: RevisionState) -> CanaryReady | CanaryNotReady:
+def readiness(rollout: Rollout, state: TargetState, canary: VersionState) -> CanaryReady | CanaryNotReady:
     """An initializing rollout is ready once its canary is Ready and the pinned split is observed."""
     pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
     if canary.is_ready and state.observed and pinned is not None and rollout.applied_canary_weight is not None:
@@ -92,14 +92,14 @@ def watches_foreign_changes(rollout: Rollout) -> bool:
     return rollout.applied_canary_weight is not None and rollout.phase is not Phase.ROLLING_BACK
 
 
-def foreign_change(rollout: Rollout, state: ServiceState) -> str | None:
+def foreign_change(rollout: Rollout, state: TargetState) -> str | None:
     """What someone else changed on the Service, or None when it is as autocanary left it."""
-    if state.latest_created_revision not in (None, rollout.stable_revision, rollout.canary_revision):
-        return f"revision {state.latest_created_revision} was created"
+    if state.newest_version not in (None, rollout.stable_revision, rollout.canary_revision):
+        return f"revision {state.newest_version} was created"
     pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
     if pinned is None:
         described = ", ".join(
-            f"{t.revision or 'latest'}{' (latestRevision)' if t.latest else ''} {t.percent} %"
+            f"{t.version or 'latest'}{' (latestRevision)' if t.latest else ''} {t.percent} %"
             for t in state.spec_traffic
         )
         return f"spec.traffic was edited to {described}"

@@ -7,10 +7,13 @@
     │                       write nothing more
     ├── PermanentError      retrying cannot help (service deleted, request rejected by admission,
     │   │                   malformed query): end the rollout `failed` or `rolled_back` with the message
-    │   └── ForeignChange   someone else changed what autocanary steers (found on a read in the
-    │                       write path): end `superseded`, write nothing
+    │   ├── ForeignChange   someone else changed what autocanary steers (found on a read in the
+    │   │                   write path): end `superseded`, write nothing
+    │   └── UnknownTargetKind  a rollout's target kind has no backends in this installation
     ├── InvalidTransition   the command is not allowed in the rollout's phase (abort of a finished
     │                       rollout, promote before the canary is Ready): report the phase, change nothing
+    ├── ActiveRolloutExists the service already has an active rollout: 409, naming it
+    ├── IdempotencyMismatch an idempotency key was used before with another request body: 422
     └── ValidationError     bad input from a user: names every field and why, changes nothing
 
 Adapters turn library exceptions into these with `raise ... from exc`, adding what they were doing.
@@ -49,6 +52,10 @@ class ForeignChange(PermanentError):
         super().__init__(what)
 
 
+class UnknownTargetKind(PermanentError):
+    """A rollout names a target kind this installation has no backends for."""
+
+
 class InvalidTransition(AutocanaryError):
     """An event or command that the rollout's current phase does not allow."""
 
@@ -81,3 +88,19 @@ class ValidationError(AutocanaryError):
             for p in error.problems
         ]
         return cls(problems)
+
+
+class ActiveRolloutExists(AutocanaryError):
+    """The service already has an active rollout."""
+
+    def __init__(self, namespace: str, service: str, rollout_id: str) -> None:
+        self.rollout_id = rollout_id
+        super().__init__(f"{namespace}/{service} already has an active rollout: {rollout_id}")
+
+
+class IdempotencyMismatch(AutocanaryError):
+    """The idempotency key was used before with a different request body."""
+
+    def __init__(self, key: str, rollout_id: str) -> None:
+        self.rollout_id = rollout_id
+        super().__init__(f"idempotency key {key!r} was used for another request (rollout {rollout_id})")

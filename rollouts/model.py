@@ -17,7 +17,11 @@ from policies import FieldProblem, Policy
 from rollouts.errors import ValidationError
 from rollouts.names import dns1123_label_problem
 from rollouts.phase import TERMINAL_PHASES, Phase
+from rollouts.ports import TargetRef
 from rollouts.verdict import Outcome
+
+TARGET_KIND = "knative"
+"""The kind of every rollout's target until rollouts name theirs (Istio, Gateway API)."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
@@ -151,6 +155,11 @@ class Rollout(BaseModel):
             updated_at=now,
             phase_entered_at=now,
         )
+
+    @property
+    def target(self) -> TargetRef:
+        """What this rollout moves traffic on (a Knative Service and two of its revisions)."""
+        return TargetRef(TARGET_KIND, self.namespace, self.service, self.stable_revision, self.canary_revision)
 
     @property
     def is_terminal(self) -> bool:

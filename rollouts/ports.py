@@ -1,30 +1,88 @@
-"""The narrow interfaces the runner needs from the outside world, and the values they return.
+"""The ports: the narrow interfaces between the pure core and the outside world, and their values.
 
-How traffic is split is one of the three things that vary independently (style.md): Knative
-now (`workers.knative.KnativeRouter`), Istio later. The runner and the scenario tests' fakes
-both speak this protocol; the values are plain and frozen so the engine's side stays pure.
+Three things vary independently (design.md, "Three axes"), each behind one protocol here:
+
+- `Target`: what is rolled out and how it is observed (a Knative Service and its revisions;
+  two Deployments behind an Istio host next): does the object and each version exist, is the
+  canary ready, what is live. Whether someone else changed it is a pure rule over what it
+  shows (`rollouts.causes.foreign_change`).
+- `Router`: how traffic is split, after Argo Rollouts' `TrafficRoutingReconciler`: set the
+  weights, set a request-match route, verify what is live, remove what it manages.
+- `MetricsProvider`: per-version request counts, errors and latency buckets for a batch of
+  versions over one window.
+
+Beside them: `EventRecorder` (Kubernetes Events on the routed object). A factory
+(`adapters.factory`) picks the target and router of each rollout from its target's kind, so one
+installation rolls out Knative Services and Istio-routed Deployments side by side. The values
+are plain and frozen, so the engine's side stays pure; the tests' fakes speak the same protocols.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
+from policies import Dialect
 from rollouts.actions import SetTraffic
+from rollouts.counts import RevisionCounts, RevisionRef
+from rollouts.errors import TransientError, UnknownTargetKind
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """What one rollout moves traffic on: the routed object of a kind, and its two versions.
+
+    Knative: the Service and two revisions. Istio (next): the VirtualService and two subsets.
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    stable: str
+    canary: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class RequestMatch:
+    """Requests that reach the canary whatever the weights: a header, cookie, URI or query
+    parameter compared `exact`ly, by `prefix` or by `regex` (or a Knative tag)."""
+
+    field: str
+    """`header`, `cookie`, `uri`, `query` or `tag`."""
+    value: str
+    name: str = ""
+    """The header, cookie or query parameter (empty for `uri` and `tag`)."""
+    how: str = "exact"
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """How traffic should be split: the weights, plus the requests that reach the canary first."""
+
+    weights: SetTraffic
+    matches: tuple[RequestMatch, ...] = ()
 
 
 @dataclass(frozen=True)
 class TrafficTarget:
-    revision: str
+    """One entry of a split: a version by name (or a floating `latest`) with its percent."""
+
+    version: str
     percent: int
     latest: bool = False
     tag: str | None = None
 
 
 @dataclass(frozen=True)
-class ServiceState:
-    """What the router saw of a Service: its intent (spec) and what is live (status)."""
+class TargetState:
+    """What the target shows of the routed object: its intended split (spec), what is live
+    (status), and the newest version someone created (Knative's latest created revision)."""
 
     namespace: str
     name: str
@@ -33,10 +91,10 @@ class ServiceState:
     resource_version: str
     spec_traffic: tuple[TrafficTarget, ...]
     status_traffic: tuple[TrafficTarget, ...]
-    latest_created_revision: str | None
-    latest_ready_revision: str | None
+    newest_version: str | None
+    newest_ready_version: str | None
     ready: str
-    """The Service's Ready condition: "True", "False" or "Unknown"."""
+    """The object's Ready condition: "True", "False" or "Unknown"."""
     routes_reason: str = ""
     routes_message: str = ""
 
@@ -48,13 +106,13 @@ class ServiceState:
     @property
     def split(self) -> dict[str, int]:
         """Live percent per revision (one revision may appear in several targets)."""
-        return sum_by_revision(self.status_traffic)
+        return sum_by_version(self.status_traffic)
 
     def pinned(self, stable: str, canary: str) -> dict[str, int] | None:
         """The spec's split when it pins exactly these two revisions by name, else None."""
         if any(target.latest for target in self.spec_traffic):
             return None
-        split = sum_by_revision(self.spec_traffic)
+        split = sum_by_version(self.spec_traffic)
         return split if set(split) <= {stable, canary} else None
 
     def is_live(self, weights: SetTraffic, stable: str, canary: str) -> bool:
@@ -67,11 +125,13 @@ class ServiceState:
 
 
 @dataclass(frozen=True)
-class RevisionState:
+class VersionState:
+    """One version (a Knative revision, a subset's Deployment) and whether it can serve."""
+
     namespace: str
     name: str
     ready: str
-    """The Revision's Ready condition: "True", "False" or "Unknown"."""
+    """Its Ready condition: "True", "False" or "Unknown"."""
     reason: str = ""
     message: str = ""
 
@@ -80,39 +140,103 @@ class RevisionState:
         return self.ready == "True"
 
 
-def sum_by_revision(targets: tuple[TrafficTarget, ...]) -> dict[str, int]:
+def sum_by_version(targets: tuple[TrafficTarget, ...]) -> dict[str, int]:
     split: dict[str, int] = {}
     for target in targets:
-        split[target.revision] = split.get(target.revision, 0) + target.percent
+        split[target.version] = split.get(target.version, 0) + target.percent
     return split
 
 
-WriteGuard = Callable[[ServiceState], None]
+WriteGuard = Callable[[TargetState], None]
 """Asked with every read of the write path (the first and each after a 409), before the write
 conditioned on it: raises `FencedOut` when the caller lost the rollout, `ForeignChange` when
 the Service is no longer as autocanary left it; returning means the write may go out."""
 
 
-class TrafficRouter(Protocol):
-    """Moves traffic between two revisions of one service."""
+Observation = TargetState | None | TransientError
+"""What `Target.observe` found for one rollout: the object's state, None when it is gone, or the
+error that kept the target from looking (the rollout is looked at again at its next tick)."""
 
-    def get_service(self, namespace: str, service: str) -> ServiceState: ...
 
-    def current_split(self, namespace: str, service: str) -> Mapping[str, int]: ...
+class Target(Protocol):
+    """What is rolled out and how it is observed."""
 
-    def list_services(self, namespace: str) -> Mapping[str, ServiceState]: ...
-
-    def get_revision(self, namespace: str, revision: str) -> RevisionState: ...
-
-    def set_split(
-        self,
-        namespace: str,
-        service: str,
-        stable: str,
-        canary: str,
-        weights: SetTraffic,
-        guard: WriteGuard | None = None,
-    ) -> ServiceState:
-        """Write the split; `guard` sees the Service as read before each conditional write and
-        stops the write by raising (`FencedOut`, `ForeignChange`)."""
+    def get(self, namespace: str, name: str) -> TargetState:
+        """The routed object; `PermanentError` when it does not exist."""
         ...
+
+    def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
+        """The objects of a batch of rollouts, read in as few requests as the backend allows."""
+        ...
+
+    def version(self, namespace: str, version: str) -> VersionState:
+        """Whether one version can serve; `PermanentError` when it does not exist."""
+        ...
+
+
+class Router(Protocol):
+    """How traffic is split between the two versions of one target.
+
+    Every write reads the object, shows what it read to `guard` (which stops the write by
+    raising `FencedOut` or `ForeignChange`), and writes conditioned on that read.
+    """
+
+    def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
+        """Pin both versions with these weights; the state once the backend has taken them."""
+        ...
+
+    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
+        """Send the plan's matching requests to the canary and the rest by its weights."""
+        ...
+
+    def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
+        """The plan is what is live."""
+        ...
+
+    def remove_managed_routes(self, ref: TargetRef, guard: WriteGuard | None = None) -> None:
+        """Take out every route this router added for the rollout (match routes, tags)."""
+        ...
+
+
+class MetricsProvider(Protocol):
+    """Per-version counts of a batch of versions over the window that ends at `at`."""
+
+    def fetch(
+        self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
+    ) -> Mapping[RevisionRef, RevisionCounts]: ...
+
+
+class EventRecorder(Protocol):
+    """Kubernetes Events on the routed object, so `kubectl describe` lists the transitions."""
+
+    def record_event(self, namespace: str, name: str, *, reason: str, message: str, warning: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class KindBackends:
+    """The target, router and event recorder that serve one target kind."""
+
+    target: Target
+    router: Router
+    events: EventRecorder
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Every target kind this installation serves, each with its backends (see `adapters.factory`).
+
+    The runner and the API look a rollout's backends up by `rollout.target.kind`, so one
+    installation serves several kinds side by side; tests build one from fakes.
+    """
+
+    kinds: Mapping[str, KindBackends]
+
+    def of(self, kind: str) -> KindBackends:
+        found = self.kinds.get(kind)
+        if found is None:
+            known = ", ".join(sorted(self.kinds)) or "none"
+            raise UnknownTargetKind(f"no backends for target kind {kind!r} (this installation serves: {known})")
+        return found
+
+    def events_of(self, kind: str) -> EventRecorder:
+        return self.of(kind).events

@@ -11,10 +11,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from analyzer.counts import RevisionCounts, RevisionRef
 from policies import Dialect
 from rollouts import PermanentError, SetTraffic, TransientError
-from rollouts.ports import RevisionState, ServiceState, TrafficTarget, WriteGuard, sum_by_revision
+from rollouts.counts import RevisionCounts, RevisionRef
+from rollouts.ports import (
+    Backends,
+    KindBackends,
+    Observation,
+    RoutePlan,
+    TargetRef,
+    TargetState,
+    TrafficTarget,
+    VersionState,
+    WriteGuard,
+    sum_by_version,
+)
 
 
 @dataclass
@@ -49,6 +60,8 @@ class FakeCluster:
     """(service, stable %, canary %) for every split autocanary wrote, in order."""
     failing_writes: int = 0
     unreachable: bool = False
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    """(namespace, name, reason) of every Kubernetes Event recorded."""
     before_write: Callable[[], None] | None = None
     """Runs once between the router's read and its conditional write (a racing writer)."""
 
@@ -69,13 +82,13 @@ class FakeCluster:
         self._route(service)
 
     def _route(self, service: FakeService) -> None:
-        if all(self.ready.get(t.revision, False) for t in service.spec if t.revision):
+        if all(self.ready.get(t.version, False) for t in service.spec if t.version):
             service.live = service.spec
 
-    def _state(self, service: FakeService) -> ServiceState:
+    def _state(self, service: FakeService) -> TargetState:
         self._route(service)
         waiting = service.live != service.spec
-        return ServiceState(
+        return TargetState(
             namespace=service.namespace,
             name=service.name,
             generation=service.generation,
@@ -83,49 +96,44 @@ class FakeCluster:
             resource_version=str(service.generation),
             spec_traffic=service.spec,
             status_traffic=service.live,
-            latest_created_revision=service.revisions[-1],
-            latest_ready_revision=next((r for r in reversed(service.revisions) if self.ready.get(r)), None),
+            newest_version=service.revisions[-1],
+            newest_ready_version=next((r for r in reversed(service.revisions) if self.ready.get(r)), None),
             ready="Unknown" if waiting else "True",
             routes_reason="RevisionMissing" if waiting else "",
         )
 
-    # --- TrafficRouter ---------------------------------------------------------------------------
+    # --- Target ---------------------------------------------------------------------------------
 
-    def list_services(self, namespace: str) -> dict[str, ServiceState]:
+    def get(self, namespace: str, name: str) -> TargetState:
         if self.unreachable:
             raise TransientError("Kubernetes API unreachable (fake)")
-        return {name: self._state(s) for (ns, name), s in self.services.items() if ns == namespace}
-
-    def get_service(self, namespace: str, service: str) -> ServiceState:
-        if self.unreachable:
-            raise TransientError("Kubernetes API unreachable (fake)")
-        found = self.services.get((namespace, service))
+        found = self.services.get((namespace, name))
         if found is None:
-            raise PermanentError(f'404 services.serving.knative.dev "{service}" not found')
+            raise PermanentError(f'404 services.serving.knative.dev "{name}" not found')
         return self._state(found)
 
+    def observe(self, refs: Sequence[TargetRef]) -> dict[TargetRef, Observation]:
+        if self.unreachable:
+            return dict.fromkeys(refs, TransientError("Kubernetes API unreachable (fake)"))
+        return {ref: self._state(s) if (s := self.services.get((ref.namespace, ref.name))) else None for ref in refs}
+
+    def version(self, namespace: str, version: str) -> VersionState:
+        if version not in self.ready:
+            raise PermanentError(f'404 revisions.serving.knative.dev "{version}" not found')
+        return VersionState(namespace, version, "True" if self.ready[version] else "Unknown")
+
     def current_split(self, namespace: str, service: str) -> dict[str, int]:
-        return self.get_service(namespace, service).split
+        """What the tests check: the live split of a service."""
+        return self.get(namespace, service).split
 
-    def get_revision(self, namespace: str, revision: str) -> RevisionState:
-        if revision not in self.ready:
-            raise PermanentError(f'404 revisions.serving.knative.dev "{revision}" not found')
-        return RevisionState(namespace, revision, "True" if self.ready[revision] else "Unknown")
+    # --- Router ---------------------------------------------------------------------------------
 
-    def set_split(
-        self,
-        namespace: str,
-        service: str,
-        stable: str,
-        canary: str,
-        weights: SetTraffic,
-        guard: WriteGuard | None = None,
-    ) -> ServiceState:
+    def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
         if self.unreachable:
             raise TransientError("Kubernetes API unreachable (fake)")
-        found = self.services.get((namespace, service))
+        found = self.services.get((ref.namespace, ref.name))
         if found is None:
-            raise PermanentError(f'404 services.serving.knative.dev "{service}" not found')
+            raise PermanentError(f'404 services.serving.knative.dev "{ref.name}" not found')
         for _ in range(2):  # like the real router: read, guard, conditional write, re-read on 409
             read_version = found.generation
             if guard is not None:
@@ -136,14 +144,34 @@ class FakeCluster:
             if found.generation == read_version:
                 break
         else:
-            raise TransientError(f"{namespace}/{service}: still conflicting (fake)")
+            raise TransientError(f"{ref.where}: still conflicting (fake)")
         if self.failing_writes:
             self.failing_writes -= 1
             raise TransientError("500 etcd timeout (fake)")
-        found.spec = (TrafficTarget(stable, weights.stable), TrafficTarget(canary, weights.canary))
+        found.spec = (TrafficTarget(ref.stable, weights.stable), TrafficTarget(ref.canary, weights.canary))
         found.generation += 1
-        self.writes.append((service, weights.stable, weights.canary))
+        self.writes.append((ref.name, weights.stable, weights.canary))
         return self._state(found)
+
+    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
+        if plan.matches:
+            raise PermanentError("match routes are not supported (fake)")
+        return self.set_weight(ref, plan.weights, guard)
+
+    def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
+        return self.get(ref.namespace, ref.name).is_live(plan.weights, ref.stable, ref.canary)
+
+    def remove_managed_routes(self, ref: TargetRef, guard: WriteGuard | None = None) -> None:
+        return None
+
+    # --- EventRecorder --------------------------------------------------------------------------
+
+    def record_event(self, namespace: str, name: str, *, reason: str, message: str, warning: bool) -> None:
+        self.events.append((namespace, name, reason))
+
+    def backends(self) -> Backends:
+        """This cluster as the backends of Knative targets, as `adapters.factory` builds the real ones."""
+        return Backends({"knative": KindBackends(target=self, router=self, events=self)})
 
 
 @dataclass
@@ -167,7 +195,7 @@ class FakeMetrics:
             service = next(
                 s for (ns, _), s in self.cluster.services.items() if ns == ref.namespace and ref.revision in s.revisions
             )
-            share = sum_by_revision(service.live).get(ref.revision, 0) / 100
+            share = sum_by_version(service.live).get(ref.revision, 0) / 100
             requests = 0 if self.blind else round(service.requests_per_second * share * window.total_seconds())
             counts[ref] = RevisionCounts.of(requests, round(requests * self.cluster.error_rate[ref.revision]))
         return counts

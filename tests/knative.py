@@ -8,6 +8,9 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 
+from adapters.factory import kubernetes_backends
+from adapters.kubernetes.api import KubernetesApi
+from rollouts.ports import KindBackends, TargetRef
 from sandbox.cluster import Endpoints
 
 GROUP, VERSION = "serving.knative.dev", "v1"
@@ -17,6 +20,15 @@ T = TypeVar("T")
 def custom_objects(endpoints: Endpoints) -> client.CustomObjectsApi:
     api_client = config.new_client_from_config(config_file=endpoints.kubeconfig)  # type: ignore[no-untyped-call]
     return client.CustomObjectsApi(api_client)
+
+
+def knative_backends(endpoints: Endpoints) -> KindBackends:
+    """The product's Knative target, router and event recorder, connected to the sandbox."""
+    return kubernetes_backends(KubernetesApi.from_kubeconfig(endpoints.kubeconfig)).of("knative")
+
+
+def pinned_pair(namespace: str, service: str, stable: str, canary: str) -> TargetRef:
+    return TargetRef("knative", namespace, service, stable, canary)
 
 
 def hello_service(name: str, target: str, **env: str) -> dict[str, Any]:

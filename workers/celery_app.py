@@ -24,12 +24,14 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from analyzer.prometheus import PrometheusMetrics
+from adapters.factory import kubernetes_backends
+from adapters.kubernetes.api import KubernetesApi
+from adapters.prometheus import PrometheusMetrics
 from policies import SECRET_ENV_PREFIX, EgressRules, NotificationKind, NotificationTarget
 from rollouts.errors import FencedOut, TransientError
+from rollouts.ports import Backends
 from workers.commands import start_heartbeat
 from workers.dns import resolve
-from workers.knative import KnativeRouter
 from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner
 from workers.settings import WorkerSettings
@@ -58,9 +60,11 @@ app.conf.update(
 )
 
 
-def _router() -> KnativeRouter:
-    return KnativeRouter.from_kubeconfig(
-        settings.kubeconfig, settings.kube_context, settle_timeout=settings.settle_timeout_seconds
+def _backends() -> Backends:
+    """The targets, routers and event recorders of every target kind, on one Kubernetes client."""
+    api = KubernetesApi.from_kubeconfig(settings.kubeconfig, settings.kube_context)
+    return kubernetes_backends(
+        api, settle_timeout=settings.settle_timeout_seconds, read_concurrency=settings.write_concurrency
     )
 
 
@@ -73,7 +77,7 @@ def runner() -> Runner:
     """One runner per worker process, built from the environment on first use, with its heartbeat."""
     built = Runner(
         RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
-        _router(),
+        _backends(),
         PrometheusMetrics(settings.prometheus()),
         owner=_owner(),
         lease_ms=int(settings.lease_seconds * 1000),
@@ -105,7 +109,7 @@ def relay() -> OutboxRelay:
     notifier = Notifier(
         defaults,
         secrets=secrets,
-        events=_router() if settings.kubernetes_events else None,
+        events=_backends().events_of if settings.kubernetes_events else None,
         egress=EgressRules.parse(settings.notify_allowed_hosts),
         resolve=resolve,
     )

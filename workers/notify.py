@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +29,7 @@ from policies import EgressRules, NotificationEvent, NotificationKind, Notificat
 from rollouts.actions import Notify
 from rollouts.errors import TransientError
 from rollouts.model import Rollout
+from rollouts.ports import EventRecorder
 from workers.store import OutboxMessage, RolloutStore
 
 log = logging.getLogger("autocanary.notify")
@@ -88,12 +89,6 @@ WARNINGS = frozenset(
 )
 
 
-class EventRecorder(Protocol):
-    """Where Kubernetes Events go (the `KnativeRouter`); tests pass a fake."""
-
-    def record_event(self, namespace: str, service: str, *, reason: str, message: str, warning: bool) -> None: ...
-
-
 def event_message(rollout: Rollout, notify: Notify) -> str:
     """The Event's message: which rollout, which canary, what happened."""
     return f"rollout {rollout.id} ({rollout.canary_revision}, {rollout.canary_weight} %): {notify.message}"
@@ -116,7 +111,7 @@ class Notifier:
         workers: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        events: EventRecorder | None = None,
+        events: Callable[[str], EventRecorder] | None = None,
         egress: EgressRules | None = None,
         resolve: Resolve = lambda host: (),
     ) -> None:
@@ -140,7 +135,8 @@ class Notifier:
         at = at or self.clock()
         futures = [self._pool.submit(self._deliver, target, rollout, notify, at) for target in targets]
         if self.events is not None:
-            futures.append(self._pool.submit(self._record, self.events, rollout, notify))
+            recorder = self.events(rollout.target.kind)  # the recorder of the rollout's target kind
+            futures.append(self._pool.submit(self._record, recorder, rollout, notify))
         return futures
 
     def _record(self, events: EventRecorder, rollout: Rollout, notify: Notify) -> bool:
@@ -148,7 +144,7 @@ class Notifier:
         try:
             events.record_event(
                 rollout.namespace,
-                rollout.service,
+                rollout.target.name,
                 reason=KUBERNETES_REASONS[notify.event],
                 message=event_message(rollout, notify),
                 warning=notify.event in WARNINGS,

@@ -31,13 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Protocol
 
-from analyzer.counts import RevisionCounts, RevisionRef
 from analyzer.verdict import AnalysisState, error_verdict, judge
 from policies import Dialect
 from rollouts import causes, engine
 from rollouts.actions import Promote, SetTraffic
+from rollouts.counts import RevisionRef
 from rollouts.errors import FencedOut, ForeignChange, InvalidTransition, PermanentError, TransientError
 from rollouts.events import (
     Abort,
@@ -57,7 +56,7 @@ from rollouts.events import (
 from rollouts.log import LogEntry
 from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import Phase
-from rollouts.ports import ServiceState, TrafficRouter
+from rollouts.ports import Backends, MetricsProvider, Observation, TargetState
 from workers.commands import Command
 from workers.store import RolloutStore, SaveItem, SaveResult
 
@@ -66,21 +65,12 @@ log = logging.getLogger("autocanary.runner")
 COMMAND_RETRY_SECONDS = 1.0
 """A command whose write failed for now (the cluster away, a newer owner) is sent again after this."""
 
-LIST_THRESHOLD = 5
-"""More rollouts than this in one namespace of a batch: one LIST instead of a GET each."""
-
 MANUAL_EVENTS: dict[ManualActionKind, type[Abort | Pause | Resume | PromoteNow]] = {
     ManualActionKind.ABORT: Abort,
     ManualActionKind.PAUSE: Pause,
     ManualActionKind.RESUME: Resume,
     ManualActionKind.PROMOTE: PromoteNow,
 }
-
-
-class MetricsSource(Protocol):
-    def fetch(
-        self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
-    ) -> Mapping[RevisionRef, RevisionCounts]: ...
 
 
 @dataclass
@@ -111,8 +101,8 @@ class Runner:
     def __init__(
         self,
         store: RolloutStore,
-        router: TrafficRouter,
-        metrics: MetricsSource,
+        backends: Backends,
+        metrics: MetricsProvider,
         *,
         owner: str,
         lease_ms: int = 30_000,
@@ -122,7 +112,7 @@ class Runner:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
-        self.router = router
+        self.backends = backends
         self.metrics = metrics
         self.owner = owner
         self.lease_ms = lease_ms
@@ -151,44 +141,31 @@ class Runner:
             now = self.clock()
             report.lateness = [max(0.0, now.timestamp() - due[i]) for i in tokens if due and i in due]
             loaded = [r for r in self.store.get_many(list(tokens)) if r is not None and not r.is_terminal]
-            services = self._services(loaded)
-            observed = self._observe(loaded, services, now, report)
+            observed = self._observe(loaded, self._targets(loaded), now, report)
             self._decide_and_act(observed, tokens, now, report)
             self.store.record_samples("lateness", report.lateness)
         finally:
             self.store.release_leases(list(tokens), self.owner)
         return report
 
-    def _services(self, rollouts: list[Rollout]) -> dict[str, dict[str, ServiceState] | TransientError]:
-        """The Services of a batch: one LIST per namespace with many of them, single GETs otherwise."""
-        by_namespace: dict[str, list[str]] = defaultdict(list)
+    def _targets(self, rollouts: list[Rollout]) -> dict[str, Observation]:
+        """What each rollout's target shows: one batched read per target kind."""
+        by_kind: dict[str, list[Rollout]] = defaultdict(list)
         for rollout in rollouts:
-            by_namespace[rollout.namespace].append(rollout.service)
-
-        def read(namespace: str, names: list[str]) -> dict[str, ServiceState] | TransientError:
+            by_kind[rollout.target.kind].append(rollout)
+        observed: dict[str, Observation] = {}
+        for kind, members in by_kind.items():
             try:
-                if len(names) > LIST_THRESHOLD:
-                    return dict(self.router.list_services(namespace))
-                return {name: state for name in names if (state := self._get_service(namespace, name))}
+                found = self.backends.of(kind).target.observe([r.target for r in members])
             except TransientError as exc:
-                return exc
-
-        if len(by_namespace) <= 1:  # nothing (a batch of rollouts that all ended meanwhile) or one namespace
-            return {namespace: read(namespace, names) for namespace, names in by_namespace.items()}
-        with ThreadPoolExecutor(min(self.write_concurrency, len(by_namespace))) as pool:  # reads are independent too
-            futures = {namespace: pool.submit(read, namespace, names) for namespace, names in by_namespace.items()}
-            return {namespace: future.result() for namespace, future in futures.items()}
-
-    def _get_service(self, namespace: str, name: str) -> ServiceState | None:
-        try:
-            return self.router.get_service(namespace, name)
-        except PermanentError:
-            return None  # not found: the rollout fails as "deleted"
+                found = {r.target: exc for r in members}
+            observed.update((r.id, found.get(r.target)) for r in members)
+        return observed
 
     def _observe(
         self,
         rollouts: list[Rollout],
-        services: Mapping[str, dict[str, ServiceState] | TransientError],
+        targets: Mapping[str, Observation],
         now: datetime,
         report: TickReport,
     ) -> list[tuple[Rollout, EngineEvent | None]]:
@@ -196,11 +173,10 @@ class Runner:
         observed: list[tuple[Rollout, EngineEvent | None]] = []
         judged: list[Rollout] = []
         for rollout in rollouts:
-            in_namespace = services.get(rollout.namespace)
-            if isinstance(in_namespace, TransientError):
-                observed.append((rollout, self._unavailable(rollout, str(in_namespace))))
+            state = targets.get(rollout.id)
+            if isinstance(state, TransientError):
+                observed.append((rollout, self._unavailable(rollout, str(state))))
                 continue
-            state = (in_namespace or {}).get(rollout.service)
             event = self._cluster_event(rollout, state)
             if event is not None or rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
                 observed.append((rollout, event))
@@ -216,13 +192,13 @@ class Runner:
             return Tick(error_verdict(f"Kubernetes API: {message}"))
         return None  # retried at the next tick; nothing else to decide
 
-    def _cluster_event(self, rollout: Rollout, state: ServiceState | None) -> EngineEvent | None:
+    def _cluster_event(self, rollout: Rollout, state: TargetState | None) -> EngineEvent | None:
         """What the cluster says about this rollout before any metric is read (`rollouts.causes`)."""
         event = causes.cluster_event(rollout, state)
         if event is not None or state is None or rollout.phase is not Phase.INITIALIZING:
             return event
         try:
-            canary = self.router.get_revision(rollout.namespace, rollout.canary_revision)
+            canary = self.backends.of(rollout.target.kind).target.version(rollout.namespace, rollout.canary_revision)
         except PermanentError as exc:
             return RollbackRequired(f"canary revision {rollout.canary_revision} is gone: {exc}")
         except TransientError as exc:
@@ -344,21 +320,14 @@ class Runner:
         return rollout
 
     def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> None:
-        def guard(state: ServiceState) -> None:
+        def guard(state: TargetState) -> None:
             if not self.store.holds_token(rollout.id, token):
                 raise FencedOut(f"{rollout.namespace}/{rollout.service}: another worker owns this rollout now")
             change = causes.foreign_change(rollout, state) if causes.watches_foreign_changes(rollout) else None
             if change:
                 raise ForeignChange(change)
 
-        self.router.set_split(
-            rollout.namespace,
-            rollout.service,
-            rollout.stable_revision,
-            rollout.canary_revision,
-            weights,
-            guard=guard,
-        )
+        self.backends.of(rollout.target.kind).router.set_weight(rollout.target, weights, guard=guard)
         report.count(writes=1)
 
     def _record_applied(self, rollout: Rollout, token: int, canary: int) -> Rollout:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from analyzer.prometheus import PrometheusSettings
+from adapters.prometheus import PrometheusSettings
 
 
 class WorkerSettings(BaseSettings):

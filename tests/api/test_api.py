@@ -50,7 +50,8 @@ def queue() -> Queue:
 def api(store: RolloutStore, cluster: FakeCluster, queue: Queue) -> Iterator[TestClient]:
     probes = {"redis": store.ping, "prometheus": lambda: True, "kubernetes": lambda: not cluster.unreachable}
     app = create_app(
-        ApiSettings(tokens=TOKENS, max_body_bytes=4096, sse_poll_ms=100), Dependencies(store, cluster, queue, probes)
+        ApiSettings(tokens=TOKENS, max_body_bytes=4096, sse_poll_ms=100),
+        Dependencies(store, cluster.backends(), queue, probes),
     )
     with TestClient(app) as client:  # server exceptions raise here: only a handled error may answer
         yield client
@@ -223,7 +224,7 @@ def test_an_action_answered_202_is_stored_even_when_the_broker_fails(store: Roll
     def broken(task: str, args: list[Any]) -> None:
         raise ConnectionError("broker unreachable")
 
-    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster, broken, {"redis": store.ping}))
+    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster.backends(), broken, {"redis": store.ping}))
     with TestClient(app) as client:
         rollout_id = create(client).json()["id"]
         response = client.post(f"/v1/rollouts/{rollout_id}/abort", json={"reason": "pager"}, headers=OPERATE)
@@ -288,7 +289,9 @@ def test_site_policies_are_listed_and_used_at_registration(
 ) -> None:
     site = {"payments": {"extends": "conservative", "steps": [2, 20]}}
     probes = {"redis": store.ping}
-    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster, queue, probes, site_policies=site))
+    app = create_app(
+        ApiSettings(tokens=TOKENS), Dependencies(store, cluster.backends(), queue, probes, site_policies=site)
+    )
     with TestClient(app) as client:
         assert "payments" in client.get("/v1/policies", headers=VIEW).json()
         assert client.get("/v1/policies/payments", headers=VIEW).json()["steps"] == [2, 20]
@@ -453,7 +456,7 @@ def test_an_allowed_notification_host_is_accepted_once_it_resolves_to_public_add
     store: RolloutStore, cluster: FakeCluster
 ) -> None:
     answers = {"hooks.example.com": ["93.184.215.14"], "rebind.example.com": ["192.168.1.10"]}
-    deps = Dependencies(store, cluster, lambda *_: None, {}, resolve=lambda host: answers[host])
+    deps = Dependencies(store, cluster.backends(), lambda *_: None, {}, resolve=lambda host: answers[host])
     app = create_app(ApiSettings(tokens=TOKENS, notify_allowed_hosts="*.example.com"), deps)
     with TestClient(app) as client:
         private = create(
@@ -473,7 +476,9 @@ def test_a_failing_readiness_check_logs_one_line_not_a_traceback(
     def broken() -> bool:
         raise ValueError("Invalid value for `git_commit`, must not be `None`")
 
-    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster, Queue(), {"kubernetes": broken}))
+    app = create_app(
+        ApiSettings(tokens=TOKENS), Dependencies(store, cluster.backends(), Queue(), {"kubernetes": broken})
+    )
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 503
     (record,) = [r for r in caplog.records if "readiness check" in r.getMessage()]
@@ -481,7 +486,9 @@ def test_a_failing_readiness_check_logs_one_line_not_a_traceback(
 
 
 def test_metrics_can_require_a_viewer_token(store: RolloutStore, cluster: FakeCluster) -> None:
-    app = create_app(ApiSettings(tokens=TOKENS, metrics_token_required=True), Dependencies(store, cluster, Queue(), {}))
+    app = create_app(
+        ApiSettings(tokens=TOKENS, metrics_token_required=True), Dependencies(store, cluster.backends(), Queue(), {})
+    )
     with TestClient(app) as client:
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers=VIEW).status_code == 200
@@ -489,7 +496,7 @@ def test_metrics_can_require_a_viewer_token(store: RolloutStore, cluster: FakeCl
 
 def test_idempotency_keys_are_scoped_per_token(store: RolloutStore, cluster: FakeCluster) -> None:
     tokens = TOKENS + ",other:deployer:other-secret"
-    app = create_app(ApiSettings(tokens=tokens), Dependencies(store, cluster, Queue(), {}))
+    app = create_app(ApiSettings(tokens=tokens), Dependencies(store, cluster.backends(), Queue(), {}))
     with TestClient(app) as client:
         first = create(client, headers={**DEPLOY, "Idempotency-Key": "run-1"})
         assert first.status_code == 201

@@ -56,7 +56,7 @@ class LiveApi:
     def start(self) -> None:
         deps = Dependencies(
             self.store,
-            self.cluster,
+            self.cluster.backends(),
             lambda task, args: self.actions.append((task, args)),
             {"redis": self.store.ping},
             site_policies=self.site_policies,

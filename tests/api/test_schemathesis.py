@@ -45,7 +45,7 @@ def test_no_server_errors_and_responses_match_the_schema(store: RolloutStore) ->
     cluster.add("shop", "checkout", {"checkout-00001": 0.0, "checkout-00002": 0.0})
     app = create_app(
         ApiSettings(tokens="oncall:operator:op-secret", sse_poll_ms=50),
-        Dependencies(store, cluster, lambda task, args: None, {"redis": store.ping}),
+        Dependencies(store, cluster.backends(), lambda task, args: None, {"redis": store.ping}),
     )
     with TestClient(app):
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)

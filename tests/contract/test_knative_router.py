@@ -1,4 +1,4 @@
-"""Contract tests of `KnativeRouter` against the sandbox API server, over real HTTP."""
+"""Contract tests of the Knative adapters (target, router, events) against the sandbox API server, over real HTTP."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import httpx
 import pytest
 from kubernetes import client
 
+from adapters.factory import kubernetes_backends
+from adapters.knative import GROUP, KnativeRouter, KnativeTarget
+from adapters.kubernetes.api import KubernetesApi
 from rollouts import ForeignChange, PermanentError, SetTraffic, TransientError
-from rollouts.ports import ServiceState
+from rollouts.ports import EventRecorder, RoutePlan, TargetRef, TargetState
 from sandbox.cluster import Endpoints
 from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
-from workers.knative import GROUP, KnativeRouter
 
 V1, V2 = "hello-00001", "hello-00002"
 
@@ -27,8 +29,27 @@ def api(sandbox: Endpoints) -> client.CustomObjectsApi:
 
 
 @pytest.fixture
-def router(sandbox: Endpoints) -> KnativeRouter:
-    return KnativeRouter.from_kubeconfig(sandbox.kubeconfig, settle_timeout=5.0)
+def kube(sandbox: Endpoints) -> KubernetesApi:
+    return KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
+
+
+@pytest.fixture
+def router(kube: KubernetesApi) -> KnativeRouter:
+    return KnativeRouter(kube, settle_timeout=5.0)
+
+
+@pytest.fixture
+def target(kube: KubernetesApi) -> KnativeTarget:
+    return KnativeTarget(kube)
+
+
+@pytest.fixture
+def events(kube: KubernetesApi) -> EventRecorder:
+    return kubernetes_backends(kube).of("knative").events
+
+
+def hello(namespace: str, canary: str = V2, stable: str = V1, name: str = "hello") -> TargetRef:
+    return TargetRef("knative", namespace, name, stable, canary)
 
 
 @pytest.fixture
@@ -41,15 +62,16 @@ def two_revisions(api: client.CustomObjectsApi, namespace: str) -> str:
     return namespace
 
 
-def test_splits_0_10_50_100(router: KnativeRouter, two_revisions: str) -> None:
+def test_splits_0_10_50_100(router: KnativeRouter, target: KnativeTarget, two_revisions: str) -> None:
     for canary in (0, 10, 50, 100):
         weights = SetTraffic(stable=100 - canary, canary=canary)
-        state = router.set_split(two_revisions, "hello", V1, V2, weights)
+        state = router.set_weight(hello(two_revisions), weights)
         assert state.observed
         assert state.is_live(weights, V1, V2)
         assert state.pinned(V1, V2) == {V1: 100 - canary, V2: canary}
-        assert router.current_split(two_revisions, "hello") == {V1: 100 - canary, V2: canary}
-    spec_traffic = router.get_service(two_revisions, "hello").spec_traffic
+        assert target.get(two_revisions, "hello").split == {V1: 100 - canary, V2: canary}
+        assert router.verify(hello(two_revisions), RoutePlan(weights))
+    spec_traffic = target.get(two_revisions, "hello").spec_traffic
     assert not any(target.latest for target in spec_traffic)  # pinned by name, never floating
 
 
@@ -79,12 +101,18 @@ class InterferingApi(client.CustomObjectsApi):
             raise
 
 
+def kube_with(sandbox: Endpoints, custom: client.CustomObjectsApi) -> KubernetesApi:
+    kube = KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
+    kube.custom = custom
+    return kube
+
+
 def test_a_concurrent_writer_causes_a_conflict_that_is_retried(
     sandbox: Endpoints, api: client.CustomObjectsApi, two_revisions: str
 ) -> None:
     interfering = InterferingApi(custom_objects(sandbox), api, times=2)
-    router = KnativeRouter(interfering, backoff=0.01)
-    state = router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=75, canary=25))
+    router = KnativeRouter(kube_with(sandbox, interfering), backoff=0.01)
+    state = router.set_weight(hello(two_revisions), SetTraffic(stable=75, canary=25))
     assert interfering.conflicts == 2
     assert state.is_live(SetTraffic(stable=75, canary=25), V1, V2)
     labels = get(api, two_revisions, "services", "hello")["metadata"]["labels"]
@@ -94,18 +122,19 @@ def test_a_concurrent_writer_causes_a_conflict_that_is_retried(
 def test_endless_conflicts_end_in_a_transient_error(
     sandbox: Endpoints, api: client.CustomObjectsApi, two_revisions: str
 ) -> None:
-    router = KnativeRouter(InterferingApi(custom_objects(sandbox), api, times=100), conflict_retries=2, backoff=0.001)
+    interfering = InterferingApi(custom_objects(sandbox), api, times=100)
+    router = KnativeRouter(kube_with(sandbox, interfering), conflict_retries=2, backoff=0.001)
     with pytest.raises(TransientError, match="still conflicts with another writer after 3 attempts"):
-        router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=50, canary=50))
+        router.set_weight(hello(two_revisions), SetTraffic(stable=50, canary=50))
 
 
 def test_an_operator_edit_between_read_and_write_is_never_overwritten(
-    router: KnativeRouter, api: client.CustomObjectsApi, two_revisions: str
+    router: KnativeRouter, target: KnativeTarget, api: client.CustomObjectsApi, two_revisions: str
 ) -> None:
-    router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=75, canary=25))
+    router.set_weight(hello(two_revisions), SetTraffic(stable=75, canary=25))
     seen: list[dict[str, int]] = []
 
-    def guard(state: ServiceState) -> None:
+    def guard(state: TargetState) -> None:
         """Checks what was read, as the runner does; the first time, an operator edits right after."""
         seen.append(state.pinned(V1, V2) or {})
         if state.pinned(V1, V2) != {V1: 75, V2: 25}:
@@ -115,9 +144,9 @@ def test_an_operator_edit_between_read_and_write_is_never_overwritten(
             api.patch_namespaced_custom_object(GROUP, "v1", two_revisions, "services", "hello", operator)
 
     with pytest.raises(ForeignChange, match="by someone else"):
-        router.set_split(two_revisions, "hello", V1, V2, SetTraffic(stable=50, canary=50), guard=guard)
+        router.set_weight(hello(two_revisions), SetTraffic(stable=50, canary=50), guard=guard)
     assert seen == [{V1: 75, V2: 25}, {V1: 60, V2: 40}]  # the re-read after the 409 went through the guard
-    assert router.get_service(two_revisions, "hello").pinned(V1, V2) == {V1: 60, V2: 40}
+    assert target.get(two_revisions, "hello").pinned(V1, V2) == {V1: 60, V2: 40}
 
 
 def test_an_invalid_split_gets_the_knative_message(router: KnativeRouter, two_revisions: str) -> None:
@@ -125,49 +154,55 @@ def test_an_invalid_split_gets_the_knative_message(router: KnativeRouter, two_re
     object.__setattr__(broken, "stable", 80)
     object.__setattr__(broken, "canary", 10)
     with pytest.raises(PermanentError) as error:
-        router.set_split(two_revisions, "hello", V1, V2, broken)
+        router.set_weight(hello(two_revisions), broken)
     assert 'admission webhook "validation.webhook.serving.knative.dev" denied the request' in str(error.value)
     assert "Traffic targets sum to 90, want 100: spec.traffic" in str(error.value)
 
 
 def test_an_invalid_revision_name_gets_the_knative_message(router: KnativeRouter, two_revisions: str) -> None:
     with pytest.raises(PermanentError, match=r'400 .*invalid key name "hello 00002": spec.traffic\[1\].revisionName'):
-        router.set_split(two_revisions, "hello", V1, "hello 00002", SetTraffic(stable=90, canary=10))
+        router.set_weight(hello(two_revisions, canary="hello 00002"), SetTraffic(stable=90, canary=10))
 
 
-def test_an_unknown_service_is_a_permanent_404(router: KnativeRouter, namespace: str) -> None:
+def test_an_unknown_service_is_a_permanent_404(router: KnativeRouter, target: KnativeTarget, namespace: str) -> None:
     with pytest.raises(PermanentError, match=r'404 services\.serving\.knative\.dev "ghost" not found'):
-        router.get_service(namespace, "ghost")
+        target.get(namespace, "ghost")
+    ghost = hello(namespace, name="ghost", stable="ghost-00001", canary="ghost-00002")
+    assert target.observe([ghost]) == {ghost: None}  # gone, for the runner: the rollout fails as deleted
     with pytest.raises(PermanentError, match="404"):
-        router.set_split(namespace, "ghost", "ghost-00001", "ghost-00002", SetTraffic(stable=90, canary=10))
+        router.set_weight(ghost, SetTraffic(stable=90, canary=10))
 
 
 def test_an_unreachable_api_server_is_transient() -> None:
     configuration = client.Configuration(host="http://127.0.0.1:9")  # discard port: nothing listens
     configuration.retries = 0
-    router = KnativeRouter(client.CustomObjectsApi(client.ApiClient(configuration)), request_timeout=1.0)
+    target = KnativeTarget(KubernetesApi(client.ApiClient(configuration), request_timeout=1.0))
     with pytest.raises(TransientError, match="Kubernetes API unreachable"):
-        router.get_service("default", "hello")
+        target.get("default", "hello")
+    (observed,) = target.observe([hello("default")]).values()
+    assert isinstance(observed, TransientError)
 
 
-def test_a_never_ready_revision_is_visible(api: client.CustomObjectsApi, router: KnativeRouter, namespace: str) -> None:
+def test_a_never_ready_revision_is_visible(
+    api: client.CustomObjectsApi, router: KnativeRouter, target: KnativeTarget, namespace: str
+) -> None:
     create(api, namespace, hello_service("hello", "World"))
     service_ready(api, namespace, "hello", V1)
     new_revision(api, namespace, "hello", "Broken", pin=V1, SANDBOX_NEVER_READY="true")
     wait_for(lambda: get(api, namespace, "services", "hello")["status"].get("latestCreatedRevisionName") == V2)
-    revision = router.get_revision(namespace, V2)
+    revision = target.version(namespace, V2)
     assert not revision.is_ready
     assert revision.ready == "Unknown"
     assert "SANDBOX_NEVER_READY" in revision.message
-    state = router.set_split(namespace, "hello", V1, V2, SetTraffic(stable=100, canary=0))
+    state = router.set_weight(hello(namespace), SetTraffic(stable=100, canary=0))
     assert state.routes_reason == "RevisionMissing"
     assert f'Revision "{V2}" is not yet ready.' == state.routes_message
-    assert state.latest_ready_revision == V1
+    assert state.newest_ready_version == V1
     assert state.split == {V1: 100}  # the route keeps serving what it served
 
 
 def test_a_revision_that_does_not_exist_shows_revision_missing(router: KnativeRouter, two_revisions: str) -> None:
-    state = router.set_split(two_revisions, "hello", V1, "hello-00009", SetTraffic(stable=90, canary=10))
+    state = router.set_weight(hello(two_revisions, canary="hello-00009"), SetTraffic(stable=90, canary=10))
     assert (state.ready, state.routes_reason) == ("False", "RevisionMissing")
     assert state.routes_message == 'Revision "hello-00009" referenced in traffic not found.'
 
@@ -208,8 +243,8 @@ def test_a_namespace_kubernetes_would_refuse_is_refused(api: client.CustomObject
     assert error.value.status == 422 and "a lowercase RFC 1123 label" in str(error.value.body)
 
 
-def test_the_readiness_check_passes_against_the_sandbox(router: KnativeRouter) -> None:
-    assert router.ready()  # /version carries every field the client's VersionInfo requires
+def test_the_readiness_check_passes_against_the_sandbox(kube: KubernetesApi) -> None:
+    assert kube.ready()  # /version carries every field the client's VersionInfo requires
 
 
 def test_discovery_answers_the_kubernetes_client(sandbox: Endpoints, api: client.CustomObjectsApi) -> None:
@@ -220,29 +255,29 @@ def test_discovery_answers_the_kubernetes_client(sandbox: Endpoints, api: client
 
 
 def test_transitions_are_recorded_as_events_kubectl_describe_would_list(
-    api: client.CustomObjectsApi, router: KnativeRouter, two_revisions: str
+    api: client.CustomObjectsApi, events: EventRecorder, two_revisions: str
 ) -> None:
     uid = get(api, two_revisions, "services", "hello")["metadata"]["uid"]
-    router.record_event(two_revisions, "hello", reason="CanaryStepAdvanced", message="canary at 10 %", warning=False)
-    router.record_event(two_revisions, "hello", reason="CanaryRolledBack", message="errors: 5xx 2 %", warning=True)
+    events.record_event(two_revisions, "hello", reason="CanaryStepAdvanced", message="canary at 10 %", warning=False)
+    events.record_event(two_revisions, "hello", reason="CanaryRolledBack", message="errors: 5xx 2 %", warning=True)
     core = client.CoreV1Api(api.api_client)
     # The field selector `kubectl describe ksvc hello` sends.
     selector = f"involvedObject.name=hello,involvedObject.namespace={two_revisions},involvedObject.uid={uid}"
-    events = core.list_namespaced_event(two_revisions, field_selector=selector).items
-    assert [(e.reason, e.type, e.message) for e in events] == [
+    listed = core.list_namespaced_event(two_revisions, field_selector=selector).items
+    assert [(e.reason, e.type, e.message) for e in listed] == [
         ("CanaryStepAdvanced", "Normal", "canary at 10 %"),
         ("CanaryRolledBack", "Warning", "errors: 5xx 2 %"),
     ]
-    assert {(e.involved_object.kind, e.involved_object.api_version) for e in events} == {
+    assert {(e.involved_object.kind, e.involved_object.api_version) for e in listed} == {
         ("Service", "serving.knative.dev/v1")
     }
-    assert {e.source.component if e.source else None for e in events} == {"autocanary"}
+    assert {e.source.component if e.source else None for e in listed} == {"autocanary"}
     assert core.list_namespaced_event(two_revisions, field_selector="involvedObject.name=other").items == []
 
 
-def test_an_event_on_a_missing_service_is_a_permanent_error(router: KnativeRouter, namespace: str) -> None:
+def test_an_event_on_a_missing_service_is_a_permanent_error(events: EventRecorder, namespace: str) -> None:
     with pytest.raises(PermanentError, match="404"):
-        router.record_event(namespace, "nope", reason="CanaryFailed", message="gone", warning=True)
+        events.record_event(namespace, "nope", reason="CanaryFailed", message="gone", warning=True)
 
 
 def _run_kubectl(sandbox: Endpoints, *args: str) -> subprocess.CompletedProcess[str]:

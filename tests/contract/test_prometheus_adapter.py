@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from analyzer.counts import RevisionRef
-from analyzer.prometheus import PrometheusMetrics, PrometheusSettings
+from adapters.prometheus import PrometheusMetrics, PrometheusSettings
 from api.cli import app
 from policies import Dialect
 from rollouts import PermanentError, TransientError, ValidationError
+from rollouts.counts import RevisionRef
 from sandbox.prometheus import PrometheusServer
 from tests.promdata import SECONDS, Revision, backfilled_prometheus
 

@@ -12,8 +12,15 @@ import pytest
 from rollouts import SetTraffic
 from sandbox.cluster import Endpoints
 from sandbox.loadgen import drive
-from tests.knative import create, custom_objects, hello_service, new_revision, service_ready
-from workers.knative import KnativeRouter
+from tests.knative import (
+    create,
+    custom_objects,
+    hello_service,
+    knative_backends,
+    new_revision,
+    pinned_pair,
+    service_ready,
+)
 
 RATE, DURATION = 100.0, 6.0
 
@@ -49,8 +56,8 @@ def test_prometheus_matches_the_gateway_in_both_dialects(sandbox: Endpoints, nam
     service_ready(api, namespace, "shop", "shop-00001")
     new_revision(api, namespace, "shop", "v2", pin="shop-00001", SANDBOX_ERROR_RATE="0.2")
     service_ready(api, namespace, "shop", "shop-00002")
-    KnativeRouter.from_kubeconfig(sandbox.kubeconfig).set_split(
-        namespace, "shop", "shop-00001", "shop-00002", SetTraffic(stable=50, canary=50)
+    knative_backends(sandbox).router.set_weight(
+        pinned_pair(namespace, "shop", "shop-00001", "shop-00002"), SetTraffic(stable=50, canary=50)
     )
 
     started = time.time()

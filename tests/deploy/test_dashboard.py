@@ -42,7 +42,9 @@ def test_the_panels_cover_what_on_call_needs() -> None:
 def test_every_series_and_legend_label_exists_on_the_api_metrics(store: RolloutStore) -> None:
     cluster = FakeCluster()
     cluster.add("shop", "checkout", {"checkout-00001": 0.0, "checkout-00002": 0.0})
-    app = create_app(ApiSettings(tokens="ci:deployer:s3cret"), Dependencies(store, cluster, lambda *_: None, {}))
+    app = create_app(
+        ApiSettings(tokens="ci:deployer:s3cret"), Dependencies(store, cluster.backends(), lambda *_: None, {})
+    )
     with TestClient(app) as client:
         registered = client.post(
             "/v1/rollouts",

@@ -24,8 +24,7 @@ from rollouts.log import LogEntry
 from sandbox.cluster import Endpoints
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
 from sandbox.prometheus import PrometheusServer, free_port
-from tests.knative import create, custom_objects, hello_service, new_revision, service_ready, wait_for
-from workers.knative import KnativeRouter
+from tests.knative import create, custom_objects, hello_service, knative_backends, new_revision, service_ready, wait_for
 from workers.store import RolloutStore
 
 pytestmark = pytest.mark.slow
@@ -183,7 +182,7 @@ def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
         rollouts = stack.wait_terminal(ids, timeout=240, load=load)
     finally:
         load.stop()
-    router = KnativeRouter.from_kubeconfig(stack.endpoints.kubeconfig)
+    target = knative_backends(stack.endpoints).target
     for i, (name, rollout_id) in enumerate(zip(names, ids, strict=True)):
         rollout = rollouts[rollout_id]
         canary = f"{name}-00002"
@@ -194,7 +193,7 @@ def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
             pytest.fail(
                 f"{name} ended {rollout.phase.value}, expected {expected.value}; writes {writes}\n" + "\n".join(story)
             )
-        split = router.current_split(namespace, name)
+        split = target.get(namespace, name).split
         assert split.get(canary, 0) == (0 if i in bad else 100), (name, split)
         weights = stack.canary_weights_written(namespace, name, canary)
         if i in bad:
@@ -240,10 +239,10 @@ def test_aborts_answered_while_the_workers_are_killed_are_all_carried_out(stack:
         rollouts = stack.wait_terminal(ids, timeout=60, load=load)  # the broker would hold them 300 s
     finally:
         load.stop()
-    router = KnativeRouter.from_kubeconfig(stack.endpoints.kubeconfig)
+    target = knative_backends(stack.endpoints).target
     for name, rollout_id in zip(names, ids, strict=True):
         assert rollouts[rollout_id].phase is Phase.ABORTED, (name, rollouts[rollout_id].reason)
-        assert router.current_split(namespace, name).get(f"{name}-00002", 0) == 0
+        assert target.get(namespace, name).split.get(f"{name}-00002", 0) == 0
         assert [e.kind for e in stack.store.events(rollout_id)].count("abort") == 1
     assert stack.store.commands.pending() == 0
 

@@ -44,7 +44,7 @@ class World:
         self.runner = self.make_runner("worker-a")
 
     def make_runner(self, owner: str) -> Runner:
-        return Runner(self.store, self.cluster, self.metrics, owner=owner, lease_ms=5000, clock=self.clock)
+        return Runner(self.store, self.cluster.backends(), self.metrics, owner=owner, lease_ms=5000, clock=self.clock)
 
     def register(self, service: str, canary_error: float = 0.005, rps: float = 100.0, **overrides: Any) -> str:
         stable, canary = f"{service}-00001", f"{service}-00002"

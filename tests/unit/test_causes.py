@@ -21,7 +21,7 @@ from rollouts.causes import (
 )
 from rollouts.events import Abort, Begin, CanaryNotReady, CanaryReady, Failed, Superseded, Tick
 from rollouts.model import Rollout
-from rollouts.ports import RevisionState, ServiceState, TrafficTarget
+from rollouts.ports import TargetState, TrafficTarget, VersionState
 from tests.factories import T0, policy, rollout, seconds, verdict
 
 STABLE, CANARY = "checkout-00001", "checkout-00002"
@@ -32,11 +32,11 @@ def service(
     latest_created: str | None = CANARY,
     observed: bool = True,
     floating: bool = False,
-) -> ServiceState:
+) -> TargetState:
     spec = tuple(TrafficTarget(revision, percent) for revision, percent in targets)
     if floating:
         spec += (TrafficTarget("", 0, latest=True),)
-    return ServiceState(
+    return TargetState(
         namespace="shop",
         name="checkout",
         generation=3,
@@ -44,8 +44,8 @@ def service(
         resource_version="7",
         spec_traffic=spec,
         status_traffic=spec,
-        latest_created_revision=latest_created,
-        latest_ready_revision=latest_created,
+        newest_version=latest_created,
+        newest_ready_version=latest_created,
         ready="True",
     )
 
@@ -84,7 +84,7 @@ AS_LEFT = service((STABLE, 90), (CANARY, 10))
         ),
     ],
 )
-def test_cluster_event(the_rollout: Rollout, state: ServiceState | None, expected: object) -> None:
+def test_cluster_event(the_rollout: Rollout, state: TargetState | None, expected: object) -> None:
     assert cluster_event(the_rollout, state) == expected
 
 
@@ -110,7 +110,7 @@ def test_cluster_event(the_rollout: Rollout, state: ServiceState | None, expecte
         ),
     ],
 )
-def test_foreign_change(state: ServiceState, expected: str | None) -> None:
+def test_foreign_change(state: TargetState, expected: str | None) -> None:
     # Applied 0 % at the pin, intended 10 % now: either is autocanary's own.
     assert foreign_change(at_step(10, applied=0), state) == expected
 
@@ -118,30 +118,30 @@ def test_foreign_change(state: ServiceState, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("canary", "state", "applied", "expected"),
     [
-        pytest.param(RevisionState("shop", CANARY, "True"), AS_LEFT, 0, CanaryReady(), id="ready-and-pinned"),
+        pytest.param(VersionState("shop", CANARY, "True"), AS_LEFT, 0, CanaryReady(), id="ready-and-pinned"),
         pytest.param(
-            RevisionState("shop", CANARY, "Unknown", message="pulling image"),
+            VersionState("shop", CANARY, "Unknown", message="pulling image"),
             AS_LEFT,
             0,
             CanaryNotReady("pulling image"),
             id="not-ready-says-why",
         ),
         pytest.param(
-            RevisionState("shop", CANARY, "False", reason="ExitCode1"),
+            VersionState("shop", CANARY, "False", reason="ExitCode1"),
             AS_LEFT,
             0,
             CanaryNotReady("ExitCode1"),
             id="failed-says-its-reason",
         ),
         pytest.param(
-            RevisionState("shop", CANARY, "True"),
+            VersionState("shop", CANARY, "True"),
             service((STABLE, 100), (CANARY, 0), observed=False),
             0,
             CanaryNotReady("waiting for the pinned route to be observed"),
             id="ready-but-pin-not-observed",
         ),
         pytest.param(
-            RevisionState("shop", CANARY, "True"),
+            VersionState("shop", CANARY, "True"),
             AS_LEFT,
             None,
             CanaryNotReady("waiting for the pinned route to be observed"),
@@ -149,7 +149,7 @@ def test_foreign_change(state: ServiceState, expected: str | None) -> None:
         ),
     ],
 )
-def test_readiness(canary: RevisionState, state: ServiceState, applied: int | None, expected: object) -> None:
+def test_readiness(canary: VersionState, state: TargetState, applied: int | None, expected: object) -> None:
     initializing = rollout(phase=Phase.INITIALIZING, applied_canary_weight=applied)
     assert readiness(initializing, state, canary) == expected
 

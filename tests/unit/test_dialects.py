@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from analyzer.counts import RevisionRef
 from analyzer.dialects import queries_for
 from policies import Dialect
 from rollouts import ValidationError
+from rollouts.counts import RevisionRef
 
 TARGETS = [
     RevisionRef("shop", "checkout-00001"),

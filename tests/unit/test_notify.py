@@ -107,7 +107,7 @@ class RecordedEvents:
 
 def test_every_transition_becomes_a_kubernetes_event_on_the_service() -> None:
     events = RecordedEvents()
-    sender = notifier(events=events)
+    sender = notifier(events=lambda kind: events)
     subject = rollout()
     futures = [
         *sender.send(subject, Notify(NotificationEvent.STEP_ADVANCED, "canary at 10 %")),
@@ -128,7 +128,7 @@ def test_every_notification_event_has_a_kubernetes_reason() -> None:
 
 
 def test_a_refused_kubernetes_event_is_logged_not_raised() -> None:
-    [future] = notifier(events=RecordedEvents(fail=True)).send(rollout(), ROLLED_BACK)
+    [future] = notifier(events=lambda kind: RecordedEvents(fail=True)).send(rollout(), ROLLED_BACK)
     assert future.result(5) is False
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from analyzer.counts import RevisionCounts
 from analyzer.eprocess import EProcess
 from analyzer.replay import TraceError, TraceInterval, parse_trace, replay, trace_record
 from api.cli import app
 from policies import Dialect, load_policy
+from rollouts.counts import RevisionCounts
 
 TRACES = Path(__file__).parent.parent / "data" / "traces"
 BAD, GOOD = TRACES / "bad-canary.jsonl", TRACES / "good-canary.jsonl"

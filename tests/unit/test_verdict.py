@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from analyzer.counts import RevisionCounts
 from analyzer.guardrails import check_guardrails
 from analyzer.verdict import AnalysisState, choose_boundaries, error_verdict, judge
 from policies import Guardrails, LatencyBoundaries, load_policy
 from rollouts import Outcome
+from rollouts.counts import RevisionCounts
 
 BOUNDS = (50.0, 100.0, 200.0, 400.0, 800.0)
 

@@ -25,9 +25,9 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from analyzer.counts import RevisionCounts, RevisionRef
 from analyzer.dialects import queries_for
 from policies import Dialect
+from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import PermanentError, TransientError
 
 T = TypeVar("T")

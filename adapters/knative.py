@@ -1,0 +1,201 @@
+"""Knative Serving behind the ports: the Service and its revisions as a `Target`, `spec.traffic`
+as a `Router`.
+
+Every write follows "Knative facts" in design.md: both revisions pinned by name (never
+`latestRevision: true`, which would float to any newer revision), one JSON merge patch (which
+replaces the whole `spec.traffic` list) conditioned on `metadata.resourceVersion`, a bounded
+retry with backoff when another writer got there first (409), each re-read shown to the guard
+again, and a bounded read-back until the controller has observed the new generation.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from adapters.kubernetes.api import Conflict, KubernetesApi, condition
+from rollouts.actions import SetTraffic
+from rollouts.errors import PermanentError, TransientError
+from rollouts.ports import Observation, RoutePlan, TargetRef, TargetState, TrafficTarget, VersionState, WriteGuard
+
+KIND = "knative"
+GROUP, VERSION = "serving.knative.dev", "v1"
+
+LIST_THRESHOLD = 5
+"""More rollouts than this in one namespace of a batch: one LIST instead of a GET each."""
+
+
+class KnativeTarget:
+    """A Knative Service and its revisions."""
+
+    def __init__(self, api: KubernetesApi, *, read_concurrency: int = 16) -> None:
+        self.api = api
+        self.read_concurrency = read_concurrency
+
+    def get(self, namespace: str, name: str) -> TargetState:
+        return service_state(self.api.get(GROUP, VERSION, "services", namespace, name))
+
+    def list(self, namespace: str) -> dict[str, TargetState]:
+        """Every Service of a namespace in one request."""
+        return {
+            item["metadata"]["name"]: service_state(item)
+            for item in self.api.list(GROUP, VERSION, "services", namespace)
+        }
+
+    def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
+        """One LIST per namespace with many rollouts, single GETs otherwise; namespaces concurrently."""
+        by_namespace: dict[str, list[TargetRef]] = defaultdict(list)
+        for ref in refs:
+            by_namespace[ref.namespace].append(ref)
+
+        def read(namespace: str, members: list[TargetRef]) -> dict[TargetRef, Observation]:
+            try:
+                if len(members) > LIST_THRESHOLD:
+                    found = self.list(namespace)
+                    return {ref: found.get(ref.name) for ref in members}
+                return {ref: self._get_or_none(namespace, ref.name) for ref in members}
+            except TransientError as exc:
+                return dict.fromkeys(members, exc)
+
+        observed: dict[TargetRef, Observation] = {}
+        if len(by_namespace) <= 1:
+            for namespace, members in by_namespace.items():
+                observed.update(read(namespace, members))
+            return observed
+        with ThreadPoolExecutor(min(self.read_concurrency, len(by_namespace))) as pool:
+            for found in pool.map(lambda item: read(*item), by_namespace.items()):
+                observed.update(found)
+        return observed
+
+    def version(self, namespace: str, version: str) -> VersionState:
+        found = self.api.get(GROUP, VERSION, "revisions", namespace, version)
+        ready = condition(found, "Ready")
+        return VersionState(
+            namespace=namespace,
+            name=version,
+            ready=str(ready.get("status", "Unknown")),
+            reason=str(ready.get("reason", "")),
+            message=str(ready.get("message", "")),
+        )
+
+    def _get_or_none(self, namespace: str, name: str) -> TargetState | None:
+        try:
+            return self.get(namespace, name)
+        except PermanentError:
+            return None  # not found: the rollout fails as "deleted"
+
+
+class KnativeRouter:
+    """Weights in the Service's `spec.traffic`, both revisions pinned by name."""
+
+    def __init__(
+        self,
+        api: KubernetesApi,
+        *,
+        conflict_retries: int = 5,
+        backoff: float = 0.05,
+        settle_timeout: float = 10.0,
+        poll_interval: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.conflict_retries = conflict_retries
+        self.backoff = backoff
+        self.settle_timeout = settle_timeout
+        self.poll_interval = poll_interval
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
+        """Pin `stable` and `canary` with these weights; return the Service once the controller saw it.
+
+        `guard` sees the Service after each read, before the write conditioned on that read's
+        resourceVersion. Whatever lands between the read and the write (a newer owner's split,
+        an operator's edit) makes the write meet a 409, and the re-read goes through the guard
+        again: a worker that lost its fencing token stops with `FencedOut`, and a Service
+        someone else changed stops with `ForeignChange`, so no such change is ever overwritten.
+        """
+        if ref.stable == ref.canary:
+            raise PermanentError(f"stable and canary are the same revision {ref.stable!r}")
+        traffic = [
+            {"revisionName": ref.stable, "percent": weights.stable, "latestRevision": False},
+            {"revisionName": ref.canary, "percent": weights.canary, "latestRevision": False},
+        ]
+        for attempt in range(self.conflict_retries + 1):
+            current = self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
+            if guard is not None:
+                guard(service_state(current))
+            patch = {
+                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                "spec": {"traffic": traffic},
+            }
+            try:
+                written = self.api.patch(GROUP, VERSION, "services", ref.namespace, ref.name, patch)
+            except Conflict:
+                self._sleep(self.backoff * 2**attempt * random.uniform(0.5, 1.5))
+                continue
+            return self._await_observed(ref, int(written["metadata"]["generation"]))
+        raise TransientError(
+            f"traffic of {ref.where} still conflicts with another writer after {self.conflict_retries + 1} attempts"
+        )
+
+    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
+        if plan.matches:
+            raise PermanentError(f"{ref.where}: the Knative router splits by weight only; match routes come with tags")
+        return self.set_weight(ref, plan.weights, guard)
+
+    def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
+        state = service_state(self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name))
+        return not plan.matches and state.is_live(plan.weights, ref.stable, ref.canary)
+
+    def remove_managed_routes(self, ref: TargetRef, guard: WriteGuard | None = None) -> None:
+        """Nothing to remove: weights pin the two revisions, and no route is added beside them."""
+
+    def _await_observed(self, ref: TargetRef, generation: int) -> TargetState:
+        deadline = self._monotonic() + self.settle_timeout
+        while True:
+            state = service_state(self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name))
+            if state.observed_generation >= generation:
+                return state
+            if self._monotonic() >= deadline:
+                raise TransientError(
+                    f"{ref.where}: generation {generation} written but not observed by the"
+                    f" controller after {self.settle_timeout:g}s (observed {state.observed_generation})"
+                )
+            self._sleep(self.poll_interval)
+
+
+def _targets(entries: list[dict[str, Any]] | None) -> tuple[TrafficTarget, ...]:
+    return tuple(
+        TrafficTarget(
+            version=str(entry.get("revisionName") or ""),
+            percent=int(entry.get("percent") or 0),
+            latest=bool(entry.get("latestRevision")),
+            tag=entry.get("tag"),
+        )
+        for entry in entries or []
+    )
+
+
+def service_state(found: dict[str, Any]) -> TargetState:
+    metadata, spec, status = found["metadata"], found.get("spec") or {}, found.get("status") or {}
+    routes = condition(found, "RoutesReady")
+    return TargetState(
+        namespace=metadata["namespace"],
+        name=metadata["name"],
+        generation=int(metadata.get("generation", 0)),
+        observed_generation=int(status.get("observedGeneration", 0)),
+        resource_version=str(metadata.get("resourceVersion", "")),
+        spec_traffic=_targets(spec.get("traffic")),
+        status_traffic=_targets(status.get("traffic")),
+        newest_version=status.get("latestCreatedRevisionName"),
+        newest_ready_version=status.get("latestReadyRevisionName"),
+        ready=str(condition(found, "Ready").get("status", "Unknown")),
+        routes_reason=str(routes.get("reason", "")),
+        routes_message=str(routes.get("message", "")),
+    )
