@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.redis_store import RolloutStore, body_hash
 from api.auth import AuthError, Principal, Role, TokenBook
 from api.schemas import (
     ActionAccepted,
@@ -50,13 +51,19 @@ from policies import (
     policy_names,
 )
 from rollouts import engine
-from rollouts.errors import InvalidTransition, PermanentError, TransientError, ValidationError
+from rollouts.errors import (
+    ActiveRolloutExists,
+    IdempotencyMismatch,
+    InvalidTransition,
+    PermanentError,
+    TransientError,
+    ValidationError,
+)
 from rollouts.events import Abort, Pause, PromoteNow, Resume
 from rollouts.log import LogEntry
 from rollouts.model import TARGET_KIND, ManualActionKind, Rollout
 from rollouts.phase import Phase
 from rollouts.ports import Backends, Target
-from workers.store import ActiveRolloutExists, IdempotencyMismatch, RolloutStore, body_hash
 
 log = logging.getLogger("autocanary.api")
 CONTROL_TASK = "autocanary.control"

@@ -9,15 +9,15 @@ from __future__ import annotations
 from celery import Celery
 from fastapi import FastAPI
 
+from adapters.dns import resolve
 from adapters.factory import kubernetes_backends
 from adapters.kubernetes.api import KubernetesApi
 from adapters.prometheus import PrometheusMetrics, PrometheusSettings
+from adapters.redis_store import RolloutStore
 from api.app import Dependencies, create_app
 from api.settings import ApiSettings
 from api.site_policies import SitePolicyError, read_site_policies
 from policies import EgressRules
-from workers.dns import resolve
-from workers.store import RolloutStore
 
 
 def build(settings: ApiSettings | None = None) -> FastAPI:

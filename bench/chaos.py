@@ -43,13 +43,13 @@ import numpy as np
 from celery import Celery
 from kubernetes import client, config
 
+from adapters.redis_store import RolloutStore
 from bench.results import write_section
 from policies import load_policy
 from rollouts import ManualActionKind, Phase, Rollout
 from rollouts.log import LogEntry
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess, stop_on_sigterm
 from sandbox.prometheus import PrometheusServer
-from workers.store import RolloutStore
 
 GROUP, VERSION = "serving.knative.dev", "v1"
 POLICY: dict[str, Any] = {

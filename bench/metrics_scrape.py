@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from adapters.redis_store import RolloutStore
 from api.app import exposition
 from bench.results import write_section
 from policies import load_policy
 from rollouts import Rollout
 from rollouts.log import LogEntry
 from sandbox.processes import RedisProcess, stop_on_sigterm
-from workers.store import RolloutStore
 
 
 def _store_rollouts(store: RolloutStore, total: int) -> None:

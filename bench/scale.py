@@ -37,13 +37,13 @@ import numpy as np
 from celery import Celery
 from kubernetes import client, config
 
+from adapters.redis_store import RolloutStore
 from bench.results import write_section
 from policies import load_policy
 from rollouts import ManualActionKind, Phase, Rollout
 from rollouts.log import LogEntry
 from sandbox.cluster import Endpoints
 from sandbox.processes import Processes, RedisProcess, SandboxProcess, stop_on_sigterm
-from workers.store import RolloutStore
 
 GROUP, VERSION = "serving.knative.dev", "v1"
 POLICY: dict[str, Any] = {

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from adapters.redis_store import RolloutStore
 from sandbox.cluster import Endpoints
 from sandbox.processes import RedisProcess, SandboxProcess
-from workers.store import RolloutStore
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The Celery application: two queues, late acknowledgement, no result backend.
 
 - `control` carries abort/pause/resume/promote, as the id of a command already stored in Redis
-  (`workers.commands`); workers consume it before `ticks` (`-Q control,ticks` on the Redis
+  (`adapters.redis_store.commands`); workers consume it before `ticks` (`-Q control,ticks` on the Redis
   transport polls the queues in that order), so a command never waits behind ticks;
 - `ticks` carries batches of due rollout ids from the scheduler.
 
@@ -24,18 +24,18 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from adapters.dns import resolve
 from adapters.factory import kubernetes_backends
 from adapters.kubernetes.api import KubernetesApi
 from adapters.prometheus import PrometheusMetrics
+from adapters.redis_store import RolloutStore
 from policies import SECRET_ENV_PREFIX, EgressRules, NotificationKind, NotificationTarget
 from rollouts.errors import FencedOut, TransientError
 from rollouts.ports import Backends
-from workers.commands import start_heartbeat
-from workers.dns import resolve
+from workers.heartbeat import start_heartbeat
 from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner
 from workers.settings import WorkerSettings
-from workers.store import RolloutStore
 
 TICK_TASK = "autocanary.tick"
 CONTROL_TASK = "autocanary.control"

@@ -18,9 +18,9 @@ scheduler_app = typer.Typer(help="Run the scheduler that sends due rollouts to t
 
 
 def _scheduler_loop(stop: threading.Event) -> None:
+    from adapters.redis_store import RolloutStore
     from workers.celery_app import CONTROL_TASK, TICK_TASK, app, settings
     from workers.scheduler import Scheduler
-    from workers.store import RolloutStore
 
     def send(ids: list[str], due: dict[str, float]) -> None:
         app.send_task(TICK_TASK, args=[ids, due], queue="ticks")
@@ -53,9 +53,9 @@ HealthPort = Annotated[
 def _serve_health(port: int | None) -> None:
     if port is None:
         return
+    from adapters.redis_store import RolloutStore
     from workers.celery_app import settings
     from workers.health import HealthServer
-    from workers.store import RolloutStore
 
     store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
     HealthServer({"redis": store.ping}, port=port).start()

@@ -25,12 +25,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from adapters.redis_store import RolloutStore
 from policies import EgressRules, NotificationEvent, NotificationKind, NotificationTarget, Resolve
 from rollouts.actions import Notify
 from rollouts.errors import TransientError
 from rollouts.model import Rollout
 from rollouts.ports import EventRecorder
-from workers.store import OutboxMessage, RolloutStore
+from rollouts.records import OutboxMessage
 
 log = logging.getLogger("autocanary.notify")
 SIGNATURE_HEADER = "X-Autocanary-Signature"

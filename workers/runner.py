@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
+from adapters.redis_store import RolloutStore
 from analyzer.verdict import AnalysisState, error_verdict, judge
 from policies import Dialect
 from rollouts import causes, engine
@@ -57,8 +58,7 @@ from rollouts.log import LogEntry
 from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import Phase
 from rollouts.ports import Backends, MetricsProvider, Observation, TargetState
-from workers.commands import Command
-from workers.store import RolloutStore, SaveItem, SaveResult
+from rollouts.records import Command, SaveItem, SaveResult
 
 log = logging.getLogger("autocanary.runner")
 

@@ -5,7 +5,7 @@ others wait to take over when its lease lapses. Each round claims the due rollou
 their due time `claim_seconds` ahead, so they are not sent twice) and sends them in batches of
 `batch_size`. A batch that is never ticked comes due again when the claim runs out, and one the
 broker failed to take is due again at once. The active scheduler also sends again the manual
-commands nobody carried out (`workers.commands`), and deletes rollouts that ended longer ago than
+commands nobody carried out (`adapters.redis_store.commands`), and deletes rollouts that ended longer ago than
 the retention, a bounded number at a time.
 """
 
@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from adapters.redis_store import RolloutStore
 from rollouts.errors import TransientError
-from workers.store import RolloutStore
 
 log = logging.getLogger("autocanary.scheduler")
 

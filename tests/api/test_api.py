@@ -13,13 +13,13 @@ import pytest
 import redis as redis_module
 from fastapi.testclient import TestClient
 
+from adapters.redis_store import RolloutStore
 from api.app import Dependencies, create_app
 from api.auth import TokenBook
 from api.settings import ApiSettings
 from rollouts import ManualActionKind, Phase
 from rollouts.log import LogEntry
 from tests.fakes import FakeCluster
-from workers.store import RolloutStore
 
 TOKENS = "ci:deployer:deploy-secret,oncall:operator:op-secret,grafana:viewer:view-secret"
 VIEW, DEPLOY, OPERATE = ({"Authorization": f"Bearer {t}"} for t in ("view-secret", "deploy-secret", "op-secret"))

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
 
+from adapters.redis_store import RolloutStore
 from api.app import Dependencies, create_app
 from api.cli import app as cli
 from api.rollout_cli import SERVER_LIMITS
@@ -28,7 +29,6 @@ from rollouts import Phase
 from rollouts.log import LogEntry
 from sandbox.prometheus import free_port
 from tests.fakes import FakeCluster
-from workers.store import RolloutStore
 
 TOKENS = "ci:deployer:deploy-secret,oncall:operator:op-secret,grafana:viewer:view-secret"
 SECRETS = {"deployer": "deploy-secret", "operator": "op-secret", "viewer": "view-secret"}

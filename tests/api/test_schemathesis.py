@@ -18,10 +18,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from adapters.redis_store import RolloutStore
 from api.app import Dependencies, create_app
 from api.settings import ApiSettings
 from tests.fakes import FakeCluster
-from workers.store import RolloutStore
 
 TOKEN = {"Authorization": "Bearer op-secret"}
 # What the API promises: never a 5xx, every answer as documented (status, content type, body,

@@ -7,13 +7,14 @@ from datetime import timedelta
 
 import pytest
 
+from adapters.redis_store import RolloutStore
+from adapters.redis_store.commands import PICKUP_SECONDS
 from rollouts import ManualActionKind, Phase, Rollout, TransientError
 from rollouts.log import LogEntry
+from rollouts.records import SaveResult
 from tests.factories import T0, policy
 from tests.fakes import Clock
-from workers.commands import PICKUP_SECONDS
 from workers.scheduler import Scheduler
-from workers.store import RolloutStore, SaveResult
 
 
 def register(store: RolloutStore, service: str) -> Rollout:

@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from adapters.redis_store import RolloutStore, body_hash
 from rollouts import Phase, Rollout
+from rollouts.errors import ActiveRolloutExists, IdempotencyMismatch
 from rollouts.log import LogEntry, Notice
+from rollouts.records import SaveResult
 from tests.factories import T0, policy
-from workers.store import ActiveRolloutExists, IdempotencyMismatch, RolloutStore, SaveResult, body_hash
 
 
 def make(service: str = "checkout", namespace: str = "shop", at: float = 0) -> Rollout:

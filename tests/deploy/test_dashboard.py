@@ -7,11 +7,11 @@ import re
 
 from fastapi.testclient import TestClient
 
+from adapters.redis_store import RolloutStore
 from api.app import Dependencies, create_app
 from api.settings import ApiSettings
 from tests.deploy.dashboard import load, queries
 from tests.fakes import FakeCluster
-from workers.store import RolloutStore
 
 
 def test_panels_have_unique_ids_a_place_and_the_datasource_variable() -> None:

@@ -18,6 +18,7 @@ import pytest
 from celery import Celery
 from kubernetes import client
 
+from adapters.redis_store import RolloutStore
 from policies import load_policy
 from rollouts import ManualActionKind, Phase, Rollout
 from rollouts.log import LogEntry
@@ -25,7 +26,6 @@ from sandbox.cluster import Endpoints
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
 from sandbox.prometheus import PrometheusServer, free_port
 from tests.knative import create, custom_objects, hello_service, knative_backends, new_revision, service_ready, wait_for
-from workers.store import RolloutStore
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import respx
 
+from adapters.redis_store import RolloutStore
 from policies import NotificationKind, NotificationTarget, load_policy
 from rollouts import ManualActionKind, Phase, Rollout, SetTraffic
 from rollouts.log import LogEntry
@@ -20,7 +21,6 @@ from tests.factories import T0
 from tests.fakes import Clock, FakeCluster, FakeMetrics
 from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner, TickReport
-from workers.store import RolloutStore
 
 POLICY: dict[str, Any] = {
     "steps": [5, 10, 25, 50],

@@ -24,15 +24,13 @@ repeats only the write, which is what brings stable back to 100 % after a worker
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from rollouts.errors import TransientError
+from adapters.redis_store.base import transient
 from rollouts.model import ManualActionKind
-from workers.redis_errors import transient
+from rollouts.records import Command
 
 PICKUP_SECONDS = 2.0
 """A command nobody has claimed this long after it was sent (or sent again) is sent again."""
@@ -101,20 +99,6 @@ for i = 1, #entries, 2 do
 end
 return sent
 """
-
-
-@dataclass(frozen=True)
-class Command:
-    """A manual command accepted by the API, as stored."""
-
-    id: str
-    rollout_id: str
-    kind: ManualActionKind
-    actor: str
-    reason: str
-    sent_at: float
-    applied: bool = False
-    """Its decision is saved (only its write may still be missing)."""
 
 
 class CommandInbox:
@@ -206,19 +190,3 @@ class CommandInbox:
         """Commands accepted and not finished yet."""
         with transient("count commands"):
             return int(self.redis.zcard(self._schedule()))
-
-
-def start_heartbeat(inbox: CommandInbox, owner: str) -> threading.Event:
-    """Beat for `owner` from a daemon thread until the process dies (or the returned event is set)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.is_set():
-            try:
-                inbox.beat(owner)
-            except TransientError as exc:  # Redis away: nothing to tell anyone until it is back
-                log.debug("heartbeat: %s", exc)
-            stop.wait(HEARTBEAT_EVERY_SECONDS)
-
-    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
-    return stop

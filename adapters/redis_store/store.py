@@ -1,23 +1,17 @@
-"""`RolloutStore`: rollouts, their event logs and their schedule in Redis, safe under concurrency.
+"""`RolloutStore`: the facade of the store, and the atomic writes that must stay together.
 
-Keys (all under a prefix, `autocanary` by default):
+Creating a rollout (idempotency key, one active rollout per service, index, schedule, first log
+entry) and saving one (version and fencing token checked, document, schedule, active index, log
+entries, notices and the applied mark of a command written together) are each one Lua script.
+A save with a stale version or a stale token changes nothing and says which. The event log,
+outbox, schedule, samples and leases are parts of their own (`RolloutStore` is all of them).
 
 | key | type | holds |
 |---|---|---|
 | `r:{id}` | hash | `doc` (the rollout as JSON) and `version` (for compare-and-set) |
 | `active:{namespace}/{service}` | string | the id of the service's one active rollout |
 | `index` | sorted set | every rollout id, scored by creation time (listing, pagination) |
-| `due` | sorted set | active rollout ids, scored by when they next need a tick |
-| `ev:{id}` | stream | the append-only event log: who, what, when, why, each verdict's numbers |
-| `fence:{id}` | string | the newest fencing token issued for the rollout |
-| `lease:{id}` | string | the worker holding the rollout now (expires by itself) |
 | `idem:{key}` | string | an idempotency key's body hash and rollout id (expires) |
-
-Every write that must be atomic is one Lua script: creating a rollout (idempotency key, one
-active rollout per service, index, schedule, first event) and saving one (version and fencing
-token checked, document, schedule, active index and events written together). A save with a
-stale version or a stale token changes nothing and says which. Redis errors become
-`TransientError`s.
 """
 
 from __future__ import annotations
@@ -26,19 +20,24 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, NamedTuple
+from functools import cached_property
+from typing import Any
 
 import redis
 
-from rollouts.errors import AutocanaryError, ValidationError
+from adapters.redis_store.base import transient as _transient
+from adapters.redis_store.commands import CommandInbox
+from adapters.redis_store.event_log import EventLog
+from adapters.redis_store.leases import Leases
+from adapters.redis_store.outbox import Outbox, notice_json
+from adapters.redis_store.samples import Samples
+from adapters.redis_store.schedule import Schedule
+from rollouts.errors import ActiveRolloutExists, IdempotencyMismatch, ValidationError
 from rollouts.log import LogEntry, Notice
 from rollouts.model import Rollout
 from rollouts.phase import Phase
-from workers.commands import CommandInbox
-from workers.redis_errors import transient as _transient
+from rollouts.records import Page, SaveItem, SaveResult
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -80,22 +79,6 @@ end
 return 'ok'
 """
 
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end
-return 0
-"""
-
-_PREEMPT = """
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return token
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 _PRUNE = """
 -- KEYS: doc, events, fence, index. ARGV: version read when the rollout was found ended, id.
 -- Only the version that was judged ended and old is deleted: anything written since keeps it.
@@ -105,96 +88,15 @@ redis.call('ZREM', KEYS[4], ARGV[2])
 return 1
 """
 
-_LEAD = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
-
-_CLAIM_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
-for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], due[i]) end
-return due
-"""
-
-
-class SaveResult(StrEnum):
-    OK = "ok"
-    STALE_VERSION = "stale_version"
-    """Someone saved a newer version first: reload before deciding again."""
-    STALE_TOKEN = "stale_token"  # noqa: S105 (a result, not a password)
-    """Someone took the rollout over (a newer lease or an abort): drop this result."""
-    STALE_COMMAND = "stale_command"
-    """The command this decision carries out was applied by another worker already (or is gone)."""
-    MISSING = "missing"
-
-
-class ActiveRolloutExists(AutocanaryError):
-    """The service already has an active rollout."""
-
-    def __init__(self, namespace: str, service: str, rollout_id: str) -> None:
-        self.rollout_id = rollout_id
-        super().__init__(f"{namespace}/{service} already has an active rollout: {rollout_id}")
-
-
-class IdempotencyMismatch(AutocanaryError):
-    """The idempotency key was used before with a different request body."""
-
-    def __init__(self, key: str, rollout_id: str) -> None:
-        self.rollout_id = rollout_id
-        super().__init__(f"idempotency key {key!r} was used for another request (rollout {rollout_id})")
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    """A notice read back from the outbox, with the rollout as it was saved by that decision."""
-
-    id: str
-    notice: Notice
-    rollout: Rollout
-    deliveries: int = 1
-    """How often it has been handed out (above 1: a relay died or timed out before acknowledging it)."""
-
-
-OUTBOX_GROUP = "relays"
-
-
-class SaveItem(NamedTuple):
-    """One rollout to compare-and-set, with what to record alongside it."""
-
-    rollout: Rollout
-    token: int | None
-    next_tick: datetime | None
-    events: Sequence[LogEntry] = ()
-    notices: Sequence[Notice] = ()
-    command: str = ""
-    """The id of the manual command this decision applies: marked applied in the same atomic write."""
-
-
-@dataclass(frozen=True)
-class Page:
-    rollouts: list[Rollout]
-    next_cursor: str | None
-
 
 def body_hash(body: Mapping[str, Any]) -> str:
     """A stable digest of a request body, for idempotency keys."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-class RolloutStore:
+class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
     def __init__(self, client: redis.Redis, prefix: str = "autocanary") -> None:
-        # redis-py's type hints do not follow decode_responses=True (every answer is str here).
-        self.redis: Any = client
-        self.prefix = prefix
-        self._create = client.register_script(_CREATE)
-        self._save = client.register_script(_SAVE)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._preempt = client.register_script(_PREEMPT)
-        self._release = client.register_script(_RELEASE)
-        self._claim_due = client.register_script(_CLAIM_DUE)
-        self._lead = client.register_script(_LEAD)
-        self._prune = client.register_script(_PRUNE)
+        super().__init__(client, prefix)
         self.commands = CommandInbox(client, prefix)
 
     @classmethod
@@ -204,15 +106,20 @@ class RolloutStore:
         )
         return cls(client, prefix)
 
-    # --- keys ----------------------------------------------------------------------------------
+    @cached_property
+    def _create(self) -> Any:
+        return self.redis.register_script(_CREATE)
 
-    def _key(self, *parts: str) -> str:
-        return ":".join((self.prefix, *parts))
+    @cached_property
+    def _save(self) -> Any:
+        return self.redis.register_script(_SAVE)
+
+    @cached_property
+    def _prune(self) -> Any:
+        return self.redis.register_script(_PRUNE)
 
     def _active_key(self, namespace: str, service: str) -> str:
         return self._key("active", f"{namespace}/{service}")
-
-    # --- create and read -----------------------------------------------------------------------
 
     def create(
         self, rollout: Rollout, event: LogEntry, idempotency_key: str | None = None, request_hash: str = ""
@@ -391,153 +298,12 @@ class RolloutStore:
                         len(events),
                         *(event.to_json() for event in events),
                         len(notices),
-                        *(_notice_json(notice, saved) for notice in notices),
+                        *(notice_json(notice, saved) for notice in notices),
                     ],
                     client=pipe,
                 )
             results = pipe.execute()
         return [(SaveResult(result), saved) for result, saved in zip(results, prepared, strict=True)]
-
-    # --- the notification outbox (a Redis Stream read by a consumer group) ------------------------
-
-    def outbox_read(
-        self, consumer: str, count: int = 16, block_ms: int = 1000, reclaim_idle_ms: int = 30_000
-    ) -> list[OutboxMessage]:
-        """Notices for this relay: first those another relay took and left unacknowledged for
-        `reclaim_idle_ms` (it died), then new ones, waiting up to `block_ms` for them."""
-        stream = self._key("outbox")
-        with _transient("read the outbox"):
-            try:
-                self.redis.xgroup_create(stream, OUTBOX_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            _, claimed, _ = self.redis.xautoclaim(stream, OUTBOX_GROUP, consumer, reclaim_idle_ms, "0-0", count=count)
-            entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
-            if not entries:
-                answer = self.redis.xreadgroup(OUTBOX_GROUP, consumer, {stream: ">"}, count=count, block=block_ms)
-                entries = [entry for _, stream_entries in answer or [] for entry in stream_entries]
-            counts: dict[str, int] = {}
-            if claimed:
-                pending = self.redis.xpending_range(stream, OUTBOX_GROUP, "-", "+", count, consumer)
-                counts = {item["message_id"]: int(item["times_delivered"]) for item in pending}
-        return [_outbox_message(entry_id, fields["notice"], counts.get(entry_id, 1)) for entry_id, fields in entries]
-
-    def outbox_ack(self, ids: Sequence[str]) -> None:
-        """Delivered (or given up on after retries): drop them from the outbox for good."""
-        if not ids:
-            return
-        stream = self._key("outbox")
-        with _transient("acknowledge outbox entries"):
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.xack(stream, OUTBOX_GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            pipe.execute()
-
-    def outbox_backlog(self) -> int:
-        """Notices not yet acknowledged (queued or being delivered)."""
-        with _transient("measure the outbox"):
-            return int(self.redis.xlen(self._key("outbox")))
-
-    def append_events(self, rollout_id: str, events: Sequence[LogEntry]) -> None:
-        with _transient("append events"):
-            pipe = self.redis.pipeline(transaction=False)
-            for event in events:
-                pipe.xadd(self._key("ev", rollout_id), {"event": event.to_json()})
-            pipe.execute()
-
-    # --- events --------------------------------------------------------------------------------
-
-    def events(self, rollout_id: str, after: str = "-", count: int = 1000) -> list[LogEntry]:
-        start = "-" if after in ("-", "0", "0-0") else f"({after}"
-        with _transient("read events"):
-            entries = self.redis.xrange(self._key("ev", rollout_id), start, "+", count=count)
-        return [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
-
-    def recent_events(self, rollout_id: str, count: int) -> list[LogEntry]:
-        """The newest `count` events, newest first."""
-        with _transient("read events"):
-            entries = self.redis.xrevrange(self._key("ev", rollout_id), count=count)
-        return [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
-
-    def wait_events(self, rollout_id: str, after: str, block_ms: int) -> list[LogEntry]:
-        """Events after `after`, waiting up to `block_ms` for the first one (for live streams)."""
-        with _transient("wait for events"):
-            answer = self.redis.xread({self._key("ev", rollout_id): after}, block=block_ms, count=100)
-        return [
-            LogEntry.from_stream(entry_id, fields["event"])
-            for _, entries in answer or []
-            for entry_id, fields in entries
-        ]
-
-    # --- scheduling and leases -----------------------------------------------------------------
-
-    def schedule(self, rollout_id: str, at: datetime) -> None:
-        with _transient("schedule a tick"):
-            self.redis.zadd(self._key("due"), {rollout_id: at.timestamp()}, xx=True)
-
-    def claim_due(self, now: datetime, limit: int, claim_until: datetime) -> list[tuple[str, float]]:
-        """Due (id, due time) pairs, pushed to `claim_until` so the next scheduler round skips them.
-
-        If the tick they are sent to never happens (a worker killed, a message lost), they are
-        due again at `claim_until` and sent again: nothing is lost.
-        """
-        with _transient("claim due rollouts"):
-            flat = self._claim_due(keys=[self._key("due")], args=[now.timestamp(), limit, claim_until.timestamp()])
-        return [(str(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
-
-    def record_samples(self, name: str, values: Sequence[float]) -> None:
-        """Keep the latest measurements of `name` (tick lateness, abort latency) for /metrics and benchmarks."""
-        if not values:
-            return
-        with _transient(f"record {name}"):
-            pipe = self.redis.pipeline(transaction=False)
-            for value in values:
-                pipe.xadd(self._key("stats", name), {"v": f"{value:.6f}"}, maxlen=20_000, approximate=True)
-            pipe.execute()
-
-    def samples(self, name: str, count: int = 20_000) -> list[float]:
-        with _transient(f"read {name}"):
-            entries = self.redis.xrevrange(self._key("stats", name), count=count)
-        return [float(fields["v"]) for _, fields in entries]
-
-    def lead(self, role: str, owner: str, ttl_ms: int) -> bool:
-        """Take or keep the lease that makes `owner` the one active `role` (e.g. the scheduler)."""
-        with _transient(f"elect the {role}"):
-            return bool(self._lead(keys=[self._key("leader", role)], args=[owner, ttl_ms]))
-
-    def acquire_leases(self, ids: Sequence[str], owner: str, ttl_ms: int) -> dict[str, int]:
-        """Leases on every free rollout among `ids`: {id: fencing token}; held ones are left out."""
-        with _transient("take leases"):
-            pipe = self.redis.pipeline(transaction=False)
-            for rollout_id in ids:
-                self._acquire(
-                    keys=[self._key("lease", rollout_id), self._key("fence", rollout_id)],
-                    args=[owner, ttl_ms],
-                    client=pipe,
-                )
-            tokens = pipe.execute()
-        return {rollout_id: int(token) for rollout_id, token in zip(ids, tokens, strict=True) if int(token)}
-
-    def preempt(self, rollout_id: str, owner: str, ttl_ms: int) -> int:
-        """Take a rollout over whoever holds it (for aborts): a new token that fences the old one out."""
-        with _transient("preempt the rollout"):
-            token = self._preempt(
-                keys=[self._key("lease", rollout_id), self._key("fence", rollout_id)], args=[owner, ttl_ms]
-            )
-        return int(token)
-
-    def release_leases(self, ids: Sequence[str], owner: str) -> None:
-        with _transient("release leases"):
-            pipe = self.redis.pipeline(transaction=False)
-            for rollout_id in ids:
-                self._release(keys=[self._key("lease", rollout_id)], args=[owner], client=pipe)
-            pipe.execute()
-
-    def holds_token(self, rollout_id: str, token: int) -> bool:
-        """True while `token` is still the newest issued for the rollout (the fencing check)."""
-        with _transient("check the fencing token"):
-            return bool(self.redis.get(self._key("fence", rollout_id)) == str(token))
 
     def ping(self) -> bool:
         try:
@@ -548,24 +314,6 @@ class RolloutStore:
     def memory_used(self) -> int:
         with _transient("read memory"):
             return int(self.redis.info("memory")["used_memory"])
-
-
-def _notice_json(notice: Notice, rollout: Rollout) -> str:
-    return json.dumps(
-        {
-            "event": notice.event,
-            "message": notice.message,
-            "at": notice.at.isoformat(),
-            "rollout": rollout.model_dump(mode="json"),
-        },
-        separators=(",", ":"),
-    )
-
-
-def _outbox_message(entry_id: str, raw: str, deliveries: int) -> OutboxMessage:
-    data = json.loads(raw)
-    notice = Notice(data["event"], data["message"], datetime.fromisoformat(data["at"]))
-    return OutboxMessage(entry_id, notice, Rollout.model_validate(data["rollout"]), deliveries)
 
 
 def _parse_cursor(cursor: str | None) -> tuple[str, str | None]:

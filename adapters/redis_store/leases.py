@@ -1,0 +1,95 @@
+"""Leases and fencing: which worker holds a rollout now, and the token that fences out an older one.
+
+| key | type | holds |
+|---|---|---|
+| `lease:{id}` | string | the worker holding the rollout now (expires by itself) |
+| `fence:{id}` | string | the newest fencing token issued for the rollout |
+| `leader:{role}` | string | the one active instance of a role (the scheduler) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from adapters.redis_store.base import StoreBase
+from adapters.redis_store.base import transient as _transient
+
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('INCR', KEYS[2]) end
+return 0
+"""
+
+_PREEMPT = """
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return token
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_LEAD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
+class Leases(StoreBase):
+    @cached_property
+    def _acquire(self) -> Any:
+        return self.redis.register_script(_ACQUIRE)
+
+    @cached_property
+    def _preempt(self) -> Any:
+        return self.redis.register_script(_PREEMPT)
+
+    @cached_property
+    def _release(self) -> Any:
+        return self.redis.register_script(_RELEASE)
+
+    @cached_property
+    def _lead(self) -> Any:
+        return self.redis.register_script(_LEAD)
+
+    def lead(self, role: str, owner: str, ttl_ms: int) -> bool:
+        """Take or keep the lease that makes `owner` the one active `role` (e.g. the scheduler)."""
+        with _transient(f"elect the {role}"):
+            return bool(self._lead(keys=[self._key("leader", role)], args=[owner, ttl_ms]))
+
+    def acquire_leases(self, ids: Sequence[str], owner: str, ttl_ms: int) -> dict[str, int]:
+        """Leases on every free rollout among `ids`: {id: fencing token}; held ones are left out."""
+        with _transient("take leases"):
+            pipe = self.redis.pipeline(transaction=False)
+            for rollout_id in ids:
+                self._acquire(
+                    keys=[self._key("lease", rollout_id), self._key("fence", rollout_id)],
+                    args=[owner, ttl_ms],
+                    client=pipe,
+                )
+            tokens = pipe.execute()
+        return {rollout_id: int(token) for rollout_id, token in zip(ids, tokens, strict=True) if int(token)}
+
+    def preempt(self, rollout_id: str, owner: str, ttl_ms: int) -> int:
+        """Take a rollout over whoever holds it (for aborts): a new token that fences the old one out."""
+        with _transient("preempt the rollout"):
+            token = self._preempt(
+                keys=[self._key("lease", rollout_id), self._key("fence", rollout_id)], args=[owner, ttl_ms]
+            )
+        return int(token)
+
+    def release_leases(self, ids: Sequence[str], owner: str) -> None:
+        with _transient("release leases"):
+            pipe = self.redis.pipeline(transaction=False)
+            for rollout_id in ids:
+                self._release(keys=[self._key("lease", rollout_id)], args=[owner], client=pipe)
+            pipe.execute()
+
+    def holds_token(self, rollout_id: str, token: int) -> bool:
+        """True while `token` is still the newest issued for the rollout (the fencing check)."""
+        with _transient("check the fencing token"):
+            return bool(self.redis.get(self._key("fence", rollout_id)) == str(token))
