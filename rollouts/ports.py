@@ -11,7 +11,8 @@ Three things vary independently (design.md, "Three axes"), each behind one proto
 - `MetricsProvider`: per-version request counts, errors and latency buckets for a batch of
   versions over one window.
 
-Beside them: `EventRecorder` (Kubernetes Events on the routed object). A factory
+Beside them: `EventRecorder` (Kubernetes Events on the routed object) and the `RolloutStore`
+the runner works through (Redis in `adapters.redis_store`, in memory in the scenario tests). A factory
 (`adapters.factory`) picks the target and router of each rollout from its target's kind, so one
 installation rolls out Knative Services and Istio-routed Deployments side by side. The values
 are plain and frozen, so the engine's side stays pure; the tests' fakes speak the same protocols.
@@ -22,12 +23,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from policies import Dialect
 from rollouts.actions import SetTraffic
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import TransientError, UnknownTargetKind
+
+if TYPE_CHECKING:  # the store's values name the Rollout, whose model names TargetRef from here
+    from rollouts.log import LogEntry, Notice
+    from rollouts.model import ManualActionKind, Rollout
+    from rollouts.records import Command, SaveItem, SaveResult
 
 
 @dataclass(frozen=True)
@@ -240,3 +246,62 @@ class Backends:
 
     def events_of(self, kind: str) -> EventRecorder:
         return self.of(kind).events
+
+
+class CommandInbox(Protocol):
+    """Manual commands, durable before the API answers 202; claimed, applied and finished once."""
+
+    def submit(self, rollout_id: str, kind: ManualActionKind, actor: str, reason: str, sent_at: float) -> str: ...
+
+    def rollout_of(self, command_id: str) -> str | None: ...
+
+    def claim(self, command_id: str, rollout_id: str, owner: str, lease_seconds: float, now: float) -> Command | None:
+        """The command if `owner` may carry it out now (the oldest of its rollout, nobody alive on it)."""
+        ...
+
+    def release(self, command: Command, owner: str, retry_in: float, now: float) -> None: ...
+
+    def finish(self, command: Command) -> str | None:
+        """Done with it; the id of its rollout's next command, if any."""
+        ...
+
+    def beat(self, owner: str) -> None: ...
+
+
+class RolloutStore(Protocol):
+    """What the runner needs of the store: versioned rollouts saved with compare-and-set on version
+    and fencing token, their schedule, per-rollout leases, the event log and the command inbox."""
+
+    @property
+    def commands(self) -> CommandInbox: ...
+
+    def get(self, rollout_id: str) -> Rollout | None: ...
+
+    def get_many(self, ids: Sequence[str]) -> list[Rollout | None]: ...
+
+    def save(
+        self,
+        rollout: Rollout,
+        *,
+        token: int | None,
+        next_tick: datetime | None,
+        events: Sequence[LogEntry] = (),
+        notices: Sequence[Notice] = (),
+        command: str = "",
+    ) -> tuple[SaveResult, Rollout]: ...
+
+    def save_many(self, items: Sequence[SaveItem]) -> list[tuple[SaveResult, Rollout]]: ...
+
+    def schedule(self, rollout_id: str, at: datetime) -> None: ...
+
+    def acquire_leases(self, ids: Sequence[str], owner: str, ttl_ms: int) -> dict[str, int]: ...
+
+    def preempt(self, rollout_id: str, owner: str, ttl_ms: int) -> int: ...
+
+    def release_leases(self, ids: Sequence[str], owner: str) -> None: ...
+
+    def holds_token(self, rollout_id: str, token: int) -> bool: ...
+
+    def append_events(self, rollout_id: str, events: Sequence[LogEntry]) -> None: ...
+
+    def record_samples(self, name: str, values: Sequence[float]) -> None: ...

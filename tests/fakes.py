@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the cluster and the metrics, behind the same interfaces as the real ones.
+"""In-memory stand-ins for the cluster, the metrics and the store, behind the same ports as the real ones.
 
 For tick-by-tick scenario tests of the runner: a clock that only moves when told, a Knative-like
 cluster whose routes follow spec.traffic once every pinned revision is Ready, and metrics
@@ -7,13 +7,17 @@ computed from the cluster's live split and each revision's error rate.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from policies import Dialect
 from rollouts import PermanentError, SetTraffic, TransientError
 from rollouts.counts import RevisionCounts, RevisionRef
+from rollouts.errors import ActiveRolloutExists
+from rollouts.log import LogEntry, Notice
+from rollouts.model import ManualActionKind, Rollout
 from rollouts.ports import (
     Backends,
     KindBackends,
@@ -26,6 +30,7 @@ from rollouts.ports import (
     WriteGuard,
     sum_by_version,
 )
+from rollouts.records import Command, SaveItem, SaveResult
 
 
 @dataclass
@@ -199,3 +204,171 @@ class FakeMetrics:
             requests = 0 if self.blind else round(service.requests_per_second * share * window.total_seconds())
             counts[ref] = RevisionCounts.of(requests, round(requests * self.cluster.error_rate[ref.revision]))
         return counts
+
+
+@dataclass
+class MemoryInbox:
+    """The command inbox in memory: each rollout's commands in the order they were accepted."""
+
+    commands: dict[str, Command] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    queues: dict[str, list[str]] = field(default_factory=dict)
+
+    def submit(self, rollout_id: str, kind: ManualActionKind, actor: str, reason: str, sent_at: float) -> str:
+        command_id = uuid.uuid4().hex
+        self.commands[command_id] = Command(command_id, rollout_id, kind, actor, reason, sent_at)
+        self.queues.setdefault(rollout_id, []).append(command_id)
+        return command_id
+
+    def rollout_of(self, command_id: str) -> str | None:
+        found = self.commands.get(command_id)
+        return found.rollout_id if found else None
+
+    def claim(self, command_id: str, rollout_id: str, owner: str, lease_seconds: float, now: float) -> Command | None:
+        found = self.commands.get(command_id)
+        queue = self.queues.get(rollout_id, [])
+        if found is None or queue[:1] != [command_id] or self.owners.get(command_id, owner) != owner:
+            return None
+        self.owners[command_id] = owner
+        return found
+
+    def release(self, command: Command, owner: str, retry_in: float, now: float) -> None:
+        if self.owners.get(command.id) == owner:
+            del self.owners[command.id]
+
+    def finish(self, command: Command) -> str | None:
+        self.commands.pop(command.id, None)
+        self.owners.pop(command.id, None)
+        queue = self.queues.get(command.rollout_id, [])
+        if command.id in queue:
+            queue.remove(command.id)
+        return queue[0] if queue else None
+
+    def mark_applied(self, command_id: str) -> bool:
+        found = self.commands.get(command_id)
+        if found is None or found.applied:
+            return False
+        self.commands[command_id] = replace(found, applied=True)
+        return True
+
+    def beat(self, owner: str) -> None:
+        return None
+
+    def pending(self) -> int:
+        return len(self.commands)
+
+
+@dataclass
+class MemoryStore:
+    """The `RolloutStore` port in memory, with the same compare-and-set, fencing and schedule rules
+    as the Redis store, for scenario tests that need no Redis. Leases expire on `clock`."""
+
+    clock: Callable[[], datetime]
+    commands: MemoryInbox = field(default_factory=MemoryInbox)
+    docs: dict[str, Rollout] = field(default_factory=dict)
+    active: dict[tuple[str, str], str] = field(default_factory=dict)
+    due: dict[str, float] = field(default_factory=dict)
+    fences: dict[str, int] = field(default_factory=dict)
+    leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    log: dict[str, list[LogEntry]] = field(default_factory=dict)
+    outbox: list[Notice] = field(default_factory=list)
+    measured: dict[str, list[float]] = field(default_factory=dict)
+
+    def create(self, rollout: Rollout, event: LogEntry) -> tuple[Rollout, bool]:
+        key = (rollout.namespace, rollout.service)
+        if key in self.active:
+            raise ActiveRolloutExists(rollout.namespace, rollout.service, self.active[key])
+        stored = rollout.model_copy(update={"version": 1})
+        self.docs[rollout.id], self.active[key] = stored, rollout.id
+        self.due[rollout.id] = rollout.created_at.timestamp()
+        self.log[rollout.id] = [event]
+        return stored, True
+
+    def get(self, rollout_id: str) -> Rollout | None:
+        return self.docs.get(rollout_id)
+
+    def get_many(self, ids: Sequence[str]) -> list[Rollout | None]:
+        return [self.docs.get(rollout_id) for rollout_id in ids]
+
+    def active_for(self, namespace: str, service: str) -> str | None:
+        return self.active.get((namespace, service))
+
+    def save(
+        self,
+        rollout: Rollout,
+        *,
+        token: int | None,
+        next_tick: datetime | None,
+        events: Sequence[LogEntry] = (),
+        notices: Sequence[Notice] = (),
+        command: str = "",
+    ) -> tuple[SaveResult, Rollout]:
+        return self.save_many([SaveItem(rollout, token, next_tick, events, notices, command)])[0]
+
+    def save_many(self, items: Sequence[SaveItem]) -> list[tuple[SaveResult, Rollout]]:
+        return [self._save_one(item) for item in items]
+
+    def _save_one(self, item: SaveItem) -> tuple[SaveResult, Rollout]:
+        rollout, token = item.rollout, item.token
+        saved = rollout.model_copy(update={"version": rollout.version + 1, "fencing_token": token or 0})
+        current = self.docs.get(rollout.id)
+        if current is None:
+            return SaveResult.MISSING, saved
+        if current.version != rollout.version:
+            return SaveResult.STALE_VERSION, saved
+        if token is not None and self.fences.get(rollout.id, 0) != token:
+            return SaveResult.STALE_TOKEN, saved
+        if item.command and not self.commands.mark_applied(item.command):
+            return SaveResult.STALE_COMMAND, saved
+        self.docs[rollout.id] = saved
+        if saved.is_terminal:
+            self.due.pop(rollout.id, None)
+            self.active.pop((rollout.namespace, rollout.service), None)
+        elif item.next_tick is not None:
+            self.due[rollout.id] = item.next_tick.timestamp()
+        self.log.setdefault(rollout.id, []).extend(item.events)
+        self.outbox.extend(item.notices)
+        return SaveResult.OK, saved
+
+    def schedule(self, rollout_id: str, at: datetime) -> None:
+        if rollout_id in self.due:
+            self.due[rollout_id] = at.timestamp()
+
+    def claim_due(self, now: datetime, limit: int, claim_until: datetime) -> list[tuple[str, float]]:
+        found = sorted((at, i) for i, at in self.due.items() if at <= now.timestamp())[:limit]
+        for _, rollout_id in found:
+            self.due[rollout_id] = claim_until.timestamp()
+        return [(rollout_id, at) for at, rollout_id in found]
+
+    def acquire_leases(self, ids: Sequence[str], owner: str, ttl_ms: int) -> dict[str, int]:
+        tokens = {}
+        for rollout_id in ids:
+            held = self.leases.get(rollout_id)
+            if held is None or held[1] <= self.clock():
+                tokens[rollout_id] = self.preempt(rollout_id, owner, ttl_ms)
+        return tokens
+
+    def preempt(self, rollout_id: str, owner: str, ttl_ms: int) -> int:
+        self.fences[rollout_id] = self.fences.get(rollout_id, 0) + 1
+        self.leases[rollout_id] = (owner, self.clock() + timedelta(milliseconds=ttl_ms))
+        return self.fences[rollout_id]
+
+    def release_leases(self, ids: Sequence[str], owner: str) -> None:
+        for rollout_id in ids:
+            if self.leases.get(rollout_id, ("",))[0] == owner:
+                del self.leases[rollout_id]
+
+    def holds_token(self, rollout_id: str, token: int) -> bool:
+        return self.fences.get(rollout_id) == token
+
+    def append_events(self, rollout_id: str, events: Sequence[LogEntry]) -> None:
+        self.log.setdefault(rollout_id, []).extend(events)
+
+    def events(self, rollout_id: str) -> list[LogEntry]:
+        return list(self.log.get(rollout_id, []))
+
+    def record_samples(self, name: str, values: Sequence[float]) -> None:
+        self.measured.setdefault(name, []).extend(values)
+
+    def samples(self, name: str) -> list[float]:
+        return list(reversed(self.measured.get(name, [])))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from adapters.redis_store.commands import HEARTBEAT_EVERY_SECONDS, CommandInbox
+from adapters.redis_store.commands import HEARTBEAT_EVERY_SECONDS
 from rollouts.errors import TransientError
+from rollouts.ports import CommandInbox
 
 log = logging.getLogger("autocanary.commands")
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
-from adapters.redis_store import RolloutStore
 from analyzer.verdict import AnalysisState, error_verdict, judge
 from policies import Dialect
 from rollouts import causes, engine
@@ -57,7 +56,7 @@ from rollouts.events import (
 from rollouts.log import LogEntry
 from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import Phase
-from rollouts.ports import Backends, MetricsProvider, Observation, TargetState
+from rollouts.ports import Backends, MetricsProvider, Observation, RolloutStore, TargetState
 from rollouts.records import Command, SaveItem, SaveResult
 
 log = logging.getLogger("autocanary.runner")

@@ -1,4 +1,5 @@
-"""The runner tick by tick: real store (private Redis), fake cluster, metrics and clock."""
+"""The runner tick by tick: fake cluster, metrics and clock; the store real (a private Redis) and
+in memory (`tests.fakes.MemoryStore`, the same port), each scenario on both unless it needs Redis."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from policies import NotificationKind, NotificationTarget, load_policy
 from rollouts import ManualActionKind, Phase, Rollout, SetTraffic
 from rollouts.log import LogEntry
 from tests.factories import T0
-from tests.fakes import Clock, FakeCluster, FakeMetrics
+from tests.fakes import Clock, FakeCluster, FakeMetrics, MemoryStore
 from workers.notify import Notifier, OutboxRelay
 from workers.runner import Runner, TickReport
 
@@ -35,7 +36,7 @@ NS = "shop"
 
 @dataclass
 class World:
-    store: RolloutStore
+    store: RolloutStore | MemoryStore
     cluster: FakeCluster = field(default_factory=FakeCluster)
     clock: Clock = field(default_factory=lambda: Clock(T0))
 
@@ -82,9 +83,24 @@ class World:
         return [event.kind for event in self.store.events(rollout_id)]
 
 
+@dataclass
+class RedisWorld(World):
+    """A world whose store is Redis, for scenarios about Redis's own part (heartbeats, the outbox)."""
+
+    store: RolloutStore
+
+
+@pytest.fixture(params=["redis", "memory"])
+def world(request: pytest.FixtureRequest) -> World:
+    if request.param == "redis":
+        return World(request.getfixturevalue("store"))
+    clock = Clock(T0)
+    return World(MemoryStore(clock), clock=clock)
+
+
 @pytest.fixture
-def world(store: RolloutStore) -> World:
-    return World(store)
+def redis_world(store: RolloutStore) -> RedisWorld:
+    return RedisWorld(store)
 
 
 def test_a_good_canary_promotes_through_every_step(world: World) -> None:
@@ -254,7 +270,8 @@ def submit(world: World, rollout_id: str, kind: ManualActionKind, actor: str = "
     return world.store.commands.submit(rollout_id, kind, actor, "pager", world.clock().timestamp())
 
 
-def test_an_abort_whose_worker_died_before_applying_it_is_carried_out_by_another(world: World) -> None:
+def test_an_abort_whose_worker_died_before_applying_it_is_carried_out_by_another(redis_world: RedisWorld) -> None:
+    world = redis_world
     rollout_id = world.register("lost")
     world.run(rollout_id, 8)
     command_id = submit(world, rollout_id, ManualActionKind.ABORT)
@@ -272,7 +289,8 @@ def test_an_abort_whose_worker_died_before_applying_it_is_carried_out_by_another
     assert inbox.pending() == 0 and inbox.redeliver(now + 60) == []
 
 
-def test_an_abort_whose_worker_died_after_saving_it_still_reaches_stable_100(world: World) -> None:
+def test_an_abort_whose_worker_died_after_saving_it_still_reaches_stable_100(redis_world: RedisWorld) -> None:
+    world = redis_world
     rollout_id = world.register("halfway")
     world.run(rollout_id, 8)
     command_id = submit(world, rollout_id, ManualActionKind.ABORT)
@@ -355,7 +373,8 @@ def test_one_batch_fetches_metrics_once_for_many_rollouts(world: World) -> None:
 
 
 @respx.mock
-def test_a_dead_webhook_does_not_slow_or_fail_a_rollout(world: World) -> None:
+def test_a_dead_webhook_does_not_slow_or_fail_a_rollout(redis_world: RedisWorld) -> None:
+    world = redis_world
     attempts = respx.post("https://hooks.example.com/dead").mock(side_effect=httpx.ConnectError("refused"))
     blocked = threading.Event()
 
@@ -380,7 +399,8 @@ def test_a_dead_webhook_does_not_slow_or_fail_a_rollout(world: World) -> None:
 
 
 @respx.mock
-def test_every_saved_transition_is_delivered_from_the_outbox(world: World) -> None:
+def test_every_saved_transition_is_delivered_from_the_outbox(redis_world: RedisWorld) -> None:
+    world = redis_world
     hook = respx.post("https://hooks.example.com/ok").mock(return_value=httpx.Response(204))
     target = NotificationTarget(kind=NotificationKind.WEBHOOK, url="https://hooks.example.com/ok")
     rollout_id = world.register("checkout", notifications=[target.model_dump(mode="json")])
@@ -396,7 +416,8 @@ def test_every_saved_transition_is_delivered_from_the_outbox(world: World) -> No
 
 
 @respx.mock
-def test_a_relay_killed_mid_delivery_loses_nothing(world: World) -> None:
+def test_a_relay_killed_mid_delivery_loses_nothing(redis_world: RedisWorld) -> None:
+    world = redis_world
     hook = respx.post("https://hooks.example.com/ok").mock(return_value=httpx.Response(204))
     target = NotificationTarget(kind=NotificationKind.WEBHOOK, url="https://hooks.example.com/ok")
     rollout_id = world.register("cart", canary_error=0.3, notifications=[target.model_dump(mode="json")])
