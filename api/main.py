@@ -14,7 +14,8 @@ from adapters.factory import kubernetes_backends
 from adapters.kubernetes.api import KubernetesApi
 from adapters.prometheus import PrometheusMetrics, PrometheusSettings
 from adapters.redis_store import RolloutStore
-from api.app import Dependencies, create_app
+from api.app import create_app
+from api.deps import Dependencies
 from api.settings import ApiSettings
 from api.site_policies import SitePolicyError, read_site_policies
 from policies import EgressRules

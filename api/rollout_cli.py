@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from api.client import AutocanaryClient, ClientError
+from rollouts.model import ManualActionKind
 
 app = typer.Typer(help="Register, follow and steer rollouts through the API.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)  # verdict sentences stay whole, for logs and grep
@@ -255,8 +256,8 @@ def _action(action: str) -> None:
     app.command(action)(command)
 
 
-for _name in ("abort", "pause", "resume", "promote"):
-    _action(_name)
+for _kind in ManualActionKind:
+    _action(_kind.value)
 
 
 MAX_HEADER_BYTES = 16 * 1024

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.redis_store import RolloutStore
-from api.app import exposition
+from api.exposition import exposition
 from bench.results import write_section
 from policies import load_policy
 from rollouts import Rollout

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rollouts.model import ManualActionKind
 from rollouts.verdict import Verdict
 
 
@@ -124,3 +125,12 @@ Event = (
     | PromoteNow
 )
 ManualEvent = Abort | Pause | Resume | PromoteNow
+
+MANUAL_EVENTS: dict[ManualActionKind, type[ManualEvent]] = {
+    ManualActionKind.ABORT: Abort,
+    ManualActionKind.PAUSE: Pause,
+    ManualActionKind.RESUME: Resume,
+    ManualActionKind.PROMOTE: PromoteNow,
+}
+"""The one table of the manual verbs: what each command an operator sends means to the engine
+(the API's routes, the CLI's commands and the runner all read it)."""

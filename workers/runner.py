@@ -39,12 +39,9 @@ from rollouts.actions import Promote, SetTraffic
 from rollouts.counts import RevisionRef
 from rollouts.errors import FencedOut, ForeignChange, InvalidTransition, PermanentError, TransientError
 from rollouts.events import (
-    Abort,
+    MANUAL_EVENTS,
     CanaryNotReady,
     Failed,
-    Pause,
-    PromoteNow,
-    Resume,
     RollbackRequired,
     Superseded,
     Tick,
@@ -63,13 +60,6 @@ log = logging.getLogger("autocanary.runner")
 
 COMMAND_RETRY_SECONDS = 1.0
 """A command whose write failed for now (the cluster away, a newer owner) is sent again after this."""
-
-MANUAL_EVENTS: dict[ManualActionKind, type[Abort | Pause | Resume | PromoteNow]] = {
-    ManualActionKind.ABORT: Abort,
-    ManualActionKind.PAUSE: Pause,
-    ManualActionKind.RESUME: Resume,
-    ManualActionKind.PROMOTE: PromoteNow,
-}
 
 
 @dataclass

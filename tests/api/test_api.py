@@ -14,8 +14,9 @@ import redis as redis_module
 from fastapi.testclient import TestClient
 
 from adapters.redis_store import RolloutStore
-from api.app import Dependencies, create_app
+from api.app import create_app
 from api.auth import TokenBook
+from api.deps import Dependencies, get_deps
 from api.settings import ApiSettings
 from rollouts import ManualActionKind, Phase
 from rollouts.log import LogEntry
@@ -511,3 +512,12 @@ def test_idempotency_keys_are_scoped_per_token(store: RolloutStore, cluster: Fak
 def test_the_host_header_is_never_echoed_into_a_redirect(api: TestClient) -> None:
     response = api.get("/v1/rollouts/", headers={**VIEW, "Host": "evil.example"}, follow_redirects=False)
     assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_a_test_can_swap_a_dependency_through_dependency_overrides(store: RolloutStore, cluster: FakeCluster) -> None:
+    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster.backends(), Queue(), {}))
+    down = Dependencies(store, cluster.backends(), Queue(), {"redis": lambda: False})
+    app.dependency_overrides[get_deps] = lambda: down
+    with TestClient(app) as client:
+        answer = client.get("/readyz")
+    assert (answer.status_code, answer.json()["checks"]) == (503, {"redis": False})

@@ -21,8 +21,9 @@ import uvicorn
 from typer.testing import CliRunner, Result
 
 from adapters.redis_store import RolloutStore
-from api.app import Dependencies, create_app
+from api.app import create_app
 from api.cli import app as cli
+from api.deps import Dependencies
 from api.rollout_cli import SERVER_LIMITS
 from api.settings import ApiSettings
 from rollouts import Phase

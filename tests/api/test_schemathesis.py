@@ -19,7 +19,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from adapters.redis_store import RolloutStore
-from api.app import Dependencies, create_app
+from api.app import create_app
+from api.deps import Dependencies
 from api.settings import ApiSettings
 from tests.fakes import FakeCluster
 

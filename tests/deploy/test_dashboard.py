@@ -8,7 +8,8 @@ import re
 from fastapi.testclient import TestClient
 
 from adapters.redis_store import RolloutStore
-from api.app import Dependencies, create_app
+from api.app import create_app
+from api.deps import Dependencies
 from api.settings import ApiSettings
 from tests.deploy.dashboard import load, queries
 from tests.fakes import FakeCluster

@@ -1,0 +1,108 @@
+"""`/v1/rollouts`: register a rollout (deployer), list them, read one, read or stream its event log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+
+from adapters.redis_store import body_hash
+from api.deps import Deployer, Deps, Egress, Settings, Viewer
+from api.errors import ApiError
+from api.registration import check_notifications, found, refuse_unencodable, resolved_policy, revisions
+from api.schemas import ErrorBody, EventPublic, RolloutCreate, RolloutList, RolloutPublic
+from api.sse import event_stream
+from api.views import event_public, rollout_public
+from rollouts.log import LogEntry
+from rollouts.model import TARGET_KIND, Rollout
+from rollouts.phase import Phase
+
+router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
+
+
+@router.post("", status_code=201, response_model=RolloutPublic, responses=_ERRORS)
+def create_rollout(
+    body: RolloutCreate,
+    principal: Deployer,
+    response: Response,
+    deps: Deps,
+    egress: Egress,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> RolloutPublic:
+    """Register a canary rollout (deployer); validated against the cluster before anything is stored."""
+    refuse_unencodable(body.model_dump(mode="python"))
+    policy = resolved_policy(body, deps.site_policies)
+    check_notifications(body, policy, deps.site_policies, egress, deps.resolve)
+    stable, canary = revisions(deps.backends.of(TARGET_KIND).target, body)
+    now = deps.clock()
+    rollout = Rollout.new(
+        id=uuid.uuid4().hex[:12],
+        namespace=body.namespace,
+        service=body.service,
+        stable_revision=stable,
+        canary_revision=canary,
+        policy=policy,
+        now=now,
+        labels=dict(body.labels),
+    )
+    message = f"registered by {principal.name}"
+    event = LogEntry("created", message, now, rollout.phase.value, principal.name, dict(body.labels))
+    # Keys are scoped per token: one pipeline's key never finds (or blocks) another's rollout.
+    scoped_key = f"{principal.name}:{idempotency_key}" if idempotency_key else None
+    stored, _ = deps.store.create(rollout, event, scoped_key, body_hash(body.model_dump(mode="json")))
+    response.headers["Location"] = f"/v1/rollouts/{stored.id}"
+    return rollout_public(stored, [], deps.clock())
+
+
+@router.get("", response_model=RolloutList)
+def list_rollouts(
+    principal: Viewer,
+    deps: Deps,
+    namespace: str | None = None,
+    service: str | None = None,
+    phase: Phase | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[0-9.e+-]+:[A-Za-z0-9_-]+$")] = None,
+) -> RolloutList:
+    """Newest first; filter by namespace, service and phase; page with `cursor` (viewer)."""
+    page = deps.store.list_rollouts(namespace, service, phase, limit, cursor)
+    now = deps.clock()
+    return RolloutList(items=[rollout_public(r, [], now) for r in page.rollouts], next_cursor=page.next_cursor)
+
+
+@router.get("/{rollout_id}", response_model=RolloutPublic, responses={404: {"model": ErrorBody}})
+def get_rollout(rollout_id: str, principal: Viewer, deps: Deps) -> RolloutPublic:
+    """Phase, step, weights, time in step, the last verdicts with their numbers, the last manual action."""
+    rollout = found(deps.store, rollout_id)
+    return rollout_public(rollout, deps.store.recent_events(rollout_id, 50), deps.clock())
+
+
+@router.get(
+    "/{rollout_id}/events",
+    response_model=list[EventPublic],
+    responses={404: {"model": ErrorBody}, 200: {"content": {"text/event-stream": {}}}},
+)
+def rollout_events(
+    rollout_id: str,
+    principal: Viewer,
+    deps: Deps,
+    settings: Settings,
+    accept: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+) -> Any:
+    """The event log; with `Accept: text/event-stream`, live Server-Sent Events until the rollout ends."""
+    found(deps.store, rollout_id)
+    if last_event_id and any(int(part) >= 2**64 for part in last_event_id.split("-")):
+        raise ApiError(422, "validation_error", "not an event id from this stream", "last_event_id")
+    if accept and "text/event-stream" in accept:
+        stream = event_stream(deps.store, rollout_id, last_event_id or "0-0", settings.sse_poll_ms)
+        return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return [event_public(e) for e in deps.store.events(rollout_id, after=last_event_id or "-", count=10_000)]
