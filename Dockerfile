@@ -12,6 +12,7 @@ COPY analyzer/ analyzer/
 COPY adapters/ adapters/
 COPY workers/ workers/
 COPY api/ api/
+COPY cli/ cli/
 COPY sandbox/ sandbox/
 COPY bench/ bench/
 # The versions CI tested (constraints.txt), into a virtual environment copied whole below.

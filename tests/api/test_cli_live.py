@@ -22,10 +22,10 @@ from typer.testing import CliRunner, Result
 
 from adapters.redis_store import RolloutStore
 from api.app import create_app
-from api.cli import app as cli
 from api.deps import Dependencies
-from api.rollout_cli import SERVER_LIMITS
 from api.settings import ApiSettings
+from cli.main import app as cli
+from cli.rollout import SERVER_LIMITS
 from rollouts import Phase
 from rollouts.log import LogEntry
 from sandbox.prometheus import free_port

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adapters.prometheus import PrometheusMetrics, PrometheusSettings
-from api.cli import app
+from cli.main import app
 from policies import Dialect
 from rollouts import PermanentError, TransientError, ValidationError
 from rollouts.counts import RevisionRef

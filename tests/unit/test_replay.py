@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from analyzer.eprocess import EProcess
 from analyzer.replay import TraceError, TraceInterval, parse_trace, replay, trace_record
-from api.cli import app
+from cli.main import app
 from policies import Dialect, load_policy
 from rollouts.counts import RevisionCounts
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from api.client import AutocanaryClient, ClientError
+from cli.client import AutocanaryClient, ClientError
 from rollouts.model import ManualActionKind
 
 app = typer.Typer(help="Register, follow and steer rollouts through the API.", no_args_is_help=True)

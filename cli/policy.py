@@ -1,9 +1,4 @@
-"""The `autocanary` command: one program for pipelines, on-call engineers and operators.
-
-Each component contributes its command group: `policy` (here), `rollout` and `api` (the HTTP
-API), `sandbox` and `demo` (the local cluster), `replay` (the analyzer), `worker` and
-`scheduler` (the workers).
-"""
+"""`autocanary policy`: list, show and validate rollout policies (the built-ins, or what an API knows)."""
 
 from __future__ import annotations
 
@@ -17,29 +12,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from analyzer.cli import replay_command
-from api import rollout_cli
-from api.client import ClientError
+from cli import rollout as rollout_cli
+from cli.client import ClientError
 from policies import InvalidPolicy, Policy, builtin_names, format_duration, load_policy, parse_policy_document
-from sandbox import cli as sandbox_cli
-from sandbox.demo import main as demo_main
-from workers.cli import scheduler_app, worker_app
 
-app = typer.Typer(
-    name="autocanary",
-    help="Progressive delivery for Knative Services: canary rollouts judged by statistics.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-policy_app = typer.Typer(help="Inspect and validate rollout policies.", no_args_is_help=True)
-app.add_typer(policy_app, name="policy")
-app.add_typer(sandbox_cli.app, name="sandbox")
-app.command("replay")(replay_command)
-app.add_typer(rollout_cli.app, name="rollout")
-app.command("api")(rollout_cli.serve)
-app.add_typer(worker_app, name="worker")
-app.add_typer(scheduler_app, name="scheduler")
-
+app = typer.Typer(help="Inspect and validate rollout policies.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 
@@ -54,7 +31,7 @@ OptionalServer = Annotated[
 ]
 
 
-@policy_app.command("list")
+@app.command("list")
 def policy_list(server: OptionalServer = None, token: rollout_cli.Token = "") -> None:
     """The policies, one line each: the built-ins, or with --server every policy that API knows."""
     table = Table()
@@ -74,7 +51,7 @@ def policy_list(server: OptionalServer = None, token: rollout_cli.Token = "") ->
     out.print(table)
 
 
-@policy_app.command("show")
+@app.command("show")
 def policy_show(
     name: Annotated[str, typer.Argument(help="A policy name: built-in, or any the API knows with --server.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
@@ -104,7 +81,7 @@ def _server_policies(server: str, token: str) -> dict[str, Policy]:
     return {name: Policy.model_validate(data) for name, data in found.items()}
 
 
-@policy_app.command("validate")
+@app.command("validate")
 def policy_validate(
     file: Annotated[Path, typer.Argument(help="A YAML policy file; `extends: NAME` starts from a built-in.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the resolved policy as JSON.")] = False,
@@ -140,15 +117,3 @@ def _print_problems(error: InvalidPolicy) -> None:
     err.print(f"[red]invalid {error.source}[/]:")
     for problem in error.problems:
         err.print(f"  {problem.field or '(document)'}: {problem.message}", highlight=False, markup=False)
-
-
-@app.command("demo")
-def demo(
-    summary: Annotated[Path | None, typer.Option(help="Also write the outcome of each case as JSON here.")] = None,
-) -> None:
-    """Run the sandbox demo end to end: a canary promoted, one rolled back, one aborted by hand."""
-    demo_main(summary)
-
-
-def main() -> None:
-    app()
