@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from adapters.dns import resolve
 from adapters.factory import kubernetes_backends
 from adapters.kubernetes.api import KubernetesApi
-from adapters.prometheus import PrometheusMetrics, PrometheusSettings
+from adapters.prometheus import PrometheusMetrics
 from adapters.redis_store import RolloutStore
 from api.app import create_app
 from api.deps import Dependencies
@@ -30,7 +30,7 @@ def build(settings: ApiSettings | None = None) -> FastAPI:
         raise SystemExit(f"autocanary api: {exc}") from exc  # one clear line in the pod's log, no traceback
     store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
     kubernetes = KubernetesApi.from_kubeconfig(settings.kubeconfig, settings.kube_context)
-    prometheus = PrometheusMetrics(PrometheusSettings(settings.prometheus_url, timeout=2.0, retries=0))
+    prometheus = PrometheusMetrics(settings.prometheus(timeout=2.0, retries=0))  # the workers' auth and TLS
     celery = Celery("autocanary-api", broker=settings.redis_url)
 
     def enqueue(task: str, args: list[object]) -> None:

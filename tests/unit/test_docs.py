@@ -33,6 +33,6 @@ def _mentioned_in_code(variable: str) -> bool:
     root = Path(__file__).parents[2]
     return any(
         variable in path.read_text(encoding="utf-8")
-        for package in ("api", "workers", "analyzer", "sandbox")
+        for package in ("api", "cli", "workers", "adapters", "analyzer", "sandbox")
         for path in (root / package).rglob("*.py")
     )
