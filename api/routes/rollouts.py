@@ -6,14 +6,13 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import StreamingResponse
 
 from adapters.redis_store import body_hash
 from api.deps import Deployer, Deps, Egress, Settings, Viewer
 from api.errors import ApiError
 from api.registration import check_notifications, found, refuse_unencodable, resolved_policy, revisions
 from api.schemas import ErrorBody, EventPublic, RolloutCreate, RolloutList, RolloutPublic
-from api.sse import event_stream
+from api.sse import event_stream_response
 from api.views import event_public, rollout_public
 from rollouts.log import LogEntry
 from rollouts.model import TARGET_KIND, Rollout
@@ -103,6 +102,5 @@ def rollout_events(
     if last_event_id and any(int(part) >= 2**64 for part in last_event_id.split("-")):
         raise ApiError(422, "validation_error", "not an event id from this stream", "last_event_id")
     if accept and "text/event-stream" in accept:
-        stream = event_stream(deps.store, rollout_id, last_event_id or "0-0", settings.sse_poll_ms)
-        return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return event_stream_response(deps.store, rollout_id, last_event_id or "0-0", settings.sse_poll_ms)
     return [event_public(e) for e in deps.store.events(rollout_id, after=last_event_id or "-", count=10_000)]

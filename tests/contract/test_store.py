@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -117,7 +118,20 @@ def test_events_are_appended_in_order_with_their_numbers(store: RolloutStore) ->
     assert [e.message for e in stored] == ["registered", "tick 0", "tick 1", "tick 2", "tick 3", "tick 4"]
     assert stored[3].data == {"evidence": 2}
     assert [e.message for e in store.events(rollout.id, after=stored[4].id)] == ["tick 4"]
-    assert store.wait_events(rollout.id, stored[-1].id, block_ms=10) == []
+
+    async def live() -> tuple[list[LogEntry], list[LogEntry], bool]:  # as an event stream reads it
+        log = store.live_event_log()
+        try:
+            return (
+                await log.wait(rollout.id, stored[-1].id, 10),
+                await log.read(rollout.id, stored[3].id),
+                await log.ended(rollout.id),
+            )
+        finally:
+            await log.aclose()
+
+    quiet, after_third, ended = asyncio.run(live())
+    assert quiet == [] and [e.message for e in after_third] == ["tick 3", "tick 4"] and not ended
 
 
 def test_listing_filters_and_pages_newest_first(store: RolloutStore) -> None:

@@ -25,6 +25,7 @@ from rollouts.log import LogEntry
 from sandbox.cluster import Endpoints
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess
 from sandbox.prometheus import PrometheusServer, free_port
+from sandbox.watchers import EventStreams
 from tests.knative import create, custom_objects, hello_service, knative_backends, new_revision, service_ready, wait_for
 
 pytestmark = pytest.mark.slow
@@ -324,3 +325,43 @@ def test_worker_and_scheduler_probes_follow_redis(stack: Stack, tmp_path: Path) 
         wait_for(lambda: readiness() == {"worker": 200, "scheduler": 200}, 30, "both probes ready again")
     finally:
         probes.stop_all()
+
+
+def test_eighty_open_event_streams_leave_reads_and_aborts_working(stack: Stack, tmp_path: Path) -> None:
+    """80 dashboards follow one rollout's live events through the real API process; a read still
+    answers, and an abort still brings the stable back to 100 % in the cluster."""
+    namespace = f"watched-{uuid.uuid4().hex[:6]}"
+    (name,) = _services(stack, namespace, 1, set())
+    port = free_port()
+    api = Processes({**stack.processes.env, "AUTOCANARY_TOKENS": "oncall:operator:op-secret"}, tmp_path)
+    api.start("api", ["api", "--port", str(port)])
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer op-secret"}
+    streams: EventStreams | None = None
+    try:
+        wait_for(lambda: _answers(f"{url}/healthz"), 30, "the API up")
+        rollout_id = stack.register(namespace, name, step_min_duration="5m", steps=[50])
+        _wait_phase(stack, rollout_id, lambda r: r.applied_canary_weight == 50, 60, "the canary at 50 %")
+        streams = EventStreams(url, rollout_id, "op-secret", 80).start()
+        assert streams.wait_connected(30), (streams.connected, streams.errors)
+
+        read = httpx.get(f"{url}/v1/rollouts/{rollout_id}", headers=headers, timeout=5)
+        assert (read.status_code, read.json()["canary_weight"]) == (200, 50)
+        abort = httpx.post(f"{url}/v1/rollouts/{rollout_id}/abort", json={"reason": "watched"}, headers=headers)
+        assert abort.status_code == 202
+        _wait_phase(stack, rollout_id, lambda r: r.phase is Phase.ABORTED, 30, "the abort carried out")
+        assert knative_backends(stack.endpoints).target.get(namespace, name).split.get(f"{name}-00002", 0) == 0
+
+        streams.join(30)  # every stream saw the abort live and then its end
+        assert streams.ended == 80, (streams.ended, streams.errors)
+        assert all("abort" in kinds and kinds[-1] == "end" for kinds in streams.kinds)
+    finally:
+        if streams:
+            streams.stop()
+        api.stop_all()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
