@@ -24,13 +24,10 @@ token fences the old holder out of Redis and Kubernetes alike.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 
 from analyzer.verdict import AnalysisState, error_verdict, judge
 from policies import Dialect
@@ -39,7 +36,6 @@ from rollouts.actions import Promote, SetTraffic
 from rollouts.counts import RevisionRef
 from rollouts.errors import FencedOut, ForeignChange, InvalidTransition, PermanentError, TransientError
 from rollouts.events import (
-    MANUAL_EVENTS,
     CanaryNotReady,
     Failed,
     RollbackRequired,
@@ -50,43 +46,21 @@ from rollouts.events import (
 from rollouts.events import (
     Event as EngineEvent,
 )
-from rollouts.log import LogEntry
-from rollouts.model import ManualActionKind, Rollout
+from rollouts.model import Rollout
 from rollouts.phase import Phase
 from rollouts.ports import Backends, MetricsProvider, Observation, RolloutStore, TargetState
-from rollouts.records import Command, SaveItem, SaveResult
+from rollouts.records import SaveItem, SaveResult
+from workers.manual import ManualCommands
+from workers.report import TickReport
 
 log = logging.getLogger("autocanary.runner")
-
-COMMAND_RETRY_SECONDS = 1.0
-"""A command whose write failed for now (the cluster away, a newer owner) is sent again after this."""
-
-
-@dataclass
-class TickReport:
-    """What one batch did, for logs, metrics and benchmarks."""
-
-    leased: int = 0
-    decided: int = 0
-    dropped: int = 0
-    writes: int = 0
-    metric_fetches: int = 0
-    lateness: list[float] = field(default_factory=list)
-    """Seconds between when each rollout was due and when its tick started."""
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def count(self, *, writes: int = 0, dropped: int = 0) -> None:
-        """Thread-safe counting (a batch's writes run concurrently)."""
-        with self._lock:
-            self.writes += writes
-            self.dropped += dropped
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Runner:
+class Runner(ManualCommands):
     def __init__(
         self,
         store: RolloutStore,
@@ -337,107 +311,6 @@ class Runner:
             decision.rollout, token=token, next_tick=None, events=events, notices=causes.notices(decision.actions, now)
         )
         return saved if result is SaveResult.OK else rollout
-
-    # --- manual commands -----------------------------------------------------------------------
-
-    def control(self, rollout_id: str, kind: ManualActionKind, actor: str, reason: str) -> Rollout | None:
-        """Accept a command and carry it out at once (the API accepts, a worker executes, in production)."""
-        command_id = self.store.commands.submit(rollout_id, kind, actor, reason, self.clock().timestamp())
-        return self.execute(command_id)
-
-    def execute(self, command_id: str) -> Rollout | None:
-        """Carry out a durable command, then its rollout's next ones; the rollout as last saved.
-
-        Safe to call for any id, any number of times, from any worker: a finished command is
-        gone, a command a live worker holds is left to it, and one already applied only has its
-        write repeated (the worker that applied it died before writing).
-        """
-        inbox = self.store.commands
-        rollout_id = inbox.rollout_of(command_id)
-        latest: Rollout | None = None
-        next_id: str | None = command_id
-        while next_id and rollout_id:
-            inbox.beat(self.owner)
-            command = inbox.claim(next_id, rollout_id, self.owner, self.lease_ms / 1000, self.clock().timestamp())
-            if command is None:
-                break
-            latest, outcome = self._apply(command)
-            if outcome is _CommandOutcome.RETRY:
-                inbox.release(command, self.owner, COMMAND_RETRY_SECONDS, self.clock().timestamp())
-                break
-            if outcome is _CommandOutcome.LEFT:
-                break
-            if outcome is _CommandOutcome.DONE:  # a refused command took no effect to time
-                self.store.record_samples(f"{command.kind.value}_latency", [self.clock().timestamp() - command.sent_at])
-            next_id = inbox.finish(command)
-        return latest
-
-    def _apply(self, command: Command) -> tuple[Rollout | None, _CommandOutcome]:
-        """Apply the command (unless applied already) and its write, preempting any tick in flight."""
-        token = self.store.preempt(command.rollout_id, self.owner, self.lease_ms)
-        try:
-            rollout = self.store.get(command.rollout_id)
-            if rollout is None:
-                log.warning("%s: rollout gone, dropping %s by %s", command.rollout_id, command.kind, command.actor)
-                return None, _CommandOutcome.REFUSED
-            action: causes.TrafficAction | None = None
-            if not command.applied:
-                decided = self._decide_command(rollout, command, token)
-                if isinstance(decided, _CommandOutcome):  # refused, or applied by a worker that took it over
-                    return rollout, decided
-                rollout, action = decided
-            # The decision's own write, or (applied by a worker that died before writing) the one still lacking.
-            action = action or causes.write_needed(rollout)
-            carried = self._carry_out(rollout, action, token, TickReport()) if action else rollout
-            return carried, _CommandOutcome.RETRY if causes.needs_write(carried) else _CommandOutcome.DONE
-        finally:
-            self.store.release_leases([command.rollout_id], self.owner)
-
-    def _decide_command(
-        self, rollout: Rollout, command: Command, token: int
-    ) -> tuple[Rollout, causes.TrafficAction | None] | _CommandOutcome:
-        """The command's decision, saved with it marked applied, and its write; REFUSED, or LEFT
-        when applied elsewhere."""
-        for _ in range(5):  # a tick that saved just before our token may have bumped the version
-            now = self.clock()
-            event = MANUAL_EVENTS[command.kind](command.actor, command.reason)
-            try:
-                decision = engine.handle(rollout, event, now)
-            except InvalidTransition as exc:  # the rollout moved on since the API accepted it
-                log.warning("%s %s by %s refused: %s", command.kind, rollout.id, command.actor, exc)
-                refused = LogEntry("command_refused", str(exc), now, rollout.phase.value, command.actor)
-                self.store.append_events(rollout.id, [refused])
-                return _CommandOutcome.REFUSED
-            result, saved = self.store.save(
-                decision.rollout,
-                token=token,
-                next_tick=decision.next_tick,
-                events=causes.log_entries(rollout, event, decision, now),
-                notices=causes.notices(decision.actions, now),
-                command=command.id,
-            )
-            if result is SaveResult.OK:
-                return saved, causes.traffic_action(decision.actions)
-            if result is SaveResult.STALE_TOKEN:
-                raise FencedOut(f"rollout {rollout.id} was taken over by a newer command")
-            if result is SaveResult.STALE_COMMAND:
-                return _CommandOutcome.LEFT
-            found = self.store.get(rollout.id)
-            if found is None:
-                return _CommandOutcome.REFUSED
-            rollout = found
-        raise TransientError(f"rollout {rollout.id} kept changing; try again")
-
-
-class _CommandOutcome(Enum):
-    DONE = "done"
-    """Applied and written: finished."""
-    REFUSED = "refused"
-    """Not allowed in the rollout's phase any more (logged), or the rollout is gone: finished."""
-    RETRY = "retry"
-    """Applied, but its write did not go through yet: sent again shortly."""
-    LEFT = "left"
-    """Another worker applied it meanwhile and carries it on."""
 
 
 def _refs(rollout: Rollout) -> tuple[RevisionRef, RevisionRef]:

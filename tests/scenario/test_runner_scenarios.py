@@ -21,7 +21,8 @@ from rollouts.log import LogEntry
 from tests.factories import T0
 from tests.fakes import Clock, FakeCluster, FakeMetrics, MemoryStore
 from workers.notify import Notifier, OutboxRelay
-from workers.runner import Runner, TickReport
+from workers.report import TickReport
+from workers.runner import Runner
 
 POLICY: dict[str, Any] = {
     "steps": [5, 10, 25, 50],
