@@ -1,67 +1,93 @@
 """The `/metrics` exposition: rollouts by phase, canary weights and evidence, checks, tick lateness
-and abort latency, in Prometheus's text format."""
+and abort latency, through `prometheus_client` (a custom collector over the store)."""
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from adapters.redis_store import RolloutStore
+from rollouts.model import Rollout
 from rollouts.phase import Phase
+
+OUTCOMES = ("passed", "failed", "inconclusive", "errored")
+SUMMARIES = (
+    ("lateness", "autocanary_tick_lateness_seconds", "When a tick started minus when it was due."),
+    ("abort_latency", "autocanary_abort_latency_seconds", "From an abort's request to stable 100 % confirmed."),
+)
+_ROLLOUT_LABELS = ("rollout", "namespace", "service", "canary")
+
+
+class RolloutCollector(Collector):
+    """Reads every stored rollout on each scrape (bench/metrics_scrape.py measures what that costs)."""
+
+    def __init__(self, store: RolloutStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        rollouts = self.store.list_rollouts(limit=100_000).rollouts
+        phases = Counter(r.phase.value for r in rollouts)
+        by_phase = GaugeMetricFamily("autocanary_rollouts", "Rollouts by phase.", labels=["phase"])
+        for phase in Phase:
+            by_phase.add_metric([phase.value], phases.get(phase.value, 0))
+        yield by_phase
+        yield from _per_rollout([r for r in rollouts if not r.is_terminal])
+        checks = Counter[str]()
+        for rollout in rollouts:
+            checks.update(rollout.checks.model_dump())
+        counted = GaugeMetricFamily(
+            "autocanary_checks", "Ticks by verdict outcome over the rollouts in the store.", labels=["outcome"]
+        )
+        for outcome in OUTCOMES:
+            counted.add_metric([outcome], checks.get(outcome, 0))
+        yield counted
+        for name, metric, help_text in SUMMARIES:
+            yield _summary(metric, f"{help_text} Latest samples.", self.store.samples(name, 5000))
+
+
+def _per_rollout(active: Sequence[Rollout]) -> Iterator[Metric]:
+    weight = GaugeMetricFamily(
+        "autocanary_canary_weight", "Canary weight of each active rollout, percent.", labels=_ROLLOUT_LABELS
+    )
+    evidence = GaugeMetricFamily(
+        "autocanary_evidence",
+        "Evidence against the canary of each active rollout (e-value; 1 = none; the policy rolls back at 1/alpha).",
+        labels=_ROLLOUT_LABELS,
+    )
+    threshold = GaugeMetricFamily(
+        "autocanary_evidence_threshold",
+        "The e-value at which each active rollout's policy rolls back (1/alpha_errors).",
+        labels=_ROLLOUT_LABELS,
+    )
+    for rollout in active:
+        labels = [rollout.id, rollout.namespace, rollout.service, rollout.canary_revision]
+        weight.add_metric(labels, rollout.canary_weight)
+        evidence.add_metric(labels, rollout.evidence)
+        threshold.add_metric(labels, 1 / rollout.policy.alpha_errors)
+    yield from (weight, evidence, threshold)
+
+
+def _summary(name: str, help_text: str, samples: list[float]) -> Metric:
+    summary = Metric(name, help_text, "summary")
+    for q in (0.5, 0.9, 0.99):
+        value = (
+            statistics.quantiles(samples, n=100)[round(q * 100) - 1]
+            if len(samples) > 1
+            else (samples[0] if samples else 0.0)
+        )
+        summary.add_sample(name, {"quantile": str(q)}, value)
+    summary.add_sample(f"{name}_sum", {}, sum(samples))
+    summary.add_sample(f"{name}_count", {}, len(samples))
+    return summary
 
 
 def exposition(store: RolloutStore) -> str:
-    """The `/metrics` body. It reads every stored rollout (bench/metrics_scrape.py measures what that costs)."""
-    rollouts = store.list_rollouts(limit=100_000).rollouts
-    phases = Counter(r.phase.value for r in rollouts)
-    checks = Counter[str]()
-    for rollout in rollouts:
-        for outcome, count in rollout.checks.model_dump().items():
-            checks[outcome] += count
-    lines = ["# HELP autocanary_rollouts Rollouts by phase.", "# TYPE autocanary_rollouts gauge"]
-    lines += [f'autocanary_rollouts{{phase="{phase.value}"}} {phases.get(phase.value, 0)}' for phase in Phase]
-    lines += [
-        "# HELP autocanary_canary_weight Canary weight of each active rollout, percent.",
-        "# TYPE autocanary_canary_weight gauge",
-    ]
-    active = [r for r in rollouts if not r.is_terminal]
-    labels = {
-        r.id: f'rollout="{r.id}",namespace="{r.namespace}",service="{r.service}",canary="{r.canary_revision}"'
-        for r in active
-    }
-    lines += [f"autocanary_canary_weight{{{labels[r.id]}}} {r.canary_weight}" for r in active]
-    lines += [
-        "# HELP autocanary_evidence Evidence against the canary of each active rollout (e-value; 1 = none;"
-        " the policy rolls back at 1/alpha).",
-        "# TYPE autocanary_evidence gauge",
-    ]
-    lines += [f"autocanary_evidence{{{labels[r.id]}}} {r.evidence:.6g}" for r in active]
-    lines += [
-        "# HELP autocanary_evidence_threshold The e-value at which each active rollout's policy rolls back"
-        " (1/alpha_errors).",
-        "# TYPE autocanary_evidence_threshold gauge",
-    ]
-    lines += [f"autocanary_evidence_threshold{{{labels[r.id]}}} {1 / r.policy.alpha_errors:.6g}" for r in active]
-    lines += [
-        "# HELP autocanary_checks Ticks by verdict outcome over the rollouts in the store.",
-        "# TYPE autocanary_checks gauge",
-    ]
-    lines += [
-        f'autocanary_checks{{outcome="{outcome}"}} {checks.get(outcome, 0)}'
-        for outcome in ("passed", "failed", "inconclusive", "errored")
-    ]
-    for name, metric, help_text in (
-        ("lateness", "autocanary_tick_lateness_seconds", "When a tick started minus when it was due."),
-        ("abort_latency", "autocanary_abort_latency_seconds", "From an abort's request to stable 100 % confirmed."),
-    ):
-        samples = store.samples(name, 5000)
-        lines += [f"# HELP {metric} {help_text} Latest samples.", f"# TYPE {metric} summary"]
-        for q in (0.5, 0.9, 0.99):
-            value = (
-                statistics.quantiles(samples, n=100)[round(q * 100) - 1]
-                if len(samples) > 1
-                else (samples[0] if samples else 0.0)
-            )
-            lines.append(f'{metric}{{quantile="{q}"}} {value:.6f}')
-        lines += [f"{metric}_sum {sum(samples):.6f}", f"{metric}_count {len(samples)}"]
-    return "\n".join(lines) + "\n"
+    """The `/metrics` body, in Prometheus's text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RolloutCollector(store))
+    return generate_latest(registry).decode()

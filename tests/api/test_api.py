@@ -325,10 +325,11 @@ def test_health_readiness_and_metrics(api: TestClient, cluster: FakeCluster) -> 
     cluster.unreachable = False
     create(api)
     text = api.get("/metrics").text
-    assert 'autocanary_rollouts{phase="pending"} 1' in text
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
+    assert values['autocanary_rollouts{phase="pending"}'] == 1
     assert "autocanary_tick_lateness_seconds_count" in text and "autocanary_abort_latency_seconds" in text
     evidence = [line for line in text.splitlines() if line.startswith("autocanary_evidence{")]
-    assert len(evidence) == 1 and 'service="checkout"' in evidence[0] and evidence[0].endswith(" 1")
+    assert len(evidence) == 1 and 'service="checkout"' in evidence[0] and float(evidence[0].rsplit(" ", 1)[1]) == 1
     assert any(line.startswith("autocanary_evidence_threshold{") for line in text.splitlines())
 
 
