@@ -12,9 +12,7 @@ request counts by status, and latency buckets (see `analyzer.dialects`).
 
 from __future__ import annotations
 
-import ast
-import json
-import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +29,6 @@ from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import PermanentError, TransientError
 
 T = TypeVar("T")
-_STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -69,6 +66,9 @@ class PrometheusMetrics:
             raise_on_status=False,  # the last answer reaches us and is classified below
         )
         session = requests.Session()
+        # The client's errors carry only text; the answer itself says what went wrong.
+        self._refusals = threading.local()
+        session.hooks["response"].append(self._remember_refusal)
         session.verify = settings.ca_file or settings.verify_tls
         if settings.client_cert:
             session.cert = settings.client_cert
@@ -83,7 +83,7 @@ class PrometheusMetrics:
             timeout=settings.timeout,
             method="POST",
         )
-        self.queries_sent = 0
+        self.session = session
 
     def fetch(
         self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
@@ -134,12 +134,18 @@ class PrometheusMetrics:
         except requests.RequestException:
             return False
 
+    def _remember_refusal(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        if response.status_code != 200:
+            self._refusals.last = response
+        return response
+
     def _query(self, call: Callable[[], T]) -> T:
-        self.queries_sent += 1
+        self._refusals.last = None
         try:
             return call()
         except PrometheusApiClientException as exc:
-            status, message = _parse_failure(str(exc))
+            answer: requests.Response | None = self._refusals.last
+            status, message = (answer.status_code, _error_of(answer)) if answer is not None else (None, str(exc))
             if status in (400, 422):
                 raise PermanentError(f"Prometheus refused the query: {message}") from exc
             raise TransientError(f"Prometheus answered {status or 'an error'}: {message}") from exc
@@ -164,15 +170,10 @@ def _at(range_result: list[dict[str, Any]], stamp: float) -> list[dict[str, Any]
     return found
 
 
-def _parse_failure(text: str) -> tuple[int | None, str]:
-    """(status, Prometheus's error message) from the client's "HTTP Status Code 400 (b'...')"."""
-    match = _STATUS.search(text)
-    if not match:
-        return None, text
-    status, raw = int(match.group(1)), match.group(2)
+def _error_of(answer: requests.Response) -> str:
+    """Prometheus's own error message from a refused query's JSON answer (else the body as text)."""
     try:
-        body = ast.literal_eval(raw)
-        decoded = json.loads(body.decode() if isinstance(body, bytes) else str(body))
-        return status, str(decoded.get("error", decoded))
-    except (ValueError, SyntaxError, AttributeError):
-        return status, raw
+        body = answer.json()
+    except ValueError:
+        return answer.text.strip()
+    return str(body.get("error") or body) if isinstance(body, dict) else str(body)
