@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from policies import FieldProblem, Policy
 from rollouts.errors import ValidationError
@@ -112,8 +112,15 @@ class Rollout(BaseModel):
     last_action: ManualAction | None = None
     version: Annotated[int, Field(ge=0)] = 0
     """Incremented by the store on every write; compare-and-set uses it."""
-    fencing_token: Annotated[int, Field(ge=0)] = 0
-    """The lease token of the worker that last wrote; a smaller token may not write again."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived_fields(cls, data: Any) -> Any:
+        """Documents saved by earlier versions carry `fencing_token`, which the store's `fence:{id}`
+        key holds: read them as they are rather than refuse them after an upgrade."""
+        if isinstance(data, dict) and "fencing_token" in data:
+            data = {key: value for key, value in data.items() if key != "fencing_token"}
+        return data
 
     @classmethod
     def new(

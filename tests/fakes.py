@@ -310,7 +310,7 @@ class MemoryStore:
 
     def _save_one(self, item: SaveItem) -> tuple[SaveResult, Rollout]:
         rollout, token = item.rollout, item.token
-        saved = rollout.model_copy(update={"version": rollout.version + 1, "fencing_token": token or 0})
+        saved = rollout.model_copy(update={"version": rollout.version + 1})
         current = self.docs.get(rollout.id)
         if current is None:
             return SaveResult.MISSING, saved

@@ -273,9 +273,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         with _transient("save rollouts"):
             pipe = self.redis.pipeline(transaction=False)
             for rollout, token, next_tick, events, notices, command in items:
-                saved = rollout.model_copy(
-                    update={"version": rollout.version + 1, "fencing_token": token or rollout.fencing_token}
-                )
+                saved = rollout.model_copy(update={"version": rollout.version + 1})
                 prepared.append(saved)
                 self._save(
                     keys=[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import timedelta
 
@@ -58,7 +59,7 @@ def test_compare_and_set_on_version_and_token(store: RolloutStore) -> None:
     rollout, _ = store.create(make(), created(make()))
     token = store.acquire_leases([rollout.id], "a", 5000)[rollout.id]
     result, saved = store.save(rollout.with_reason("one"), token=token, next_tick=T0)
-    assert (result, saved.version, saved.fencing_token) == (SaveResult.OK, 2, token)
+    assert (result, saved.version, store.holds_token(rollout.id, token)) == (SaveResult.OK, 2, True)
     stale_version, _ = store.save(rollout.with_reason("two"), token=token, next_tick=T0)
     assert stale_version is SaveResult.STALE_VERSION
     newer = store.preempt(rollout.id, "on-call", 5000)
@@ -107,6 +108,13 @@ def test_a_terminal_save_leaves_the_schedule_and_frees_the_service(store: Rollou
     assert store.save(done, token=None, next_tick=T0)[0] is SaveResult.OK
     assert store.claim_due(T0 + timedelta(hours=1), 10, T0) == []
     assert store.active_for("shop", "checkout") is None
+
+
+def test_a_document_saved_with_a_fencing_token_by_an_earlier_version_still_loads(store: RolloutStore) -> None:
+    rollout, _ = store.create(make(), created(make()))
+    old = json.loads(rollout.model_dump_json()) | {"fencing_token": 7}
+    store.redis.hset(f"{store.prefix}:r:{rollout.id}", "doc", json.dumps(old))
+    assert store.get(rollout.id) == rollout
 
 
 def test_events_are_appended_in_order_with_their_numbers(store: RolloutStore) -> None:
