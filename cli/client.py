@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 
 class ClientError(Exception):
@@ -85,24 +86,21 @@ class AutocanaryClient:
         that broke off without seeing any event twice. `on_connect` is called once the server
         has accepted the stream, before any event arrives.
         """
-        headers = {"Accept": "text/event-stream"}
-        if after:
-            headers["Last-Event-ID"] = after
-        with self.http.stream("GET", f"/v1/rollouts/{rollout_id}/events", headers=headers, timeout=None) as answer:
-            if answer.status_code != 200:
-                answer.read()
-                self._json(answer)
+        headers = {"Last-Event-ID": after} if after else {}
+        url = f"/v1/rollouts/{rollout_id}/events"
+        with connect_sse(self.http, "GET", url, headers=headers, timeout=None) as source:
+            if source.response.status_code != 200:
+                source.response.read()
+                self._json(source.response)
             if on_connect is not None:
                 on_connect()
-            kind = ""
-            for line in answer.iter_lines():
-                if line.startswith("event: "):
-                    kind = line.removeprefix("event: ")
-                elif line.startswith("data: "):
-                    data = json.loads(line.removeprefix("data: "))
-                    yield {"kind": kind, **data} if kind != "end" else {"kind": "end"}
-                    if kind == "end":
-                        return
+            for event in source.iter_sse():
+                if not event.data:  # a keep-alive comment: the spec dispatches nothing for it
+                    continue
+                if event.event == "end":
+                    yield {"kind": "end"}
+                    return
+                yield {"kind": event.event, **json.loads(event.data)}
 
     def _json(self, answer: httpx.Response) -> Any:
         try:
