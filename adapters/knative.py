@@ -10,13 +10,15 @@ again, and a bounded read-back until the controller has observed the new generat
 
 from __future__ import annotations
 
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tenacity import RetryError
+
+from adapters import retry
 from adapters.kubernetes.api import Conflict, KubernetesApi, condition
 from rollouts.actions import SetTraffic
 from rollouts.errors import PermanentError, TransientError
@@ -126,23 +128,23 @@ class KnativeRouter:
             {"revisionName": ref.stable, "percent": weights.stable, "latestRevision": False},
             {"revisionName": ref.canary, "percent": weights.canary, "latestRevision": False},
         ]
-        for attempt in range(self.conflict_retries + 1):
-            current = self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
-            if guard is not None:
-                guard(service_state(current))
-            patch = {
-                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                "spec": {"traffic": traffic},
-            }
-            try:
-                written = self.api.patch(GROUP, VERSION, "services", ref.namespace, ref.name, patch)
-            except Conflict:
-                self._sleep(self.backoff * 2**attempt * random.uniform(0.5, 1.5))
-                continue
-            return self._await_observed(ref, int(written["metadata"]["generation"]))
-        raise TransientError(
-            f"traffic of {ref.where} still conflicts with another writer after {self.conflict_retries + 1} attempts"
-        )
+        try:
+            for attempt in retry.conflicts(self.conflict_retries, self.backoff, Conflict, self._sleep):
+                with attempt:
+                    written = self._write_once(ref, traffic, guard)
+        except RetryError as exc:
+            raise TransientError(
+                f"traffic of {ref.where} still conflicts with another writer after {self.conflict_retries + 1} attempts"
+            ) from exc
+        return self._await_observed(ref, int(written["metadata"]["generation"]))
+
+    def _write_once(self, ref: TargetRef, traffic: list[dict[str, Any]], guard: WriteGuard | None) -> dict[str, Any]:
+        """Read, show the guard what was read, write conditioned on it (`Conflict` if it moved)."""
+        current = self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
+        if guard is not None:
+            guard(service_state(current))
+        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "spec": {"traffic": traffic}}
+        return self.api.patch(GROUP, VERSION, "services", ref.namespace, ref.name, patch)
 
     def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
         if plan.matches:

@@ -13,7 +13,9 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from tenacity import RetryCallState
 
+from adapters import retry
 from cli.client import AutocanaryClient, ClientError
 from rollouts.model import ManualActionKind
 
@@ -184,37 +186,47 @@ def _watch(client: AutocanaryClient, rollout_id: str, reconnect_seconds: float =
     except (ClientError, httpx.HTTPError) as exc:
         raise fail(exc) from None
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[weights]}"))
-    last_seen: str | None = None
+    seen: list[str] = []  # the id of the last event shown; a resumed stream starts after it
     outage: list[float] = []  # when the API was found unreachable, until a stream is accepted again
-    ended = False
+
+    def outage_seconds() -> float:
+        return time.monotonic() - outage[0] if outage else 0.0
+
     with Progress(*columns, console=out, transient=False) as progress:
         bar = progress.add_task(
             f"{rollout['service']} step 0/{rollout['steps']}", total=rollout["steps"] + 1, weights="canary 0 %"
         )
-        while True:
+
+        def follow() -> dict[str, Any]:
+            nonlocal rollout
             try:
-                if not ended:
-                    for event in client.stream(rollout_id, after=last_seen, on_connect=outage.clear):
-                        if event["kind"] == "end":
-                            ended = True
-                            break
-                        rollout = _show_event(progress, bar, client, rollout_id, rollout, event)
-                        last_seen = event["id"]  # only once shown: a read failing above shows it again on resume
-                    if not ended:
-                        raise httpx.RemoteProtocolError("the event stream stopped before the rollout ended")
-                final = client.get(rollout_id)
-                break
-            except (ClientError, httpx.TransportError) as exc:
-                if isinstance(exc, ClientError) and exc.status not in RETRYABLE_STATUSES:
-                    raise fail(exc) from None
+                for event in client.stream(rollout_id, after=seen[-1] if seen else None, on_connect=outage.clear):
+                    if event["kind"] == "end":
+                        return client.get(rollout_id)
+                    rollout = _show_event(progress, bar, client, rollout_id, rollout, event)
+                    seen[:] = [event["id"]]  # only once shown: a read failing above shows it again on resume
+                raise httpx.RemoteProtocolError("the event stream stopped before the rollout ended")
+            except (ClientError, httpx.TransportError):
                 outage[:] = outage or [time.monotonic()]
-                waited = time.monotonic() - outage[0]
-                if waited > reconnect_seconds:
-                    raise fail(exc) from None
-                progress.console.print(f"[yellow]lost the API ({exc}); resuming[/]")
-                time.sleep(min(5.0, 0.5 + waited / 4))
+                raise
+
+        def lost(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            progress.console.print(f"[yellow]lost the API ({error}); resuming[/]")
+
+        try:
+            final = retry.reconnects(_retryable, outage_seconds, reconnect_seconds, before_sleep=lost)(follow)
+        except (ClientError, httpx.TransportError) as exc:
+            raise fail(exc) from None
     out.print(f"[bold]{final['phase']}[/]: {final['reason']}")
     return 0 if final["phase"] in SUCCESS_PHASES else 1
+
+
+def _retryable(error: BaseException) -> bool:
+    """A transport error, or an answer a restarting API or its proxy gives for a moment."""
+    if isinstance(error, ClientError):
+        return error.status in RETRYABLE_STATUSES
+    return isinstance(error, httpx.TransportError)
 
 
 def _show_event(

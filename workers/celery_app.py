@@ -19,7 +19,6 @@ import os
 import uuid
 from datetime import timedelta
 from functools import cache
-from typing import Any
 
 from celery import Celery
 from kombu.entity import Queue
@@ -117,22 +116,29 @@ def relay() -> OutboxRelay:
     return OutboxRelay(store, notifier, _owner(), reclaim_idle_ms=int(settings.notify_reclaim_seconds * 1000))
 
 
-@app.task(name=TICK_TASK, bind=True, max_retries=5)
-def tick(self: Any, ids: list[str], due: dict[str, float] | None = None) -> None:
-    try:
-        report = runner().tick(ids, due)
-    except TransientError as exc:
-        log.warning("tick of %d rollouts failed, retrying: %s", len(ids), exc)
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
-    log.debug("tick: %s", report)
+@app.task(
+    name=TICK_TASK,
+    autoretry_for=(TransientError,),
+    max_retries=5,
+    retry_backoff=1,  # 1, 2, 4 ... seconds
+    retry_backoff_max=30,
+    retry_jitter=False,
+)
+def tick(ids: list[str], due: dict[str, float] | None = None) -> None:
+    log.debug("tick: %s", runner().tick(ids, due))
 
 
-@app.task(name=CONTROL_TASK, bind=True, max_retries=5)
-def control(self: Any, command_id: str) -> None:
+@app.task(
+    name=CONTROL_TASK,
+    autoretry_for=(TransientError,),
+    max_retries=5,
+    retry_backoff=0.2,  # 0.2, 0.4, 0.8 ... seconds: an abort is retried fast
+    retry_backoff_max=5,
+    retry_jitter=False,
+)
+def control(command_id: str) -> None:
     """A wake-up for a command the API stored: whoever runs it (again) carries it out once."""
     try:
         runner().execute(command_id)
     except FencedOut as exc:  # a newer command took the rollout over; it carries on
         log.info("command %s: %s", command_id, exc)
-    except TransientError as exc:
-        raise self.retry(exc=exc, countdown=min(0.2 * 2**self.request.retries, 5)) from exc

@@ -24,7 +24,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from tenacity import RetryCallState
 
+from adapters import retry
 from adapters.redis_store import RolloutStore
 from policies import EgressRules, NotificationEvent, NotificationKind, NotificationTarget, Resolve
 from rollouts.actions import Notify
@@ -88,6 +90,14 @@ KUBERNETES_REASONS: dict[NotificationEvent, str] = {
 WARNINGS = frozenset(
     {NotificationEvent.ROLLED_BACK, NotificationEvent.ABORTED, NotificationEvent.SUPERSEDED, NotificationEvent.FAILED}
 )
+
+
+def _outcome(state: RetryCallState) -> str:
+    """What the last attempt got: an error's type or an answer's status."""
+    if state.outcome is None:
+        return "nothing yet"
+    error = state.outcome.exception()
+    return type(error).__name__ if error else str(state.outcome.result().status_code)
 
 
 def event_message(rollout: Rollout, notify: Notify) -> str:
@@ -180,21 +190,26 @@ class Notifier:
             secret = self.secrets.get(target.secret_env or "")
             if secret:
                 headers[SIGNATURE_HEADER] = sign(secret, body)
-        for attempt in range(self.retries + 1):
-            try:
-                answer = self.client.post(target.url, content=body, headers=headers)
-                if answer.status_code < 500 and answer.status_code != 429:
-                    if answer.status_code >= 400:
-                        log.warning(
-                            "%s refused %s for %s: %s", target.url, notify.event.value, rollout.id, answer.status_code
-                        )
-                    return answer.status_code < 400
-            except httpx.HTTPError as exc:
-                log.info("%s unreachable (%s), attempt %d", target.url, type(exc).__name__, attempt + 1)
-            if attempt < self.retries:
-                self.sleep(self.backoff * 2**attempt)
-        log.warning("gave up notifying %s of %s for %s", target.url, notify.event.value, rollout.id)
-        return False
+        attempts = retry.deliveries(
+            self.retries,
+            self.backoff,
+            failed=lambda answer: answer.status_code >= 500 or answer.status_code == 429,
+            transient=httpx.HTTPError,
+            sleep=self.sleep,
+            before_sleep=lambda state: log.info(
+                "%s unreachable or busy (%s), attempt %d", target.url, _outcome(state), state.attempt_number
+            ),
+        )
+        try:
+            answer = attempts(self.client.post, target.url, content=body, headers=headers)
+        except httpx.HTTPError:
+            answer = None
+        if answer is None or answer.status_code >= 500 or answer.status_code == 429:
+            log.warning("gave up notifying %s of %s for %s", target.url, notify.event.value, rollout.id)
+            return False
+        if answer.status_code >= 400:
+            log.warning("%s refused %s for %s: %s", target.url, notify.event.value, rollout.id, answer.status_code)
+        return answer.status_code < 400
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
