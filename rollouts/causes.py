@@ -6,7 +6,7 @@ they mean: which engine event a rollout's tick is about (`cluster_event`, `readi
 someone else changed the traffic (`foreign_change`), which metrics window to judge and what an
 empty one is (`judging_window`, `empty_window`), when an idle rollout needs looking at again
 (`idle_next_tick`), whether the cluster still lacks a write (`needs_write`), and what a decision
-leaves in the event log and the notification outbox (`log_entries`, `notices`).
+leaves in the event log and the notification outbox (`log_entries`, `notifications`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from rollouts.events import (
     Superseded,
     Tick,
 )
-from rollouts.log import LogEntry, Notice
+from rollouts.log import LogEntry, Notification
 from rollouts.model import Rollout
 from rollouts.phase import Phase
 from rollouts.ports import TargetState, VersionState
@@ -194,9 +194,9 @@ def idle_next_tick(rollout: Rollout, now: datetime, min_window: int, metrics_lag
 # --- what a decision leaves behind ------------------------------------------------------------
 
 
-def notices(actions: Sequence[Action], now: datetime) -> list[Notice]:
+def notifications(actions: Sequence[Action], now: datetime) -> list[Notification]:
     """The decision's notifications, for the outbox (saved with it, delivered by the relay)."""
-    return [Notice(a.event.value, a.message, now) for a in actions if isinstance(a, Notify)]
+    return [Notification(a.event.value, a.message, now) for a in actions if isinstance(a, Notify)]
 
 
 def log_entries(before: Rollout, event: Event, decision: Decision, now: datetime) -> list[LogEntry]:

@@ -17,8 +17,18 @@
     └── ValidationError     bad input from a user: names every field and why, changes nothing
 
 Adapters turn library exceptions into these with `raise ... from exc`, adding what they were doing.
-`policies.InvalidPolicy` is the policy library's own validation error (it imports nothing of
-ours); `ValidationError.from_invalid_policy` carries its problems over with the request's field prefix.
+
+Outside the tree, each kept inside the layer that raises it:
+
+    policies.InvalidPolicy            a policy document with problems by field path; the API turns
+                                      it into ValidationError (`ValidationError.from_invalid_policy`)
+    analyzer.replay.TraceError        a replay trace file that cannot be read: the CLI says why
+    adapters.kubernetes.api.Conflict  a 409 on a conditional write: the router re-reads and retries,
+                                      then raises TransientError
+    api.errors.ApiError               an HTTP answer with its status, code and field
+    api.auth.AuthError                a missing, unknown or too weak token: 401 or 403
+    api.site_policies.SitePolicyError a bad site policy file: the API refuses to start, naming it
+    cli.client.ClientError            the API's error answer, for the CLI to print and exit 2
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The engine's inputs are `rollouts.events.Event`s; what the log records about each decision is a
 `LogEntry` (a verdict with its numbers, who did what by hand, each transition), and each
-`Notify` action becomes a `Notice` queued with the decision that made it. Both are built by the
+`Notify` action becomes a `Notification` queued with the decision that made it. Both are built by the
 pure rules of `rollouts.causes` and stored by the store in the same atomic write as the rollout.
 """
 
@@ -56,7 +56,7 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
-class Notice:
+class Notification:
     """A transition to tell people about, queued in the outbox with the decision that made it."""
 
     event: str

@@ -31,7 +31,7 @@ from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import TransientError, UnknownTargetKind
 
 if TYPE_CHECKING:  # the store's values name the Rollout, whose model names TargetRef from here
-    from rollouts.log import LogEntry, Notice
+    from rollouts.log import LogEntry, Notification
     from rollouts.model import ManualActionKind, Rollout
     from rollouts.records import Command, SaveItem, SaveResult
 
@@ -286,7 +286,7 @@ class RolloutStore(Protocol):
         token: int | None,
         next_tick: datetime | None,
         events: Sequence[LogEntry] = (),
-        notices: Sequence[Notice] = (),
+        notifications: Sequence[Notification] = (),
         command: str = "",
     ) -> tuple[SaveResult, Rollout]: ...
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from rollouts.log import LogEntry, Notice
+from rollouts.log import LogEntry, Notification
 from rollouts.model import ManualActionKind, Rollout
 
 
@@ -31,7 +31,7 @@ class SaveItem(NamedTuple):
     token: int | None
     next_tick: datetime | None
     events: Sequence[LogEntry] = ()
-    notices: Sequence[Notice] = ()
+    notifications: Sequence[Notification] = ()
     command: str = ""
     """The id of the manual command this decision applies: marked applied in the same atomic write."""
 
@@ -57,11 +57,11 @@ class Command:
 
 
 @dataclass(frozen=True)
-class OutboxMessage:
-    """A notice read back from the outbox, with the rollout as it was saved by that decision."""
+class QueuedNotification:
+    """A notification read back from the outbox, with the rollout as it was saved by that decision."""
 
     id: str
-    notice: Notice
+    notification: Notification
     rollout: Rollout
     deliveries: int = 1
     """How often it has been handed out (above 1: a relay died or timed out before acknowledging it)."""

@@ -16,7 +16,7 @@ from policies import Dialect
 from rollouts import PermanentError, SetTraffic, TransientError
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import ActiveRolloutExists
-from rollouts.log import LogEntry, Notice
+from rollouts.log import LogEntry, Notification
 from rollouts.model import ManualActionKind, Rollout
 from rollouts.ports import (
     Backends,
@@ -271,7 +271,7 @@ class MemoryStore:
     fences: dict[str, int] = field(default_factory=dict)
     leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     log: dict[str, list[LogEntry]] = field(default_factory=dict)
-    outbox: list[Notice] = field(default_factory=list)
+    outbox: list[Notification] = field(default_factory=list)
     measured: dict[str, list[float]] = field(default_factory=dict)
 
     def create(self, rollout: Rollout, event: LogEntry) -> tuple[Rollout, bool]:
@@ -300,10 +300,10 @@ class MemoryStore:
         token: int | None,
         next_tick: datetime | None,
         events: Sequence[LogEntry] = (),
-        notices: Sequence[Notice] = (),
+        notifications: Sequence[Notification] = (),
         command: str = "",
     ) -> tuple[SaveResult, Rollout]:
-        return self.save_many([SaveItem(rollout, token, next_tick, events, notices, command)])[0]
+        return self.save_many([SaveItem(rollout, token, next_tick, events, notifications, command)])[0]
 
     def save_many(self, items: Sequence[SaveItem]) -> list[tuple[SaveResult, Rollout]]:
         return [self._save_one(item) for item in items]
@@ -327,7 +327,7 @@ class MemoryStore:
         elif item.next_tick is not None:
             self.due[rollout.id] = item.next_tick.timestamp()
         self.log.setdefault(rollout.id, []).extend(item.events)
-        self.outbox.extend(item.notices)
+        self.outbox.extend(item.notifications)
         return SaveResult.OK, saved
 
     def schedule(self, rollout_id: str, at: datetime) -> None:

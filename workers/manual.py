@@ -113,7 +113,7 @@ class ManualCommands:
                 token=token,
                 next_tick=decision.next_tick,
                 events=causes.log_entries(rollout, event, decision, now),
-                notices=causes.notices(decision.actions, now),
+                notifications=causes.notifications(decision.actions, now),
                 command=command.id,
             )
             if result is SaveResult.OK:

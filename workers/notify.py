@@ -33,7 +33,7 @@ from rollouts.actions import Notify
 from rollouts.errors import TransientError
 from rollouts.model import Rollout
 from rollouts.ports import EventRecorder
-from rollouts.records import OutboxMessage
+from rollouts.records import QueuedNotification
 
 log = logging.getLogger("autocanary.notify")
 SIGNATURE_HEADER = "X-Autocanary-Signature"
@@ -216,11 +216,11 @@ class Notifier:
 
 
 class OutboxRelay:
-    """Delivers the outbox: every notice a saved decision queued, at least once, across crashes.
+    """Delivers the outbox: every notification a saved decision queued, at least once, across crashes.
 
-    Each `autocanary worker` forks one into a process of its own. Relays share a Redis consumer group, so a notice
+    Each `autocanary worker` forks one into a process of its own. Relays share a Redis consumer group, so a notification
     goes to one of them; it is acknowledged once every target has answered or been given up on
-    (the `Notifier`'s bounded retries). A notice a dead relay had taken is taken over by another
+    (the `Notifier`'s bounded retries). A notification a dead relay had taken is taken over by another
     after `reclaim_idle_ms`, so a worker killed mid-delivery costs a late (possibly repeated)
     notification, never a lost one. Delivery never touches a rollout: ticks do not wait for it.
     """
@@ -247,27 +247,27 @@ class OutboxRelay:
     def run_once(self) -> int:
         """Deliver one batch (waiting up to `block_ms` for one); returns how many were acknowledged.
 
-        A rollout's notices go out one after another, in the order they were decided (a receiver
+        A rollout's notifications go out one after another, in the order they were decided (a receiver
         never hears "rolled back" before "started"); different rollouts' go out side by side.
         """
         messages = self.store.outbox_read(self.consumer, self.batch, self.block_ms, self.reclaim_idle_ms)
-        by_rollout: dict[str, list[OutboxMessage]] = {}
+        by_rollout: dict[str, list[QueuedNotification]] = {}
         for message in messages:
             by_rollout.setdefault(message.rollout.id, []).append(message)
             if message.deliveries > 1:
                 log.info(
                     "re-delivering %s of %s (a relay stopped before it finished)",
-                    message.notice.event,
+                    message.notification.event,
                     message.rollout.id,
                 )
         deadline = time.monotonic() + self.delivery_timeout
         finished: list[str] = []
         lock = threading.Lock()
 
-        def deliver_in_order(group: list[OutboxMessage]) -> None:
+        def deliver_in_order(group: list[QueuedNotification]) -> None:
             for message in group:
-                notify = Notify(NotificationEvent(message.notice.event), message.notice.message)
-                futures = self.notifier.send(message.rollout, notify, message.notice.at)
+                notify = Notify(NotificationEvent(message.notification.event), message.notification.message)
+                futures = self.notifier.send(message.rollout, notify, message.notification.at)
                 _, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
                 if pending:
                     return  # too slow: it and the rest of this rollout's stay pending, taken over later

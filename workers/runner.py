@@ -229,8 +229,10 @@ class Runner(ManualCommands):
                 log.warning("%s: %s", rollout.id, exc)
                 continue
             events = causes.log_entries(rollout, event, decision, now)
-            notices = causes.notices(decision.actions, now)
-            decided.append(SaveItem(decision.rollout, tokens[rollout.id], decision.next_tick or now, events, notices))
+            notifications = causes.notifications(decision.actions, now)
+            decided.append(
+                SaveItem(decision.rollout, tokens[rollout.id], decision.next_tick or now, events, notifications)
+            )
             planned[rollout.id] = causes.traffic_action(decision.actions)
         survivors = list(idle)
         for result, rollout in self.store.save_many(decided):
@@ -308,7 +310,11 @@ class Runner(ManualCommands):
         decision = engine.handle(rollout, event, now)
         events = causes.log_entries(rollout, event, decision, now)
         result, saved = self.store.save(
-            decision.rollout, token=token, next_tick=None, events=events, notices=causes.notices(decision.actions, now)
+            decision.rollout,
+            token=token,
+            next_tick=None,
+            events=events,
+            notifications=causes.notifications(decision.actions, now),
         )
         return saved if result is SaveResult.OK else rollout
 

@@ -2,10 +2,10 @@
 
 | key | type | holds |
 |---|---|---|
-| `outbox` | stream | notices, each with the rollout as the decision that made it saved it |
+| `outbox` | stream | notifications, each with the rollout as the decision that made it saved it |
 
-The save that records a decision queues its notices in the same atomic write, so a notice exists
-exactly when its decision was saved; a relay that dies before acknowledging leaves its notices
+The save that records a decision queues its notifications in the same atomic write, so a notification exists
+exactly when its decision was saved; a relay that dies before acknowledging leaves its notifications
 to another after `reclaim_idle_ms`.
 """
 
@@ -19,9 +19,9 @@ import redis
 
 from adapters.redis_store.base import StoreBase
 from adapters.redis_store.base import transient as _transient
-from rollouts.log import Notice
+from rollouts.log import Notification
 from rollouts.model import Rollout
-from rollouts.records import OutboxMessage
+from rollouts.records import QueuedNotification
 
 OUTBOX_GROUP = "relays"
 
@@ -29,7 +29,7 @@ OUTBOX_GROUP = "relays"
 class Outbox(StoreBase):
     def outbox_read(
         self, consumer: str, count: int = 16, block_ms: int = 1000, reclaim_idle_ms: int = 30_000
-    ) -> list[OutboxMessage]:
+    ) -> list[QueuedNotification]:
         """Notices for this relay: first those another relay took and left unacknowledged for
         `reclaim_idle_ms` (it died), then new ones, waiting up to `block_ms` for them."""
         stream = self._key("outbox")
@@ -67,19 +67,19 @@ class Outbox(StoreBase):
             return int(self.redis.xlen(self._key("outbox")))
 
 
-def notice_json(notice: Notice, rollout: Rollout) -> str:
+def notification_json(notification: Notification, rollout: Rollout) -> str:
     return json.dumps(
         {
-            "event": notice.event,
-            "message": notice.message,
-            "at": notice.at.isoformat(),
+            "event": notification.event,
+            "message": notification.message,
+            "at": notification.at.isoformat(),
             "rollout": rollout.model_dump(mode="json"),
         },
         separators=(",", ":"),
     )
 
 
-def _outbox_message(entry_id: str, raw: str, deliveries: int) -> OutboxMessage:
+def _outbox_message(entry_id: str, raw: str, deliveries: int) -> QueuedNotification:
     data = json.loads(raw)
-    notice = Notice(data["event"], data["message"], datetime.fromisoformat(data["at"]))
-    return OutboxMessage(entry_id, notice, Rollout.model_validate(data["rollout"]), deliveries)
+    notification = Notification(data["event"], data["message"], datetime.fromisoformat(data["at"]))
+    return QueuedNotification(entry_id, notification, Rollout.model_validate(data["rollout"]), deliveries)

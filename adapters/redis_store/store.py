@@ -2,7 +2,7 @@
 
 Creating a rollout (idempotency key, one active rollout per service, index, schedule, first log
 entry) and saving one (version and fencing token checked, document, schedule, active index, log
-entries, notices and the applied mark of a command written together) are each one Lua script.
+entries, notifications and the applied mark of a command written together) are each one Lua script.
 A save with a stale version or a stale token changes nothing and says which. The event log,
 outbox, schedule, samples and leases are parts of their own (`RolloutStore` is all of them).
 
@@ -30,11 +30,11 @@ from adapters.redis_store.base import transient as _transient
 from adapters.redis_store.commands import CommandInbox
 from adapters.redis_store.event_log import EventLog
 from adapters.redis_store.leases import Leases
-from adapters.redis_store.outbox import Outbox, notice_json
+from adapters.redis_store.outbox import Outbox, notification_json
 from adapters.redis_store.samples import Samples
 from adapters.redis_store.schedule import Schedule
 from rollouts.errors import ActiveRolloutExists, IdempotencyMismatch, ValidationError
-from rollouts.log import LogEntry, Notice
+from rollouts.log import LogEntry, Notification
 from rollouts.model import Rollout
 from rollouts.phase import Phase
 from rollouts.records import Page, SaveItem, SaveResult
@@ -256,23 +256,23 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         token: int | None,
         next_tick: datetime | None,
         events: Sequence[LogEntry] = (),
-        notices: Sequence[Notice] = (),
+        notifications: Sequence[Notification] = (),
         command: str = "",
     ) -> tuple[SaveResult, Rollout]:
         """Compare-and-set on `rollout.version`, and on `token` unless it is None.
 
         `next_tick` None keeps the rollout's place in the schedule; a terminal rollout leaves it.
-        `events` go to the rollout's log and `notices` to the outbox, in the same atomic write:
-        a notice exists exactly when its decision was saved.
+        `events` go to the rollout's log and `notifications` to the outbox, in the same atomic write:
+        a notification exists exactly when its decision was saved.
         """
-        return self.save_many([SaveItem(rollout, token, next_tick, events, notices, command)])[0]
+        return self.save_many([SaveItem(rollout, token, next_tick, events, notifications, command)])[0]
 
     def save_many(self, items: Sequence[SaveItem]) -> list[tuple[SaveResult, Rollout]]:
         """Pipelined compare-and-set of several rollouts; each succeeds or fails on its own."""
         prepared = []
         with _transient("save rollouts"):
             pipe = self.redis.pipeline(transaction=False)
-            for rollout, token, next_tick, events, notices, command in items:
+            for rollout, token, next_tick, events, notifications, command in items:
                 saved = rollout.model_copy(update={"version": rollout.version + 1})
                 prepared.append(saved)
                 self._save(
@@ -295,8 +295,8 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                         rollout.id,
                         len(events),
                         *(event.to_json() for event in events),
-                        len(notices),
-                        *(notice_json(notice, saved) for notice in notices),
+                        len(notifications),
+                        *(notification_json(notification, saved) for notification in notifications),
                     ],
                     client=pipe,
                 )

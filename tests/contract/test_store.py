@@ -12,7 +12,7 @@ import pytest
 from adapters.redis_store import RolloutStore, body_hash
 from rollouts import Phase, Rollout
 from rollouts.errors import ActiveRolloutExists, IdempotencyMismatch
-from rollouts.log import LogEntry, Notice
+from rollouts.log import LogEntry, Notification
 from rollouts.records import SaveResult
 from tests.factories import T0, policy
 
@@ -74,14 +74,14 @@ def test_compare_and_set_on_version_and_token(store: RolloutStore) -> None:
 def test_a_notice_is_queued_exactly_when_its_decision_is_saved(store: RolloutStore) -> None:
     rollout, _ = store.create(make(), created(make()))
     token = store.acquire_leases([rollout.id], "a", 5000)[rollout.id]
-    notice = Notice("step_advanced", "canary at 10 %", T0)
-    result, saved = store.save(rollout.with_reason("one"), token=token, next_tick=T0, notices=[notice])
+    notification = Notification("step_advanced", "canary at 10 %", T0)
+    result, saved = store.save(rollout.with_reason("one"), token=token, next_tick=T0, notifications=[notification])
     assert result is SaveResult.OK and store.outbox_backlog() == 1
     newer = store.preempt(rollout.id, "on-call", 5000)
-    refused, _ = store.save(saved.with_reason("two"), token=token, next_tick=T0, notices=[notice])
+    refused, _ = store.save(saved.with_reason("two"), token=token, next_tick=T0, notifications=[notification])
     assert refused is SaveResult.STALE_TOKEN and store.outbox_backlog() == 1  # a dropped decision tells no one
     (message,) = store.outbox_read("relay", block_ms=10)
-    assert (message.notice, message.rollout.version, message.rollout.reason) == (notice, 2, "one")
+    assert (message.notification, message.rollout.version, message.rollout.reason) == (notification, 2, "one")
     assert store.outbox_read("other-relay", block_ms=10) == []  # one relay at a time, until it is idle
     store.outbox_ack([message.id])
     assert store.outbox_backlog() == 0 and newer > token

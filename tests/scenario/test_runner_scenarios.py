@@ -424,7 +424,7 @@ def test_a_relay_killed_mid_delivery_loses_nothing(redis_world: RedisWorld) -> N
     rollout_id = world.register("cart", canary_error=0.3, notifications=[target.model_dump(mode="json")])
     assert world.run(rollout_id, 60).phase is Phase.ROLLED_BACK
     taken = world.store.outbox_read("relay-that-dies", count=100, block_ms=10)  # read, never acknowledged
-    assert [m.notice.event for m in taken] == ["started", "step_advanced", "rolled_back"]
+    assert [m.notification.event for m in taken] == ["started", "step_advanced", "rolled_back"]
     survivor = OutboxRelay(world.store, Notifier(), "relay-b", block_ms=10, reclaim_idle_ms=0)
     assert survivor.run_once() == 3
     assert [json.loads(c.request.content)["event"] for c in hook.calls] == ["started", "step_advanced", "rolled_back"]

@@ -16,7 +16,7 @@ from rollouts.causes import (
     judging_window,
     log_entries,
     needs_write,
-    notices,
+    notifications,
     readiness,
 )
 from rollouts.events import Abort, Begin, CanaryNotReady, CanaryReady, Failed, Superseded, Tick
@@ -224,7 +224,7 @@ def test_an_abort_logs_who_and_why_then_the_rollback_and_notifies() -> None:
         ("abort", "alice", "5xx on checkout"),
         ("rolling_back", "autocanary", "aborted by alice: 5xx on checkout"),
     ]
-    assert notices(decision.actions, T0) == []  # the rollback notifies once it is confirmed
+    assert notifications(decision.actions, T0) == []  # the rollback notifies once it is confirmed
 
 
 def test_a_verdict_is_logged_with_its_numbers() -> None:
