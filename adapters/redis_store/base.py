@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -30,3 +31,8 @@ class StoreBase:
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+
+def lua(source: str) -> Any:
+    """A Lua script as a class attribute, registered on the store's client when first used."""
+    return cached_property(lambda store: store.redis.register_script(source))

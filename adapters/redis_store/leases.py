@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
-from typing import Any
 
-from adapters.redis_store.base import StoreBase
+from adapters.redis_store.base import StoreBase, lua
 from adapters.redis_store.base import transient as _transient
 
 _ACQUIRE = """
@@ -40,21 +38,10 @@ return 0
 
 
 class Leases(StoreBase):
-    @cached_property
-    def _acquire(self) -> Any:
-        return self.redis.register_script(_ACQUIRE)
-
-    @cached_property
-    def _preempt(self) -> Any:
-        return self.redis.register_script(_PREEMPT)
-
-    @cached_property
-    def _release(self) -> Any:
-        return self.redis.register_script(_RELEASE)
-
-    @cached_property
-    def _lead(self) -> Any:
-        return self.redis.register_script(_LEAD)
+    _acquire = lua(_ACQUIRE)
+    _preempt = lua(_PREEMPT)
+    _release = lua(_RELEASE)
+    _lead = lua(_LEAD)
 
     def lead(self, role: str, owner: str, ttl_ms: int) -> bool:
         """Take or keep the lease that makes `owner` the one active `role` (e.g. the scheduler)."""

@@ -8,10 +8,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cached_property
-from typing import Any
 
-from adapters.redis_store.base import StoreBase
+from adapters.redis_store.base import StoreBase, lua
 from adapters.redis_store.base import transient as _transient
 
 _CLAIM_DUE = """
@@ -22,9 +20,7 @@ return due
 
 
 class Schedule(StoreBase):
-    @cached_property
-    def _claim_due(self) -> Any:
-        return self.redis.register_script(_CLAIM_DUE)
+    _claim_due = lua(_CLAIM_DUE)
 
     def schedule(self, rollout_id: str, at: datetime) -> None:
         with _transient("schedule a tick"):

@@ -21,11 +21,11 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 import redis
 
+from adapters.redis_store.base import lua
 from adapters.redis_store.base import transient as _transient
 from adapters.redis_store.commands import CommandInbox
 from adapters.redis_store.event_log import EventLog
@@ -106,17 +106,9 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         )
         return cls(client, prefix)
 
-    @cached_property
-    def _create(self) -> Any:
-        return self.redis.register_script(_CREATE)
-
-    @cached_property
-    def _save(self) -> Any:
-        return self.redis.register_script(_SAVE)
-
-    @cached_property
-    def _prune(self) -> Any:
-        return self.redis.register_script(_PRUNE)
+    _create = lua(_CREATE)
+    _save = lua(_SAVE)
+    _prune = lua(_PRUNE)
 
     def _active_key(self, namespace: str, service: str) -> str:
         return self._key("active", f"{namespace}/{service}")
