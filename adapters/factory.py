@@ -1,15 +1,23 @@
-"""Which backends serve a rollout, by its target's kind: the one table a new kind is added to.
+"""Which backends serve a rollout: by its target's kind (`kubernetes_backends`) and by each
+notification target's kind (`notifiers`), the two tables a new backend is added to.
 
 A new target kind (Istio, Gateway API) is new modules behind the ports of `rollouts.ports` plus
-one entry in `kubernetes_backends`.
+one entry in `kubernetes_backends`; a new notification kind, a module in `adapters/notifiers`
+plus one entry in `notifiers`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from adapters import knative
 from adapters.kubernetes.api import KubernetesApi
 from adapters.kubernetes.events import InvolvedKind, KubernetesEvents
-from rollouts.ports import Backends, KindBackends
+from adapters.notifiers.http import HttpPoster
+from adapters.notifiers.slack import SlackNotifier
+from adapters.notifiers.webhook import WebhookNotifier
+from policies import NotificationKind
+from rollouts.ports import Backends, KindBackends, Notifier
 
 
 def kubernetes_backends(api: KubernetesApi, *, settle_timeout: float = 10.0, read_concurrency: int = 16) -> Backends:
@@ -23,3 +31,11 @@ def kubernetes_backends(api: KubernetesApi, *, settle_timeout: float = 10.0, rea
             ),
         }
     )
+
+
+def notifiers(poster: HttpPoster, secrets: Mapping[str, str]) -> dict[NotificationKind, Notifier]:
+    """The backend of each notification kind (a new kind is a module in adapters/notifiers and a line here)."""
+    return {
+        NotificationKind.WEBHOOK: WebhookNotifier(poster, secrets),
+        NotificationKind.SLACK: SlackNotifier(poster),
+    }

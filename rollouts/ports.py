@@ -11,7 +11,8 @@ Three things vary independently (design.md, "Three axes"), each behind one proto
 - `MetricsProvider`: per-version request counts, errors and latency buckets for a batch of
   versions over one window.
 
-Beside them: `EventRecorder` (Kubernetes Events on the routed object) and the `RolloutStore`
+Beside them: `EventRecorder` (Kubernetes Events on the routed object), `Notifier` (one backend
+per notification kind: webhook, Slack) and the `RolloutStore`
 the runner works through (Redis in `adapters.redis_store`, in memory in the scenario tests). A factory
 (`adapters.factory`) picks the target and router of each rollout from its target's kind, so one
 installation rolls out Knative Services and Istio-routed Deployments side by side. The values
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from policies import Dialect
-from rollouts.actions import SetTraffic
+from policies import Dialect, NotificationTarget
+from rollouts.actions import Notify, SetTraffic
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import TransientError, UnknownTargetKind
 
@@ -210,6 +211,16 @@ class MetricsProvider(Protocol):
     def fetch(
         self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
     ) -> Mapping[RevisionRef, RevisionCounts]: ...
+
+
+class Notifier(Protocol):
+    """One notification backend (webhook, Slack): tells one target about one transition.
+
+    True once the target accepted it; False when it refused or stayed away after the retries.
+    It never raises: a dead target must not cost a rollout anything.
+    """
+
+    def deliver(self, target: NotificationTarget, rollout: Rollout, notify: Notify, at: datetime) -> bool: ...
 
 
 class EventRecorder(Protocol):

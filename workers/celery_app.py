@@ -32,7 +32,7 @@ from policies import SECRET_ENV_PREFIX, EgressRules, NotificationKind, Notificat
 from rollouts.errors import FencedOut, TransientError
 from rollouts.ports import Backends
 from workers.heartbeat import start_heartbeat
-from workers.notify import Notifier, OutboxRelay
+from workers.notify import NotificationDispatcher, OutboxRelay
 from workers.runner import Runner
 from workers.settings import WorkerSettings
 
@@ -105,7 +105,7 @@ def relay() -> OutboxRelay:
         )
     if settings.notify_slack_url:
         defaults.append(NotificationTarget(kind=NotificationKind.SLACK, url=settings.notify_slack_url))
-    notifier = Notifier(
+    notifier = NotificationDispatcher(
         defaults,
         secrets=secrets,
         events=_backends().events_of if settings.kubernetes_events else None,

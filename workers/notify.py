@@ -1,5 +1,6 @@
-"""Telling people about rollout transitions: generic webhooks (HMAC-signed JSON), Slack, and
-Kubernetes Events on the Knative Service (so `kubectl describe ksvc` shows them).
+"""Telling people about rollout transitions: each target through the `Notifier` of its kind
+(`adapters/notifiers`: generic webhooks, HMAC-signed JSON; Slack), and Kubernetes Events on the
+routed object (so `kubectl describe ksvc` shows them); the outbox relay that delivers them.
 
 Targets come from the rollout's policy (`notifications`) and a global default
 (`AUTOCANARY_NOTIFY_WEBHOOK_URL`, `AUTOCANARY_NOTIFY_SLACK_URL`). Delivery runs on a small
@@ -11,24 +12,20 @@ rollout's own targets reach only the hosts the installation allows (`policies.eg
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import RetryCallState
 
-from adapters import retry
+from adapters.factory import notifiers
+from adapters.notifiers.http import HttpPoster
 from adapters.redis_store import RolloutStore
-from policies import EgressRules, NotificationEvent, NotificationKind, NotificationTarget, Resolve
+from policies import EgressRules, NotificationEvent, NotificationTarget, Resolve
 from rollouts.actions import Notify
 from rollouts.errors import TransientError
 from rollouts.model import Rollout
@@ -36,44 +33,6 @@ from rollouts.ports import EventRecorder
 from rollouts.records import QueuedNotification
 
 log = logging.getLogger("autocanary.notify")
-SIGNATURE_HEADER = "X-Autocanary-Signature"
-_EMOJI = {
-    "promoted": ":white_check_mark:",
-    "rolled_back": ":rotating_light:",
-    "aborted": ":octagonal_sign:",
-    "failed": ":x:",
-    "superseded": ":twisted_rightwards_arrows:",
-}
-
-
-def payload(rollout: Rollout, notify: Notify, at: datetime) -> dict[str, Any]:
-    """The generic webhook body."""
-    return {
-        "event": notify.event.value,
-        "message": notify.message,
-        "at": at.isoformat(),
-        "rollout": {
-            "id": rollout.id,
-            "namespace": rollout.namespace,
-            "service": rollout.service,
-            "stable_revision": rollout.stable_revision,
-            "canary_revision": rollout.canary_revision,
-            "phase": rollout.phase.value,
-            "canary_weight": rollout.canary_weight,
-            "reason": rollout.reason,
-            "labels": rollout.labels,
-        },
-    }
-
-
-def slack_message(rollout: Rollout, notify: Notify) -> dict[str, Any]:
-    emoji = _EMOJI.get(notify.event.value, ":information_source:")
-    title = notify.event.value.replace("_", " ")
-    return {
-        "text": f"{emoji} *{title}* {rollout.namespace}/{rollout.service} ({rollout.canary_revision}): {notify.message}"
-    }
-
-
 KUBERNETES_REASONS: dict[NotificationEvent, str] = {
     NotificationEvent.STARTED: "CanaryStarted",
     NotificationEvent.STEP_ADVANCED: "CanaryStepAdvanced",
@@ -92,24 +51,15 @@ WARNINGS = frozenset(
 )
 
 
-def _outcome(state: RetryCallState) -> str:
-    """What the last attempt got: an error's type or an answer's status."""
-    if state.outcome is None:
-        return "nothing yet"
-    error = state.outcome.exception()
-    return type(error).__name__ if error else str(state.outcome.result().status_code)
-
-
 def event_message(rollout: Rollout, notify: Notify) -> str:
     """The Event's message: which rollout, which canary, what happened."""
     return f"rollout {rollout.id} ({rollout.canary_revision}, {rollout.canary_weight} %): {notify.message}"
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+class NotificationDispatcher:
+    """Tells every interested target about a transition, each through the backend of its kind,
+    from a small thread pool; and records it as a Kubernetes Event on the routed object."""
 
-
-class Notifier:
     def __init__(
         self,
         defaults: Sequence[NotificationTarget] = (),
@@ -130,11 +80,8 @@ class Notifier:
         self.egress = egress or EgressRules()
         self.resolve = resolve
         self.events = events
-        self.secrets = dict(secrets or {})
-        self.client = client or httpx.Client(timeout=timeout)
-        self.retries = retries
-        self.backoff = backoff
-        self.sleep = sleep
+        poster = HttpPoster(client or httpx.Client(timeout=timeout), retries=retries, backoff=backoff, sleep=sleep)
+        self.backends = notifiers(poster, dict(secrets or {}))
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
 
@@ -181,35 +128,7 @@ class Notifier:
         if refused:
             log.warning("not notifying %s of %s for %s: %s", target.url, notify.event.value, rollout.id, refused)
             return False
-        if target.kind is NotificationKind.SLACK:
-            body = json.dumps(slack_message(rollout, notify)).encode()
-            headers = {"Content-Type": "application/json"}
-        else:
-            body = json.dumps(payload(rollout, notify, at), separators=(",", ":")).encode()
-            headers = {"Content-Type": "application/json", "X-Autocanary-Event": notify.event.value}
-            secret = self.secrets.get(target.secret_env or "")
-            if secret:
-                headers[SIGNATURE_HEADER] = sign(secret, body)
-        attempts = retry.deliveries(
-            self.retries,
-            self.backoff,
-            failed=lambda answer: answer.status_code >= 500 or answer.status_code == 429,
-            transient=httpx.HTTPError,
-            sleep=self.sleep,
-            before_sleep=lambda state: log.info(
-                "%s unreachable or busy (%s), attempt %d", target.url, _outcome(state), state.attempt_number
-            ),
-        )
-        try:
-            answer = attempts(self.client.post, target.url, content=body, headers=headers)
-        except httpx.HTTPError:
-            answer = None
-        if answer is None or answer.status_code >= 500 or answer.status_code == 429:
-            log.warning("gave up notifying %s of %s for %s", target.url, notify.event.value, rollout.id)
-            return False
-        if answer.status_code >= 400:
-            log.warning("%s refused %s for %s: %s", target.url, notify.event.value, rollout.id, answer.status_code)
-        return answer.status_code < 400
+        return self.backends[target.kind].deliver(target, rollout, notify, at)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -220,7 +139,7 @@ class OutboxRelay:
 
     Each `autocanary worker` forks one into a process of its own. Relays share a Redis consumer group, so a notification
     goes to one of them; it is acknowledged once every target has answered or been given up on
-    (the `Notifier`'s bounded retries). A notification a dead relay had taken is taken over by another
+    (the notifiers' bounded retries). A notification a dead relay had taken is taken over by another
     after `reclaim_idle_ms`, so a worker killed mid-delivery costs a late (possibly repeated)
     notification, never a lost one. Delivery never touches a rollout: ticks do not wait for it.
     """
@@ -228,7 +147,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: RolloutStore,
-        notifier: Notifier,
+        notifier: NotificationDispatcher,
         consumer: str,
         *,
         batch: int = 16,

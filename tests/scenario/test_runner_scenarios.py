@@ -20,7 +20,7 @@ from rollouts import ManualActionKind, Phase, Rollout, SetTraffic
 from rollouts.log import LogEntry
 from tests.factories import T0
 from tests.fakes import Clock, FakeCluster, FakeMetrics, MemoryStore
-from workers.notify import Notifier, OutboxRelay
+from workers.notify import NotificationDispatcher, OutboxRelay
 from workers.report import TickReport
 from workers.runner import Runner
 
@@ -383,7 +383,7 @@ def test_a_dead_webhook_does_not_slow_or_fail_a_rollout(redis_world: RedisWorld)
         blocked.wait(30)
 
     target = NotificationTarget(kind=NotificationKind.WEBHOOK, url="https://hooks.example.com/dead")
-    notifier = Notifier([target], sleep=hang, workers=1)
+    notifier = NotificationDispatcher([target], sleep=hang, workers=1)
     relay = OutboxRelay(world.store, notifier, "relay-a", block_ms=50, delivery_timeout=30)
     stop = threading.Event()
     relaying = threading.Thread(target=relay.run_forever, args=(stop,), daemon=True)
@@ -407,7 +407,7 @@ def test_every_saved_transition_is_delivered_from_the_outbox(redis_world: RedisW
     rollout_id = world.register("checkout", notifications=[target.model_dump(mode="json")])
     assert world.run(rollout_id, 60).phase is Phase.SUCCEEDED
     assert hook.call_count == 0  # the runner only queues; nothing is sent from a tick
-    relay = OutboxRelay(world.store, Notifier(), "relay-a", block_ms=50)
+    relay = OutboxRelay(world.store, NotificationDispatcher(), "relay-a", block_ms=50)
     while relay.run_once():
         pass
     delivered = [json.loads(call.request.content) for call in hook.calls]
@@ -425,7 +425,7 @@ def test_a_relay_killed_mid_delivery_loses_nothing(redis_world: RedisWorld) -> N
     assert world.run(rollout_id, 60).phase is Phase.ROLLED_BACK
     taken = world.store.outbox_read("relay-that-dies", count=100, block_ms=10)  # read, never acknowledged
     assert [m.notification.event for m in taken] == ["started", "step_advanced", "rolled_back"]
-    survivor = OutboxRelay(world.store, Notifier(), "relay-b", block_ms=10, reclaim_idle_ms=0)
+    survivor = OutboxRelay(world.store, NotificationDispatcher(), "relay-b", block_ms=10, reclaim_idle_ms=0)
     assert survivor.run_once() == 3
     assert [json.loads(c.request.content)["event"] for c in hook.calls] == ["started", "step_advanced", "rolled_back"]
     assert world.store.outbox_backlog() == 0

@@ -9,20 +9,21 @@ import json
 import httpx
 import respx
 
+from adapters.notifiers.webhook import SIGNATURE_HEADER
 from policies import EgressRules, NotificationEvent, NotificationKind, NotificationTarget
 from rollouts import Notify, Phase
 from rollouts.errors import PermanentError
 from tests.factories import T0, policy, rollout
-from workers.notify import KUBERNETES_REASONS, SIGNATURE_HEADER, Notifier
+from workers.notify import KUBERNETES_REASONS, NotificationDispatcher
 
 HOOK = "https://hooks.example.com/autocanary"
 SLACK = "https://hooks.slack.com/services/T0/B0/xyz"
 ROLLED_BACK = Notify(NotificationEvent.ROLLED_BACK, "checkout-00001 serves 100 % again: errors: canary 5xx 2.1 %")
 
 
-def notifier(*targets: NotificationTarget, **options: object) -> Notifier:
+def notifier(*targets: NotificationTarget, **options: object) -> NotificationDispatcher:
     secrets = {"AUTOCANARY_NOTIFY_SECRET_HOOK": "s3cret"}
-    return Notifier(targets, secrets=secrets, sleep=lambda _: None, clock=lambda: T0, **options)  # type: ignore[arg-type]
+    return NotificationDispatcher(targets, secrets=secrets, sleep=lambda _: None, clock=lambda: T0, **options)  # type: ignore[arg-type]
 
 
 @respx.mock
@@ -56,7 +57,9 @@ def test_slack_gets_a_readable_line() -> None:
 def test_failures_are_retried_with_backoff_then_delivered() -> None:
     route = respx.post(HOOK).mock(side_effect=[httpx.Response(503), httpx.ConnectError("refused"), httpx.Response(200)])
     waits: list[float] = []
-    hook = Notifier([NotificationTarget(kind=NotificationKind.WEBHOOK, url=HOOK)], sleep=waits.append, backoff=0.5)
+    hook = NotificationDispatcher(
+        [NotificationTarget(kind=NotificationKind.WEBHOOK, url=HOOK)], sleep=waits.append, backoff=0.5
+    )
     [future] = hook.send(rollout(), ROLLED_BACK)
     assert future.result(5) is True
     assert route.call_count == 3
