@@ -1,6 +1,6 @@
 """The effects the engine asks for, as values. Only the runner carries them out.
 
-Traffic actions are intents: the runner writes them through the `TrafficRouter`, and a rollout
+Traffic actions are intents: the runner writes them through the rollout's `Router`, and a rollout
 in `promoting` or `rolling_back` keeps asking for its final write until the router confirms it
 (`TrafficApplied`), so a worker that dies between deciding and writing loses nothing.
 """

@@ -3,8 +3,9 @@
 One tick of a batch:
 
 1. take a lease on each rollout (a fencing token that grows with every take); skip those held;
-2. load them (one pipelined read) and observe the cluster: one LIST of Services per namespace,
-   and the canary's readiness while initializing;
+2. load them (one pipelined read) and observe their targets: one batched read per target kind
+   (for Knative, one LIST of Services per busy namespace), and the canary's readiness while
+   initializing;
 3. read the metrics of every rollout that is being judged, in one batched fetch per dialect and
    window (two Prometheus queries each), and fold them into each rollout's statistics;
 4. let the pure engine decide (`rollouts.engine.handle`);
@@ -12,8 +13,9 @@ One tick of a batch:
    or took over meanwhile is dropped here, before anything reaches Kubernetes; its events and
    notifications are written in the same atomic step (the outbox, delivered by the relay in
    `workers.notify`, so a worker killed after saving loses no notification);
-6. carry out the actions through the router, whose guard re-checks the token between its read
-   and its conditional write; confirm final writes (`TrafficApplied`) and save again.
+6. carry out the traffic action each decision returned through the rollout's router, whose
+   guard re-checks the token between its read and its conditional write; confirm final writes
+   (`TrafficApplied`) and save again.
 
 What the observations mean is decided by the pure rules of `rollouts.causes` (superseded
 detection, readiness, window sizing, the idle next tick, what a decision logs); the runner keeps
