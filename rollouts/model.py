@@ -7,11 +7,13 @@ engine returns new values (`with_...` methods); nothing mutates a rollout in pla
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from policies import FieldProblem, Policy
 from rollouts.errors import ValidationError
@@ -113,14 +115,21 @@ class Rollout(BaseModel):
     version: Annotated[int, Field(ge=0)] = 0
     """Incremented by the store on every write; compare-and-set uses it."""
 
-    @model_validator(mode="before")
     @classmethod
-    def _drop_derived_fields(cls, data: Any) -> Any:
-        """Documents saved by earlier versions carry `fencing_token`, which the store's `fence:{id}`
-        key holds: read them as they are rather than refuse them after an upgrade."""
-        if isinstance(data, dict) and "fencing_token" in data:
-            data = {key: value for key, value in data.items() if key != "fencing_token"}
-        return data
+    def from_stored(cls, stored: str | dict[str, Any]) -> Rollout:
+        """A rollout as the store keeps it (JSON, or the dict inside a queued notification).
+
+        Documents saved by earlier versions carry `fencing_token`, which the store's `fence:{id}`
+        key holds now: they are read without it (and lose it at their next save). Only those take
+        the slow path; every other document is validated straight from JSON.
+        """
+        try:
+            return cls.model_validate_json(stored) if isinstance(stored, str) else cls.model_validate(stored)
+        except PydanticValidationError:
+            data = json.loads(stored) if isinstance(stored, str) else dict(stored)
+            if not isinstance(data, dict) or data.pop("fencing_token", None) is None:
+                raise
+            return cls.model_validate(data)
 
     @classmethod
     def new(

@@ -92,7 +92,7 @@ class LiveEventLog:
         """The rollout is gone or in a terminal phase: its log has nothing more to come."""
         with _transient("read the rollout"):
             doc = await self.redis.hget(f"{self.prefix}:r:{rollout_id}", "doc")
-        return doc is None or Rollout.model_validate_json(doc).is_terminal
+        return doc is None or Rollout.from_stored(doc).is_terminal
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -82,4 +82,4 @@ def notification_json(notification: Notification, rollout: Rollout) -> str:
 def _outbox_message(entry_id: str, raw: str, deliveries: int) -> QueuedNotification:
     data = json.loads(raw)
     notification = Notification(data["event"], data["message"], datetime.fromisoformat(data["at"]))
-    return QueuedNotification(entry_id, notification, Rollout.model_validate(data["rollout"]), deliveries)
+    return QueuedNotification(entry_id, notification, Rollout.from_stored(data["rollout"]), deliveries)

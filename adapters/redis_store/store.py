@@ -164,7 +164,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
             for rollout_id in ids:
                 pipe.hget(self._key("r", rollout_id), "doc")
             docs = pipe.execute()
-        return [Rollout.model_validate_json(doc) if doc else None for doc in docs]
+        return [Rollout.from_stored(doc) if doc else None for doc in docs]
 
     def active_for(self, namespace: str, service: str) -> str | None:
         with _transient("read the active rollout"):
