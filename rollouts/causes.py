@@ -104,7 +104,7 @@ def foreign_change(rollout: Rollout, state: TargetState) -> str | None:
         )
         return f"spec.traffic was edited to {described}"
     canary = pinned.get(rollout.canary_revision, 0)
-    if canary not in (rollout.canary_weight, rollout.applied_canary_weight):
+    if canary not in _own_weights(rollout):
         return (
             f"traffic was set to {canary} % canary by someone else (autocanary wrote {rollout.applied_canary_weight} %)"
         )
@@ -129,6 +129,16 @@ def write_needed(rollout: Rollout) -> TrafficAction | None:
     if rollout.phase in WRITING and rollout.applied_canary_weight != rollout.canary_weight:
         return SetTraffic(stable=rollout.stable_weight, canary=rollout.canary_weight)
     return None
+
+
+def _own_weights(rollout: Rollout) -> set[int | None]:
+    """Canary weights the cluster may carry from autocanary itself: the one intended now, the one
+    last confirmed, and the current step's, which a worker may have written and died before
+    confirming, just before the decision to promote (or pause) took the intent elsewhere."""
+    own = {rollout.canary_weight, rollout.applied_canary_weight}
+    if rollout.step_started_at is not None:
+        own.add(rollout.policy.steps[rollout.step_index])
+    return own
 
 
 def needs_write(rollout: Rollout) -> bool:

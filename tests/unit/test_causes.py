@@ -235,3 +235,15 @@ def test_a_verdict_is_logged_with_its_numbers() -> None:
     assert entry.kind == "verdict" and entry.phase == "progressing"
     assert entry.data["canary_requests"] == 40 and entry.data["stable_requests"] == 360
     assert entry.data["step"] == 1 and entry.data["canary_weight"] == 5
+
+
+def test_the_step_weight_written_but_not_confirmed_before_a_promotion_is_not_foreign() -> None:
+    # Step 2 (10 %) was written, its worker died before confirming it (applied still 5 %), and the
+    # next tick promoted: the cluster's 10 % is autocanary's own, not an operator's edit.
+    promoting = rollout(
+        phase=Phase.PROMOTING, step_index=1, step_started_at=T0, canary_weight=100, applied_canary_weight=5
+    )
+    assert foreign_change(promoting, service((STABLE, 90), (CANARY, 10))) is None
+    assert foreign_change(promoting, service((STABLE, 60), (CANARY, 40))) == (
+        "traffic was set to 40 % canary by someone else (autocanary wrote 5 %)"
+    )
