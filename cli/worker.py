@@ -73,8 +73,10 @@ def _relay_loop(stop: threading.Event) -> None:
 
 
 def _consume(queues: str, loglevel: str, name: str, pool: list[str]) -> None:
-    from workers.celery_app import app
+    from workers.celery_app import app, warm_up
 
+    if "solo" in pool:  # tasks run in this very process: build its runner before the first one arrives
+        warm_up()
     arguments = ["worker", "--queues", queues, "--loglevel", loglevel, "--hostname", f"{name}@%h"]
     app.worker_main([*arguments, "--without-gossip", "--without-mingle", "--without-heartbeat", *pool])
 

@@ -20,7 +20,7 @@ import uuid
 from datetime import timedelta
 from functools import cache
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.entity import Queue
 
 from adapters.dns import resolve
@@ -86,6 +86,23 @@ def runner() -> Runner:
     )
     start_heartbeat(built.store.commands, built.owner)
     return built
+
+
+def warm_up() -> None:
+    """Build this process's runner now, so the first command it takes (an abort, often) does not
+    pay for connecting and importing. A runner that cannot be built yet (no kubeconfig) is built
+    at first use instead, as before."""
+    try:
+        runner()
+    except Exception:  # logged; the first task tries again and reports its own error
+        log.warning("runner not built at start; building it at the first task", exc_info=True)
+
+
+@signals.worker_process_init.connect
+def _warm_up_pool_process(**_: object) -> None:
+    """Each prefork child builds its own runner (a runner built before the fork would carry a
+    heartbeat thread that did not survive it)."""
+    warm_up()
 
 
 def relay() -> OutboxRelay:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any, TypeVar
 
 import urllib3.exceptions
@@ -34,8 +35,14 @@ class KubernetesApi:
     def __init__(self, api_client: client.ApiClient, *, request_timeout: float = 5.0) -> None:
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
         self.request_timeout = request_timeout
+
+    @cached_property
+    def core(self) -> client.CoreV1Api:
+        """The core/v1 API, for Events only: built on first use, because the client imports its
+        module lazily and that import costs about a second (paid by the notification relay, not by
+        the first abort a worker carries out)."""
+        return client.CoreV1Api(self.api_client)
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None) -> KubernetesApi:
