@@ -1,10 +1,12 @@
-"""The sandbox's Kubernetes API server for `serving.knative.dev/v1` Services and Revisions
-(and core/v1 Events: create, get, list with `involvedObject` field selectors).
+"""The sandbox's Kubernetes API server: `serving.knative.dev/v1` Services and Revisions,
+`networking.istio.io/v1` VirtualServices and DestinationRules, `apps/v1` Deployments (the
+table in sandbox/resources.py), and core/v1 Events (create, get, list with `involvedObject`
+field selectors).
 
 It speaks the subset autocanary and the `kubernetes` client use: discovery, GET, LIST (with
 `labelSelector`), POST, PUT (resourceVersion required), PATCH (JSON merge patch and JSON patch;
 strategic merge is 415 as for every custom resource) and DELETE, with Knative's defaulting and
-admission webhook on Services. Errors are `Status` objects with the real reasons and codes.
+admission webhook on Services, istiod's on Istio's objects. Errors are `Status` objects with the real reasons and codes.
 Revisions are made by the controller; clients may read and delete them.
 """
 
@@ -18,9 +20,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sandbox.admission import default_service, denial_message, validate_service
+from sandbox.discovery import add_discovery
+from sandbox.istio_admission import (
+    istio_denial,
+    validate_deployment,
+    validate_destination_rule,
+    validate_virtual_service,
+)
 from sandbox.openapi import FIELD_VALIDATION_DIRECTIVES, group_version_bytes, root_document, unknown_fields
 from sandbox.patches import PatchError, json_patch, merge_patch
-from sandbox.store import API_VERSION, GROUP, KINDS, VERSION, ApiError, ClusterStore
+from sandbox.resources import GROUP_VERSIONS, RESOURCES, of_group
+from sandbox.store import GROUP, KINDS, VERSION, ApiError, ClusterStore
 from sandbox.tables import as_table, wants_table
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -31,7 +41,6 @@ UNSUPPORTED_PATCH = (
     "the body of the request was in an unknown format - accepted media types include: "
     f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}"
 )
-BASE = f"/apis/{GROUP}/{VERSION}"
 
 
 class _Json(Response):
@@ -65,8 +74,9 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
         return _status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     _add_core_api(app, store)
-    _add_discovery(app)
-    _add_knative_api(app, store)
+    add_discovery(app)
+    for group, version in GROUP_VERSIONS:
+        _add_resource_api(app, store, group, version)
     _add_openapi(app)
 
     @app.get("/_sandbox/traffic-history/{namespace}/{name}")
@@ -77,73 +87,43 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
     return app
 
 
-def _add_discovery(app: FastAPI) -> None:
-    """Discovery of `serving.knative.dev/v1`, with the short names and categories Knative's CRDs declare."""
+def _add_resource_api(app: FastAPI, store: ClusterStore, group: str, version: str) -> None:
+    """One group-version's objects: list, get, create, replace, patch, delete, each write admitted
+    as the real cluster admits it (Knative's webhook, istiod's, the API server's own checks)."""
+    base = f"/apis/{group}/{version}"
+    served = of_group(group, version)
 
-    @app.get("/apis")
-    async def groups() -> dict[str, Any]:
-        group = {"name": GROUP, "versions": [_group_version()], "preferredVersion": _group_version()}
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
-
-    @app.get(f"/apis/{GROUP}")
-    async def group() -> dict[str, Any]:
-        return {"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [_group_version()]}
-
-    @app.get(BASE)
-    async def resources() -> dict[str, Any]:
-        verbs = {
-            "services": ["create", "delete", "get", "list", "patch", "update"],
-            "revisions": ["delete", "get", "list"],
-        }
-        return {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": API_VERSION,
-            "resources": [
-                {
-                    "name": plural,
-                    "singularName": kind.lower(),
-                    "namespaced": True,
-                    "kind": kind,
-                    "verbs": verbs[plural],
-                    # As Knative's CRDs declare them, so `kubectl get ksvc` works.
-                    "shortNames": SHORT_NAMES[plural],
-                    "categories": ["all", "knative", "serving"],
-                }
-                for plural, kind in KINDS.items()
-            ],
-        }
-
-
-def _add_knative_api(app: FastAPI, store: ClusterStore) -> None:
-    """Services and Revisions: list, get, create, replace, patch, delete, with admission on Services."""
-
-    @app.get(BASE + "/{plural}")
-    async def list_all(plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
-        return _printed(_list(store, _kind(plural), None, labelSelector), plural, request)
-
-    @app.get(BASE + "/namespaces/{namespace}/{plural}")
-    async def list_namespaced(namespace: str, plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
-        return _printed(_list(store, _kind(plural), namespace, labelSelector), plural, request)
-
-    @app.post(BASE + "/namespaces/{namespace}/{plural}")
-    async def create(namespace: str, plural: str, request: Request) -> JSONResponse:
-        if _kind(plural) != "services":
+    def resource(plural: str, write: bool = False) -> str:
+        if plural not in served:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if write and not served[plural].writable:
             raise _not_allowed()
+        return plural
+
+    @app.get(base + "/{plural}")
+    async def list_all(plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
+        return _printed(_list(store, resource(plural), None, labelSelector), plural, request)
+
+    @app.get(base + "/namespaces/{namespace}/{plural}")
+    async def list_namespaced(namespace: str, plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
+        return _printed(_list(store, resource(plural), namespace, labelSelector), plural, request)
+
+    @app.post(base + "/namespaces/{namespace}/{plural}")
+    async def create(namespace: str, plural: str, request: Request) -> JSONResponse:
+        resource(plural, write=True)
         body = await _json_body(request)
         _check_identity(body, namespace, None)
-        warnings = _field_warnings(body, request)
-        created = store.create(plural, namespace, _admitted(body))
+        warnings = _field_warnings(plural, body, request)
+        created = store.create(plural, namespace, admit(plural, body))
         return JSONResponse(created, status_code=201, headers=warnings)
 
-    @app.get(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    @app.get(base + "/namespaces/{namespace}/{plural}/{name}")
     async def get(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
-        return _printed_one(store.get(_kind(plural), namespace, name), plural, request, store.latest_version)
+        return _printed_one(store.get(resource(plural), namespace, name), plural, request, store.latest_version)
 
-    @app.put(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    @app.put(base + "/namespaces/{namespace}/{plural}/{name}")
     async def replace(namespace: str, plural: str, name: str, request: Request, response: Response) -> dict[str, Any]:
-        if _kind(plural) != "services":
-            raise _not_allowed()
+        resource(plural, write=True)
         body = await _json_body(request)
         _check_identity(body, namespace, name)
         if not (body.get("metadata") or {}).get("resourceVersion"):
@@ -154,16 +134,15 @@ def _add_knative_api(app: FastAPI, store: ClusterStore) -> None:
                 "Invalid value: 0x0: must be specified for an update",
             )
         store.get(plural, namespace, name)  # 404 before admission, as the real server
-        response.headers.update(_field_warnings(body, request))
-        return store.replace(plural, namespace, name, _admitted(body))
+        response.headers.update(_field_warnings(plural, body, request))
+        return store.replace(plural, namespace, name, admit(plural, body))
 
-    @app.patch(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    @app.patch(base + "/namespaces/{namespace}/{plural}/{name}")
     async def patch(namespace: str, plural: str, name: str, request: Request, response: Response) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type not in (MERGE_PATCH, JSON_PATCH):
             raise ApiError(415, "UnsupportedMediaType", UNSUPPORTED_PATCH)
-        if _kind(plural) != "services":
-            raise _not_allowed()
+        resource(plural, write=True)
         current = store.get(plural, namespace, name)
         body = await _json_body(request, allow_list=content_type == JSON_PATCH)
         try:
@@ -173,16 +152,15 @@ def _add_knative_api(app: FastAPI, store: ClusterStore) -> None:
         if not isinstance(patched, dict):
             raise ApiError(422, "Invalid", "the patch must leave an object")
         _check_identity(patched, namespace, name)
-        response.headers.update(_field_warnings(patched, request))
+        response.headers.update(_field_warnings(plural, patched, request))
         # The patched object's resourceVersion is a precondition, as in Kubernetes: a patch that
         # carries metadata.resourceVersion only applies to that version.
-        return store.replace(plural, namespace, name, _admitted(patched))
+        return store.replace(plural, namespace, name, admit(plural, patched))
 
-    @app.delete(BASE + "/namespaces/{namespace}/{plural}/{name}")
+    @app.delete(base + "/namespaces/{namespace}/{plural}/{name}")
     async def delete(namespace: str, plural: str, name: str) -> dict[str, Any]:
-        kind = _kind(plural)
-        removed = store.delete(kind, namespace, name)
-        if kind == "services":  # owner references: the service's revisions go with it
+        removed = store.delete(resource(plural), namespace, name)
+        if plural == "services":  # owner references: the service's revisions go with it
             for revision in store.list("revisions", namespace, {"serving.knative.dev/service": name}):
                 store.delete("revisions", namespace, revision["metadata"]["name"])
         return removed
@@ -246,9 +224,10 @@ def _add_openapi(app: FastAPI) -> None:
         return Response(group_version_bytes(), media_type="application/json")
 
 
-def _field_warnings(obj: dict[str, Any], request: Request) -> dict[str, str]:
+def _field_warnings(plural: str, obj: dict[str, Any], request: Request) -> dict[str, str]:
     """Apply the request's `fieldValidation`: Strict refuses unknown fields, Warn returns them as
-    a `Warning` header, Ignore (and no directive, as for a CRD) accepts them."""
+    a `Warning` header, Ignore (and no directive, as for a CRD) accepts them. Only Knative's
+    schemas are described (sandbox/openapi.py); other kinds accept every field."""
     directive = request.query_params.get("fieldValidation", "Ignore") or "Ignore"
     if directive not in FIELD_VALIDATION_DIRECTIVES:
         raise ApiError(
@@ -256,7 +235,7 @@ def _field_warnings(obj: dict[str, Any], request: Request) -> dict[str, str]:
             "BadRequest",
             f'fieldValidation: Unsupported value: "{directive}": supported values: "Ignore", "Warn", "Strict"',
         )
-    unknown = unknown_fields(obj) if directive != "Ignore" else []
+    unknown = unknown_fields(obj) if directive != "Ignore" and plural in KINDS else []
     if not unknown:
         return {}
     described = ", ".join(f'unknown field "{path}"' for path in unknown)
@@ -270,18 +249,8 @@ def _field_warnings(obj: dict[str, Any], request: Request) -> dict[str, str]:
     return {"Warning": ", ".join(f'299 - "unknown field \\"{path}\\""' for path in unknown)}
 
 
-def _group_version() -> dict[str, str]:
-    return {"groupVersion": API_VERSION, "version": VERSION}
-
-
 def _status(code: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse(ApiError(code, reason, message).status(), status_code=code)
-
-
-def _kind(plural: str) -> str:
-    if plural not in KINDS:
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
-    return plural
 
 
 def _not_allowed() -> ApiError:
@@ -298,8 +267,6 @@ async def _json_body(request: Request, allow_list: bool = False) -> Any:
         raise ApiError(400, "BadRequest", "the request body must be a JSON object")
     return body
 
-
-SHORT_NAMES = {"services": ["kservice", "ksvc"], "revisions": ["rev"]}
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -325,12 +292,24 @@ def _check_identity(body: dict[str, Any], namespace: str, name: str | None) -> N
         raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
 
 
-def _admitted(service: dict[str, Any]) -> dict[str, Any]:
-    defaulted = default_service(service)
-    errors = validate_service(defaulted)
-    if errors:
-        raise ApiError(400, "BadRequest", denial_message(errors))
-    return defaulted
+def admit(plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as the cluster stores it (Knative defaults Services), or the refusal."""
+    if plural == "services":
+        defaulted = default_service(obj)
+        errors = validate_service(defaulted)
+        if errors:
+            raise ApiError(400, "BadRequest", denial_message(errors))
+        return defaulted
+    problems: list[str] = []
+    if plural == "virtualservices":
+        problems = validate_virtual_service(obj)
+    elif plural == "destinationrules":
+        problems = validate_destination_rule(obj)
+    elif plural == "deployments" and (invalid := validate_deployment(obj)):
+        raise invalid
+    if problems:
+        raise istio_denial(problems)
+    return obj
 
 
 def _selector(selector: str) -> dict[str, str]:
@@ -349,7 +328,7 @@ def _event_list(items: list[dict[str, Any]], version: str) -> dict[str, Any]:
 def _printed(listed: dict[str, Any], plural: str, request: Request) -> dict[str, Any]:
     """A list as kubectl asks for it: a Table of the CRD's printer columns, or the objects."""
     if wants_table(request.headers.get("accept")):
-        return as_table(_kind(plural), listed["items"], listed["metadata"]["resourceVersion"])
+        return as_table(plural, listed["items"], listed["metadata"]["resourceVersion"])
     return listed
 
 
@@ -362,8 +341,8 @@ def _printed_one(found: dict[str, Any], plural: str, request: Request, resource_
 def _list(store: ClusterStore, plural: str, namespace: str | None, selector: str) -> dict[str, Any]:
     labels = _selector(selector)
     return {
-        "apiVersion": API_VERSION,
-        "kind": KINDS[plural] + "List",
+        "apiVersion": RESOURCES[plural].api_version,
+        "kind": RESOURCES[plural].kind + "List",
         "metadata": {"resourceVersion": store.latest_version},
         "items": store.list(plural, namespace, labels),
     }

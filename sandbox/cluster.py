@@ -23,6 +23,7 @@ import yaml
 
 from sandbox.apiserver import create_apiserver
 from sandbox.controller import Controller
+from sandbox.deployments import DeploymentController
 from sandbox.gateway import Gateway
 from sandbox.metrics import RequestStats, create_metrics_app
 from sandbox.prometheus import PrometheusServer
@@ -104,6 +105,7 @@ async def run_sandbox(
     store = ClusterStore()
     stats = RequestStats()
     Controller(store, options.reconcile_delay, options.ready_after)
+    DeploymentController(store, options.reconcile_delay, options.ready_after)
     apps: dict[str, Any] = {
         "apiserver": create_apiserver(store),
         "gateway": Gateway(store, stats, random.Random(options.seed)),

@@ -52,7 +52,7 @@ class Controller:
     def _changed(self, plural: str, namespace: str, name: str) -> None:
         if plural == "services":
             self._schedule(namespace, name)
-        else:
+        elif plural == "revisions":
             revision = self.store.peek("revisions", namespace, name)
             if revision is not None:
                 self._schedule(namespace, revision["metadata"]["labels"][SERVICE_LABEL])

@@ -1,10 +1,12 @@
-"""The sandbox's ingress: routes by `Host: {service}.{namespace}.example.com` across revisions.
+"""The sandbox's ingress: routes by `Host: {service}.{namespace}.example.com` across revisions,
+and a host one of Istio's VirtualServices claims (`Host: reviews`) by that VirtualService
+(sandbox/mesh.py) to the pods of a Deployment.
 
-Each request goes to a revision drawn at random with the weights of the Service's live
+Each Knative request goes to a revision drawn at random with the weights of the Service's live
 `status.traffic` (what the controller last reconciled, as a real ingress would), answers
 `Hello {TARGET}!` after the revision's simulated latency, or a 500 with its error rate, and is
 counted in `RequestStats` with the time it really took. Revision behaviour comes from the
-revision template's environment:
+revision template's environment (a Deployment's pod template, for the mesh):
 
 | variable | meaning | default |
 |---|---|---|
@@ -23,8 +25,12 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from sandbox.controller import revision_env
+from sandbox.deployments import pod_env
+from sandbox.istio_metrics import MeshKey
+from sandbox.mesh import Mesh, Request, Served
 from sandbox.metrics import Receive, RequestStats, Scope, Send, SeriesKey
 from sandbox.store import ClusterStore
 
@@ -55,6 +61,7 @@ class Gateway:
         self.store = store
         self.stats = stats
         self.rng = rng or random.Random()
+        self.mesh = Mesh(store, self.rng)
         self._behaviours: dict[tuple[str, str], Behaviour] = {}  # revisions are immutable
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,6 +69,10 @@ class Gateway:
             return
         started = time.perf_counter()
         host = next((v.decode() for k, v in scope["headers"] if k == b"host"), "")
+        served = self.mesh.route(host, _request(scope))
+        if served is not None:
+            await self._serve_mesh(send, served, started)
+            return
         parts = host.split(":")[0].split(".")
         if len(parts) < 2:
             await _respond(send, 404, f"no route for host {host!r}: want {{service}}.{{namespace}}.example.com\n")
@@ -76,15 +87,30 @@ class Gateway:
         if revision is None or behaviour is None:
             await _respond(send, 503, f"service {namespace}/{service_name} has no ready traffic target\n")
             return
-        if behaviour.latency_ms > 0:
-            delay = behaviour.latency_ms * math.exp(behaviour.latency_sigma * self.rng.gauss(0, 1)) / 1000
-            await asyncio.sleep(delay)
-        failed = self.rng.random() < behaviour.error_rate
-        code = 500 if failed else 200
-        body = "Internal Server Error (SANDBOX_ERROR_RATE)\n" if failed else f"Hello {behaviour.target}!\n"
+        code, body = await self._answer(behaviour)
         await _respond(send, code, body, revision)
         pod = behaviour.pods[self.rng.randrange(len(behaviour.pods))]
         self.stats.record(SeriesKey(namespace, service_name, revision, pod, code), time.perf_counter() - started)
+
+    async def _serve_mesh(self, send: Send, served: Served, started: float) -> None:
+        if served.deployment is None:
+            await _respond(send, 503, f"no healthy upstream: {served.problem}\n")
+            return
+        found = self.store.peek("deployments", served.namespace, served.deployment)
+        # A Deployment's template may change, so its behaviour is read each time (it is small).
+        behaviour = behaviour_of(served.deployment, pod_env(found or {}))
+        code, body = await self._answer(behaviour)
+        await _respond(send, code, body, served.deployment)
+        key = MeshKey(served.namespace, served.service, served.deployment, served.version, code)
+        self.stats.mesh.record(key, time.perf_counter() - started)
+
+    async def _answer(self, behaviour: Behaviour) -> tuple[int, str]:
+        if behaviour.latency_ms > 0:
+            delay = behaviour.latency_ms * math.exp(behaviour.latency_sigma * self.rng.gauss(0, 1)) / 1000
+            await asyncio.sleep(delay)
+        if self.rng.random() < behaviour.error_rate:
+            return 500, "Internal Server Error (SANDBOX_ERROR_RATE)\n"
+        return 200, f"Hello {behaviour.target}!\n"
 
     def _pick(self, traffic: list[dict[str, object]]) -> str | None:
         targets = [(str(t["revisionName"]), int(str(t.get("percent", 0)))) for t in traffic if t.get("revisionName")]
@@ -106,6 +132,17 @@ class Gateway:
                 return None
             cached = self._behaviours[(namespace, revision)] = behaviour_of(revision, revision_env(found))
         return cached
+
+
+def _request(scope: Scope) -> Request:
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").lower()
+        headers[key] = f"{headers[key]}, {value.decode('latin-1')}" if key in headers else value.decode("latin-1")
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+    return Request(
+        path=str(scope.get("path", "/")), query=query, headers=headers, method=str(scope.get("method", "GET"))
+    )
 
 
 async def _respond(send: Send, status: int, body: str, revision: str | None = None) -> None:

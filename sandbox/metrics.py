@@ -10,7 +10,8 @@ sandbox holds the same series it would scrape or receive from a real Knative:
   k8s_namespace_name, kn_service_name, kn_configuration_name, kn_revision_name, k8s_pod_name,
   http_response_status_code.
 
-`/counts` gives the gateway's own tallies as JSON, to check what Prometheus says against.
+`/counts` gives the gateway's own tallies as JSON, to check what Prometheus says against
+(`/mesh-counts` those of the Istio routes; their series are in sandbox/istio_metrics.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from sandbox.istio_metrics import MeshStats
 
 OPENCENSUS_BUCKETS_MS = (
     5,
@@ -70,10 +73,12 @@ class Series:
 
 
 class RequestStats:
-    """Counts and latency histograms per (namespace, service, revision, pod, status code)."""
+    """Counts and latency histograms per (namespace, service, revision, pod, status code), and
+    the Istio series of what the mesh served (`mesh`)."""
 
     def __init__(self) -> None:
         self.series: dict[SeriesKey, Series] = {}
+        self.mesh = MeshStats()
 
     def record(self, key: SeriesKey, seconds: float) -> None:
         series = self.series.get(key)
@@ -132,6 +137,7 @@ class RequestStats:
             lines += _histogram(name, labels, OTEL_BUCKETS_S, series.s_buckets, series.count)
             lines.append(f"{name}_sum{{{labels}}} {series.sum_seconds:.6f}")
             lines.append(f"{name}_count{{{labels}}} {series.count}")
+        lines += self.mesh.exposition()
         return "\n".join(lines) + "\n"
 
 
@@ -180,6 +186,8 @@ def create_metrics_app(stats: RequestStats) -> Callable[[Scope, Receive, Send], 
             body, content_type, status = stats.exposition().encode(), b"text/plain; version=0.0.4", 200
         elif scope["path"] == "/counts":
             body, content_type, status = json.dumps(stats.counts()).encode(), b"application/json", 200
+        elif scope["path"] == "/mesh-counts":
+            body, content_type, status = json.dumps(stats.mesh.counts()).encode(), b"application/json", 200
         else:
             body, content_type, status = b"not found\n", b"text/plain", 404
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})

@@ -1,5 +1,6 @@
-"""The sandbox cluster's state: Knative Services and Revisions with Kubernetes write semantics,
-and the core/v1 Events recorded about them.
+"""The sandbox cluster's state: the objects of `sandbox.resources` (Knative Services and
+Revisions, Istio VirtualServices and DestinationRules, Deployments) with Kubernetes write
+semantics, and the core/v1 Events recorded about them.
 
 Every write gets a new `resourceVersion`; spec changes bump `metadata.generation`; writes that
 carry a stale resourceVersion fail with 409 Conflict. Errors are `ApiError`s that render as the
@@ -17,10 +18,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-GROUP = "serving.knative.dev"
+from sandbox.resources import KNATIVE, RESOURCES
+
+GROUP = KNATIVE
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KINDS = {"services": "Service", "revisions": "Revision"}
+"""Knative's kinds, by plural (the OpenAPI documents describe these)."""
 
 Listener = Callable[[str, str, str], None]
 """Called with (plural, namespace, name) after every change."""
@@ -50,29 +54,30 @@ class ApiError(Exception):
 
     @classmethod
     def not_found(cls, plural: str, name: str) -> ApiError:
-        return cls(404, "NotFound", f'{plural}.{GROUP} "{name}" not found', _details(plural, name))
+        return cls(404, "NotFound", f'{_qualified(plural)} "{name}" not found', _details(plural, name))
 
     @classmethod
     def already_exists(cls, plural: str, name: str) -> ApiError:
-        return cls(409, "AlreadyExists", f'{plural}.{GROUP} "{name}" already exists', _details(plural, name))
+        return cls(409, "AlreadyExists", f'{_qualified(plural)} "{name}" already exists', _details(plural, name))
 
     @classmethod
     def conflict(cls, plural: str, name: str) -> ApiError:
         return cls(
             409,
             "Conflict",
-            f'Operation cannot be fulfilled on {plural}.{GROUP} "{name}": the object has been modified;'
+            f'Operation cannot be fulfilled on {_qualified(plural)} "{name}": the object has been modified;'
             " please apply your changes to the latest version and try again",
             _details(plural, name),
         )
 
     @classmethod
     def invalid(cls, plural: str, name: str, field: str, problem: str) -> ApiError:
-        kind = KINDS.get(plural, plural)
+        resource = RESOURCES.get(plural)
+        kind = f"{resource.kind}.{resource.group}" if resource else plural
         return cls(
             422,
             "Invalid",
-            f'{kind}.{GROUP} "{name}" is invalid: {field}: {problem}',
+            f'{kind} "{name}" is invalid: {field}: {problem}',
             {
                 **_details(plural, name),
                 "causes": [{"reason": "FieldValueInvalid", "message": problem, "field": field}],
@@ -81,7 +86,14 @@ class ApiError(Exception):
 
 
 def _details(plural: str, name: str) -> dict[str, Any]:
-    return {"name": name, "group": GROUP, "kind": plural}
+    resource = RESOURCES.get(plural)
+    return {"name": name, "group": resource.group if resource else GROUP, "kind": plural}
+
+
+def _qualified(plural: str) -> str:
+    """`services.serving.knative.dev`, `deployments.apps`: how the API server names a resource."""
+    resource = RESOURCES.get(plural)
+    return f"{plural}.{resource.group}" if resource else plural
 
 
 def now_rfc3339() -> str:
@@ -109,6 +121,10 @@ class ClusterStore:
         """The stored object itself, not a copy: for read-only hot paths (the gateway)."""
         return self._objects.get((plural, namespace, name))
 
+    def names(self, plural: str, namespace: str) -> builtins.list[str]:
+        """The names of one kind in one namespace, sorted, without copying any object."""
+        return sorted(self._names.get((plural, namespace), ()))
+
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         found = self._objects.get((plural, namespace, name))
         if found is None:
@@ -133,7 +149,7 @@ class ClusterStore:
         metadata = obj.setdefault("metadata", {})
         name = metadata.get("name")
         if not isinstance(name, str) or not name:
-            raise ApiError(422, "Invalid", f"{KINDS[plural]}.{GROUP} is invalid: metadata.name: Required value")
+            raise ApiError(422, "Invalid", f"{_qualified(plural)} is invalid: metadata.name: Required value")
         if (plural, namespace, name) in self._objects:
             raise ApiError.already_exists(plural, name)
         metadata.update(
@@ -143,7 +159,7 @@ class ClusterStore:
             creationTimestamp=now_rfc3339(),
             resourceVersion=self._next_version(),
         )
-        obj.update(apiVersion=API_VERSION, kind=KINDS[plural])
+        obj.update(apiVersion=RESOURCES[plural].api_version, kind=RESOURCES[plural].kind)
         obj.setdefault("status", {})
         self._objects[(plural, namespace, name)] = obj
         self._names.setdefault((plural, namespace), set()).add(name)
@@ -159,8 +175,8 @@ class ClusterStore:
         if str(metadata.get("resourceVersion", "")) != current["metadata"]["resourceVersion"]:
             raise ApiError.conflict(plural, name)
         updated = {
-            "apiVersion": API_VERSION,
-            "kind": KINDS[plural],
+            "apiVersion": RESOURCES[plural].api_version,
+            "kind": RESOURCES[plural].kind,
             "metadata": {
                 **{k: v for k, v in metadata.items() if k in ("labels", "annotations", "finalizers")},
                 **{k: current["metadata"][k] for k in ("name", "namespace", "uid", "creationTimestamp", "generation")},

@@ -3,7 +3,9 @@
 kubectl asks for `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` and prints the columns
 the server names. For Knative's resources these are the `additionalPrinterColumns` of Knative's
 CRDs (Services: URL, LATESTCREATED, LATESTREADY, READY, REASON; Revisions: CONFIG NAME,
-GENERATION, READY, REASON), so `kubectl get ksvc` against the sandbox reads as against a cluster.
+GENERATION, READY, REASON); for Istio's those of its CRDs (VirtualServices: GATEWAYS, HOSTS;
+DestinationRules: HOST) and for Deployments kubectl's (READY, UP-TO-DATE, AVAILABLE), so
+`kubectl get ksvc` or `kubectl get vs` against the sandbox reads as against a cluster.
 """
 
 from __future__ import annotations
@@ -47,6 +49,21 @@ COLUMNS: dict[str, Sequence[Column]] = {
         ),
         ("Ready", "string", lambda o: _condition(o, "Ready", "status")),
         ("Reason", "string", lambda o: _condition(o, "Ready", "reason")),
+    ),
+    # The printer columns of Istio's CRDs and of `kubectl get deployments`.
+    "virtualservices": (
+        ("Gateways", "string", lambda o: ", ".join(map(str, (o.get("spec") or {}).get("gateways") or []))),
+        ("Hosts", "string", lambda o: ", ".join(map(str, (o.get("spec") or {}).get("hosts") or []))),
+    ),
+    "destinationrules": (("Host", "string", lambda o: (o.get("spec") or {}).get("host", "")),),
+    "deployments": (
+        (
+            "Ready",
+            "string",
+            lambda o: f"{_status(o, 'readyReplicas') or 0}/{(o.get('spec') or {}).get('replicas', 1)}",
+        ),
+        ("Up-to-date", "integer", lambda o: _status(o, "updatedReplicas") or 0),
+        ("Available", "integer", lambda o: _status(o, "availableReplicas") or 0),
     ),
 }
 

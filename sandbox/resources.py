@@ -1,0 +1,62 @@
+"""The kinds of object the sandbox's API server holds, and how a real cluster names them.
+
+One row per resource: its API group and version, plural, kind, the short names and categories
+its CRD (or the built-in type) declares, and whether clients may write it (Knative Revisions
+are made by the controller). The store, discovery, the routes and `kubectl get` all read this
+table, so a new kind is one row here plus its admission rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KNATIVE = "serving.knative.dev"
+ISTIO = "networking.istio.io"
+APPS = "apps"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    writable: bool = True
+    """Clients may create, replace and patch it (not only read and delete)."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    @property
+    def verbs(self) -> list[str]:
+        if self.writable:
+            return ["create", "delete", "get", "list", "patch", "update"]
+        return ["delete", "get", "list"]  # no watch: the sandbox serves no watches
+
+
+RESOURCES: dict[str, Resource] = {
+    "services": Resource(KNATIVE, "v1", "services", "Service", ("kservice", "ksvc"), ("all", "knative", "serving")),
+    "revisions": Resource(
+        KNATIVE, "v1", "revisions", "Revision", ("rev",), ("all", "knative", "serving"), writable=False
+    ),
+    "virtualservices": Resource(
+        ISTIO, "v1", "virtualservices", "VirtualService", ("vs",), ("istio-io", "networking-istio-io")
+    ),
+    "destinationrules": Resource(
+        ISTIO, "v1", "destinationrules", "DestinationRule", ("dr",), ("istio-io", "networking-istio-io")
+    ),
+    "deployments": Resource(APPS, "v1", "deployments", "Deployment", ("deploy",), ("all",)),
+}
+"""By the store's key for each kind (its plural: no two kinds here share one)."""
+
+
+def of_group(group: str, version: str) -> dict[str, Resource]:
+    """The resources served under `/apis/{group}/{version}`, by plural."""
+    return {key: r for key, r in RESOURCES.items() if r.group == group and r.version == version}
+
+
+GROUP_VERSIONS: tuple[tuple[str, str], ...] = tuple(dict.fromkeys((r.group, r.version) for r in RESOURCES.values()))
+"""Every API group-version the sandbox serves, Knative's first."""
