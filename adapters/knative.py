@@ -73,7 +73,8 @@ class KnativeTarget:
                 observed.update(found)
         return observed
 
-    def version(self, namespace: str, version: str) -> VersionState:
+    def version(self, ref: TargetRef, version: str) -> VersionState:
+        namespace = ref.namespace
         found = self.api.get(GROUP, VERSION, "revisions", namespace, version)
         ready = condition(found, "Ready")
         return VersionState(

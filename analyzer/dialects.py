@@ -1,8 +1,9 @@
 """PromQL for each metric dialect (design.md, "Metrics: dialects"), batched for many rollouts.
 
 One query per metric per tick round for all due rollouts: the selector matches every namespace
-and revision in the batch (`revision_name=~"a|b|c"`) and the result is grouped by namespace,
-revision and status, so the number of queries does not grow with the number of rollouts. Every
+and revision in the batch (`revision_name=~"a|b|c"`; for Istio also every service, as a version
+label such as `v2` is only unique within its service) and the result is grouped by namespace,
+(service,) revision and status, so the number of queries does not grow with the number of rollouts. Every
 label value is checked to be a DNS-1123 name before a query is built, then escaped for PromQL's
 regular expressions and strings: user input never reaches a query unchecked. Pure.
 """
@@ -30,19 +31,29 @@ class DialectQueries:
     bucket_metric: str
     ms_per_unit: float
     """How many milliseconds one unit of the histogram's `le` is."""
+    service_label: str = ""
+    """Where a version's name alone does not identify it (Istio's `version` label), the label of
+    the service it belongs to; grouped by and matched as well."""
+    fixed_selector: str = ""
+    """Matchers every query carries (Istio: the destination sidecar's report only, so that a
+    request is counted once)."""
+
+    @property
+    def _keys(self) -> str:
+        labels = [self.namespace_label, *([self.service_label] if self.service_label else []), self.revision_label]
+        return ", ".join(labels)
 
     def counts_query(self, targets: Sequence[RevisionRef], window_seconds: int) -> str:
         """Requests per namespace, revision and status over the window ending at the query time."""
         return (
-            f"sum by ({self.namespace_label}, {self.revision_label}, {self.status_label})"
+            f"sum by ({self._keys}, {self.status_label})"
             f"(increase({self.count_metric}{{{self._selector(targets)}}}[{window_seconds}s]))"
         )
 
     def buckets_query(self, targets: Sequence[RevisionRef], window_seconds: int) -> str:
         """Cumulative latency buckets per namespace and revision over the window."""
         return (
-            f"sum by ({self.namespace_label}, {self.revision_label}, le)"
-            f"(increase({self.bucket_metric}{{{self._selector(targets)}}}[{window_seconds}s]))"
+            f"sum by ({self._keys}, le)(increase({self.bucket_metric}{{{self._selector(targets)}}}[{window_seconds}s]))"
         )
 
     def _selector(self, targets: Sequence[RevisionRef]) -> str:
@@ -50,9 +61,15 @@ class DialectQueries:
             raise ValueError("a query needs at least one revision")
         namespaces = sorted({require_dns1123_label(t.namespace, "namespace") for t in targets})
         revisions = sorted({require_dns1123_label(t.revision, "revision") for t in targets})
-        return (
-            f'{self.namespace_label}=~"{_alternatives(namespaces)}",{self.revision_label}=~"{_alternatives(revisions)}"'
-        )
+        matchers = [
+            *([self.fixed_selector] if self.fixed_selector else []),
+            f'{self.namespace_label}=~"{_alternatives(namespaces)}"',
+        ]
+        if self.service_label:
+            services = sorted({require_dns1123_label(t.service, "service") for t in targets})
+            matchers.append(f'{self.service_label}=~"{_alternatives(services)}"')
+        matchers.append(f'{self.revision_label}=~"{_alternatives(revisions)}"')
+        return ",".join(matchers)
 
     def is_error(self, status: str) -> bool:
         """A 5xx, whether the label holds the class ("5xx") or the code ("503")."""
@@ -91,7 +108,8 @@ class DialectQueries:
         }
 
     def _ref(self, labels: Mapping[str, Any]) -> RevisionRef:
-        return RevisionRef(str(labels.get(self.namespace_label, "")), str(labels.get(self.revision_label, "")))
+        service = str(labels.get(self.service_label, "")) if self.service_label else ""
+        return RevisionRef(str(labels.get(self.namespace_label, "")), str(labels.get(self.revision_label, "")), service)
 
 
 DIALECTS: dict[Dialect, DialectQueries] = {
@@ -112,6 +130,17 @@ DIALECTS: dict[Dialect, DialectQueries] = {
         count_metric="kn_serving_invocation_duration_seconds_count",
         bucket_metric="kn_serving_invocation_duration_seconds_bucket",
         ms_per_unit=1000.0,
+    ),
+    Dialect.ISTIO: DialectQueries(
+        dialect=Dialect.ISTIO,
+        namespace_label="destination_workload_namespace",
+        service_label="destination_service_name",
+        revision_label="destination_version",
+        status_label="response_code",
+        count_metric="istio_requests_total",
+        bucket_metric="istio_request_duration_milliseconds_bucket",
+        ms_per_unit=1.0,
+        fixed_selector='reporter="destination"',
     ),
 }
 

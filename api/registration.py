@@ -8,8 +8,9 @@ from api.errors import ApiError
 from api.schemas import RolloutCreate
 from policies import EgressRules, InvalidPolicy, Policy, Resolve, SitePolicies, field_path, load_policy
 from rollouts.errors import PermanentError, ValidationError
+from rollouts.model import TARGET_KIND as KNATIVE_KIND
 from rollouts.model import Rollout
-from rollouts.ports import Target
+from rollouts.ports import Target, TargetRef
 
 
 def resolved_policy(body: RolloutCreate, site: SitePolicies) -> Policy:
@@ -74,7 +75,7 @@ def revisions(target: Target, body: RolloutCreate) -> tuple[str, str]:
         raise ApiError(422, "validation_error", f"canary and stable are both {canary}", "canary_revision")
     for field, revision in (("stable_revision", stable), ("canary_revision", canary)):
         try:
-            target.version(body.namespace, revision)
+            target.version(TargetRef(KNATIVE_KIND, body.namespace, body.service, stable, canary), revision)
         except PermanentError as exc:
             raise ApiError(404, "not_found", f"revision {revision} not found in {body.namespace}", field) from exc
     return stable, canary

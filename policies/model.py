@@ -17,12 +17,15 @@ from policies.durations import Duration
 
 
 class Dialect(StrEnum):
-    """Which queue-proxy metrics the cluster's Prometheus holds (see design.md, "Metrics: dialects")."""
+    """Which request metrics the cluster's Prometheus holds (see design.md, "Metrics: dialects")."""
 
     KNATIVE_OPENCENSUS = "knative-opencensus"
     """Knative up to 1.18: `revision_app_request_count` and `revision_app_request_latencies` (ms)."""
     KNATIVE_OTEL = "knative-otel"
     """Knative 1.19+: `kn_serving_invocation_duration_seconds` over OTLP (s)."""
+    ISTIO = "istio"
+    """Istio's standard metrics: `istio_requests_total` and `istio_request_duration_milliseconds`
+    (ms), reported by the destination's sidecar, per service and `version` label."""
 
 
 class InsufficientTrafficAction(StrEnum):

@@ -12,10 +12,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RevisionRef:
-    """A revision in a namespace: the key metrics are fetched and grouped by."""
+    """A version in a namespace: the key metrics are fetched and grouped by.
+
+    A Knative revision by its name; a version of an Istio service by the service's name and the
+    pods' `version` label (`service` is empty where the version's name alone identifies it).
+    """
 
     namespace: str
     revision: str
+    service: str = ""
 
 
 @dataclass(frozen=True)

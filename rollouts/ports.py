@@ -41,7 +41,9 @@ if TYPE_CHECKING:  # the store's values name the Rollout, whose model names Targ
 class TargetRef:
     """What one rollout moves traffic on: the routed object of a kind, and its two versions.
 
-    Knative: the Service and two revisions. Istio (next): the VirtualService and two subsets.
+    Knative: the Service and two revisions. Istio: the VirtualService, two subsets of its
+    DestinationRule, the `http` route autocanary manages (`route`, by name; empty: the one route
+    whose destinations are the two subsets) and the destination `host` of the subsets.
     """
 
     kind: str
@@ -49,6 +51,8 @@ class TargetRef:
     name: str
     stable: str
     canary: str
+    route: str = ""
+    host: str = ""
 
     @property
     def where(self) -> str:
@@ -176,8 +180,8 @@ class Target(Protocol):
         """The objects of a batch of rollouts, read in as few requests as the backend allows."""
         ...
 
-    def version(self, namespace: str, version: str) -> VersionState:
-        """Whether one version can serve; `PermanentError` when it does not exist."""
+    def version(self, ref: TargetRef, version: str) -> VersionState:
+        """Whether one version of the target can serve; `PermanentError` when it does not exist."""
         ...
 
 

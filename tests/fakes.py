@@ -122,10 +122,10 @@ class FakeCluster:
             return dict.fromkeys(refs, TransientError("Kubernetes API unreachable (fake)"))
         return {ref: self._state(s) if (s := self.services.get((ref.namespace, ref.name))) else None for ref in refs}
 
-    def version(self, namespace: str, version: str) -> VersionState:
+    def version(self, ref: TargetRef, version: str) -> VersionState:
         if version not in self.ready:
             raise PermanentError(f'404 revisions.serving.knative.dev "{version}" not found')
-        return VersionState(namespace, version, "True" if self.ready[version] else "Unknown")
+        return VersionState(ref.namespace, version, "True" if self.ready[version] else "Unknown")
 
     def current_split(self, namespace: str, service: str) -> dict[str, int]:
         """What the tests check: the live split of a service."""

@@ -4,7 +4,7 @@ pods' `version` label, and a VirtualService for host `reviews`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 
@@ -14,7 +14,8 @@ ISTIO, ISTIO_VERSION = "networking.istio.io", "v1"
 
 
 def api_client(endpoints: Endpoints) -> client.ApiClient:
-    return config.new_client_from_config(config_file=endpoints.kubeconfig)  # type: ignore[no-untyped-call]
+    made: client.ApiClient = config.new_client_from_config(config_file=endpoints.kubeconfig)  # type: ignore[no-untyped-call]
+    return made
 
 
 def deployment(name: str, version: str, target: str, app: str = "reviews", **env: str) -> dict[str, Any]:
@@ -69,11 +70,15 @@ def create_istio(api: client.CustomObjectsApi, namespace: str, plural: str, body
     return created
 
 
+def create_deployment(endpoints: Endpoints, namespace: str, body: dict[str, Any]) -> None:
+    """Through the client's typed AppsV1Api, which sends a plain dict as it is."""
+    client.AppsV1Api(api_client(endpoints)).create_namespaced_deployment(namespace, cast(Any, body))
+
+
 def reviews_app(endpoints: Endpoints, namespace: str, v1: int = 50, v2: int = 50, **canary_env: str) -> None:
     """The guide's setup: both Deployments, the DestinationRule, a VirtualService at v1/v2."""
-    apps = client.AppsV1Api(api_client(endpoints))
-    apps.create_namespaced_deployment(namespace, deployment("reviews-v1", "v1", "reviews v1"))
-    apps.create_namespaced_deployment(namespace, deployment("reviews-v2", "v2", "reviews v2", **canary_env))
+    create_deployment(endpoints, namespace, deployment("reviews-v1", "v1", "reviews v1"))
+    create_deployment(endpoints, namespace, deployment("reviews-v2", "v2", "reviews v2", **canary_env))
     custom = client.CustomObjectsApi(api_client(endpoints))
     create_istio(custom, namespace, "destinationrules", destination_rule())
     create_istio(custom, namespace, "virtualservices", virtual_service(weighted_route(v1, v2)))

@@ -163,7 +163,7 @@ class Runner(ManualCommands):
         if event is not None or state is None or rollout.phase is not Phase.INITIALIZING:
             return event
         try:
-            canary = self.backends.of(rollout.target.kind).target.version(rollout.namespace, rollout.canary_revision)
+            canary = self.backends.of(rollout.target.kind).target.version(rollout.target, rollout.canary_revision)
         except PermanentError as exc:
             return RollbackRequired(f"canary revision {rollout.canary_revision} is gone: {exc}")
         except TransientError as exc:
@@ -322,6 +322,8 @@ class Runner(ManualCommands):
 
 
 def _refs(rollout: Rollout) -> tuple[RevisionRef, RevisionRef]:
-    return RevisionRef(rollout.namespace, rollout.canary_revision), RevisionRef(
-        rollout.namespace, rollout.stable_revision
+    """The canary's and the stable's metrics keys (an Istio version also names its service)."""
+    service = rollout.target.host.split(".", 1)[0]
+    return RevisionRef(rollout.namespace, rollout.canary_revision, service), RevisionRef(
+        rollout.namespace, rollout.stable_revision, service
     )

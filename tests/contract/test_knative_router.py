@@ -190,7 +190,7 @@ def test_a_never_ready_revision_is_visible(
     service_ready(api, namespace, "hello", V1)
     new_revision(api, namespace, "hello", "Broken", pin=V1, SANDBOX_NEVER_READY="true")
     wait_for(lambda: get(api, namespace, "services", "hello")["status"].get("latestCreatedRevisionName") == V2)
-    revision = target.version(namespace, V2)
+    revision = target.version(hello(namespace), V2)
     assert not revision.is_ready
     assert revision.ready == "Unknown"
     assert "SANDBOX_NEVER_READY" in revision.message

@@ -21,6 +21,7 @@ from tests.istio import (
     ISTIO,
     ISTIO_VERSION,
     api_client,
+    create_deployment,
     create_istio,
     deployment,
     reviews_app,
@@ -43,8 +44,12 @@ def _versions(endpoints: Endpoints, host: str, count: int, **request: Any) -> Co
 def _available(endpoints: Endpoints, namespace: str, *names: str) -> None:
     apps = client.AppsV1Api(api_client(endpoints))
 
+    def available(name: str) -> bool:
+        status = apps.read_namespaced_deployment(name, namespace).status
+        return status is not None and (status.available_replicas or 0) > 0
+
     def all_available() -> bool:
-        return all((apps.read_namespaced_deployment(n, namespace).status.available_replicas or 0) > 0 for n in names)
+        return all(available(name) for name in names)
 
     wait_for(all_available, what=f"deployments {names} available")
 
@@ -115,7 +120,7 @@ def test_istiod_refuses_weights_that_send_nothing_anywhere(sandbox: Endpoints, n
     with pytest.raises(ApiException) as refused:
         create_istio(custom, namespace, "virtualservices", virtual_service(weighted_route(0, 0)))
     assert refused.value.status == 400
-    message = json.loads(refused.value.body)["message"]
+    message = json.loads(refused.value.body or "{}")["message"]
     assert message == (
         'admission webhook "validation.istio.io" denied the request: configuration is invalid:'
         " total destination weight = 0"
@@ -128,14 +133,13 @@ def test_a_deployment_whose_selector_misses_its_pods_is_invalid(sandbox: Endpoin
     body = deployment("reviews-v1", "v1", "v1")
     body["spec"]["selector"]["matchLabels"]["version"] = "v9"
     with pytest.raises(ApiException) as refused:
-        client.AppsV1Api(api_client(sandbox)).create_namespaced_deployment(namespace, body)
+        create_deployment(sandbox, namespace, body)
     assert refused.value.status == 422
-    assert "`selector` does not match template `labels`" in json.loads(refused.value.body)["message"]
+    assert "`selector` does not match template `labels`" in json.loads(refused.value.body or "{}")["message"]
 
 
 def test_a_subset_without_available_pods_is_a_503(sandbox: Endpoints, namespace: str) -> None:
-    apps = client.AppsV1Api(api_client(sandbox))
-    apps.create_namespaced_deployment(namespace, deployment("reviews-v1", "v1", "v1", SANDBOX_NEVER_READY="1"))
+    create_deployment(sandbox, namespace, deployment("reviews-v1", "v1", "v1", SANDBOX_NEVER_READY="1"))
     custom = client.CustomObjectsApi(api_client(sandbox))
     create_istio(custom, namespace, "virtualservices", virtual_service({"route": _to("v1")}))
     answer = httpx.get(sandbox.gateway, headers={"Host": f"reviews.{namespace}"}, timeout=5)

@@ -70,3 +70,46 @@ def test_parse_sums_series_and_classifies_status() -> None:
     assert (got.requests, got.errors) == (101, 3)  # 4xx are the client's fault, not the canary's
     assert got.buckets == ((100.0, 60), (250.0, 99))
     assert parsed[RevisionRef("blog", "web-00003")].requests == 0
+
+
+ISTIO_TARGETS = [
+    RevisionRef("test", "v1", "reviews"),
+    RevisionRef("test", "v2", "reviews"),
+    RevisionRef("shop", "v2", "ratings"),
+]
+
+
+def test_istio_queries_take_the_destination_report_per_service_and_version() -> None:
+    queries = queries_for(Dialect.ISTIO)
+    assert queries.counts_query(ISTIO_TARGETS, 10) == (
+        "sum by (destination_workload_namespace, destination_service_name, destination_version, response_code)"
+        '(increase(istio_requests_total{reporter="destination",destination_workload_namespace=~"shop|test",'
+        'destination_service_name=~"ratings|reviews",destination_version=~"v1|v2"}[10s]))'
+    )
+    assert queries.buckets_query(ISTIO_TARGETS, 30).startswith(
+        "sum by (destination_workload_namespace, destination_service_name, destination_version, le)"
+        '(increase(istio_request_duration_milliseconds_bucket{reporter="destination",'
+    )
+
+
+def test_istio_versions_of_two_services_are_kept_apart() -> None:
+    queries = queries_for(Dialect.ISTIO)
+    key = {"destination_workload_namespace": "test", "destination_version": "v2"}
+    counts = [
+        {"metric": {**key, "destination_service_name": "reviews", "response_code": "200"}, "value": [0, "40"]},
+        {"metric": {**key, "destination_service_name": "reviews", "response_code": "500"}, "value": [0, "2"]},
+        {"metric": {**key, "destination_service_name": "ratings", "response_code": "200"}, "value": [0, "7"]},
+    ]
+    buckets = [{"metric": {**key, "destination_service_name": "reviews", "le": "25"}, "value": [0, "30"]}]
+    parsed = queries.parse(
+        counts, buckets, [RevisionRef("test", "v2", "reviews"), RevisionRef("test", "v2", "ratings")]
+    )
+    reviews, ratings = parsed[RevisionRef("test", "v2", "reviews")], parsed[RevisionRef("test", "v2", "ratings")]
+    assert (reviews.requests, reviews.errors, reviews.buckets) == (42, 2, ((25.0, 30),))
+    assert (ratings.requests, ratings.errors) == (7, 0)
+
+
+def test_an_istio_service_name_is_checked_like_every_label_value() -> None:
+    with pytest.raises(ValidationError) as error:
+        queries_for(Dialect.ISTIO).counts_query([RevisionRef("test", "v2", 'x"}')], 10)
+    assert error.value.problems[0].field == "service"
