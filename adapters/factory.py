@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters import knative
+from adapters import istio, knative
 from adapters.kubernetes.api import KubernetesApi
 from adapters.kubernetes.events import InvolvedKind, KubernetesEvents
 from adapters.notifiers.http import HttpPoster
@@ -28,6 +28,13 @@ def kubernetes_backends(api: KubernetesApi, *, settle_timeout: float = 10.0, rea
                 target=knative.KnativeTarget(api, read_concurrency=read_concurrency),
                 router=knative.KnativeRouter(api, settle_timeout=settle_timeout),
                 events=KubernetesEvents(api, InvolvedKind(knative.GROUP, knative.VERSION, "services", "Service")),
+            ),
+            istio.KIND: KindBackends(
+                target=istio.IstioTarget(api),
+                router=istio.IstioRouter(api),
+                events=KubernetesEvents(
+                    api, InvolvedKind(istio.GROUP, istio.VERSION, "virtualservices", "VirtualService")
+                ),
             ),
         }
     )

@@ -9,7 +9,8 @@
     │   │                   malformed query): end the rollout `failed` or `rolled_back` with the message
     │   ├── ForeignChange   someone else changed what autocanary steers (found on a read in the
     │   │                   write path): end `superseded`, write nothing
-    │   └── UnknownTargetKind  a rollout's target kind has no backends in this installation
+    │   ├── UnknownTargetKind  a rollout's target kind has no backends in this installation
+    │   └── TargetNotFound  registration names an object that does not exist: 404, naming the field
     ├── InvalidTransition   the command is not allowed in the rollout's phase (abort of a finished
     │                       rollout, promote before the canary is Ready): report the phase, change nothing
     ├── ActiveRolloutExists the service already has an active rollout: 409, naming it
@@ -64,6 +65,14 @@ class ForeignChange(PermanentError):
 
 class UnknownTargetKind(PermanentError):
     """A rollout names a target kind this installation has no backends for."""
+
+
+class TargetNotFound(PermanentError):
+    """Registration names a routed object that does not exist (the field says which)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class InvalidTransition(AutocanaryError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -23,7 +23,8 @@ from rollouts.ports import TargetRef
 from rollouts.verdict import Outcome
 
 TARGET_KIND = "knative"
-"""The kind of every rollout's target until rollouts name theirs (Istio, Gateway API)."""
+"""The kind of a rollout's target when it names none (every rollout before Istio targets)."""
+TARGET_KINDS = ("knative", "istio")
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
@@ -67,7 +68,12 @@ class CheckCounters(BaseModel):
 
 
 class Rollout(BaseModel):
-    """One canary rollout. Stored as a versioned JSON document; decided on by the engine."""
+    """One canary rollout. Stored as a versioned JSON document; decided on by the engine.
+
+    A Knative rollout moves traffic between two revisions of a Service; an Istio rollout between
+    two subsets of a VirtualService's host (`service` is then the VirtualService, the
+    "revisions" are the subsets).
+    """
 
     model_config = _FROZEN
 
@@ -78,6 +84,13 @@ class Rollout(BaseModel):
     """The revision that served 100 % when the rollout was registered; what a rollback returns to."""
     canary_revision: str
     """The new revision being judged."""
+    target_kind: Literal["knative", "istio"] = "knative"
+    """What is rolled out: a Knative Service, or two Deployments behind an Istio VirtualService."""
+    route: str = ""
+    """Istio: the name of the VirtualService `http` route autocanary manages (empty: the one route
+    whose destinations are the two subsets, found again at every write)."""
+    host: str = ""
+    """Istio: the destination host of both subsets (its short name is the service in Istio's metrics)."""
     policy: Policy
     """The resolved policy (named built-in plus overrides), frozen for the rollout's lifetime."""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -131,6 +144,12 @@ class Rollout(BaseModel):
                 raise
             return cls.model_validate(data)
 
+    def to_stored(self) -> str:
+        """The JSON document the store keeps. A Knative rollout leaves out the target fields that
+        only Istio rollouts use, so workers of the release before them still read it."""
+        unused = {"target_kind", "route", "host"} if self.target_kind == TARGET_KIND and not self.route else set()
+        return self.model_dump_json(exclude=unused)
+
     @classmethod
     def new(
         cls,
@@ -143,6 +162,9 @@ class Rollout(BaseModel):
         policy: Policy,
         now: datetime,
         labels: dict[str, str] | None = None,
+        target_kind: Literal["knative", "istio"] = "knative",
+        route: str = "",
+        host: str = "",
     ) -> Rollout:
         """A pending rollout, after checking the names (every problem reported at once)."""
         problems = [
@@ -167,6 +189,9 @@ class Rollout(BaseModel):
             canary_revision=canary_revision,
             policy=policy,
             labels=dict(labels or {}),
+            target_kind=target_kind,
+            route=route,
+            host=host,
             created_at=now,
             updated_at=now,
             phase_entered_at=now,
@@ -174,8 +199,17 @@ class Rollout(BaseModel):
 
     @property
     def target(self) -> TargetRef:
-        """What this rollout moves traffic on (a Knative Service and two of its revisions)."""
-        return TargetRef(TARGET_KIND, self.namespace, self.service, self.stable_revision, self.canary_revision)
+        """What this rollout moves traffic on (a Knative Service and two of its revisions, or a
+        VirtualService and two subsets)."""
+        return TargetRef(
+            self.target_kind,
+            self.namespace,
+            self.service,
+            self.stable_revision,
+            self.canary_revision,
+            self.route,
+            self.host,
+        )
 
     @property
     def is_terminal(self) -> bool:

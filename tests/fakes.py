@@ -266,7 +266,7 @@ class MemoryStore:
     clock: Callable[[], datetime]
     commands: MemoryInbox = field(default_factory=MemoryInbox)
     docs: dict[str, Rollout] = field(default_factory=dict)
-    active: dict[tuple[str, str], str] = field(default_factory=dict)
+    active: dict[tuple[str, str, str], str] = field(default_factory=dict)
     due: dict[str, float] = field(default_factory=dict)
     fences: dict[str, int] = field(default_factory=dict)
     leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
@@ -275,7 +275,7 @@ class MemoryStore:
     measured: dict[str, list[float]] = field(default_factory=dict)
 
     def create(self, rollout: Rollout, event: LogEntry) -> tuple[Rollout, bool]:
-        key = (rollout.namespace, rollout.service)
+        key = (rollout.target_kind, rollout.namespace, rollout.service)
         if key in self.active:
             raise ActiveRolloutExists(rollout.namespace, rollout.service, self.active[key])
         stored = rollout.model_copy(update={"version": 1})
@@ -290,8 +290,8 @@ class MemoryStore:
     def get_many(self, ids: Sequence[str]) -> list[Rollout | None]:
         return [self.docs.get(rollout_id) for rollout_id in ids]
 
-    def active_for(self, namespace: str, service: str) -> str | None:
-        return self.active.get((namespace, service))
+    def active_for(self, namespace: str, service: str, kind: str = "knative") -> str | None:
+        return self.active.get((kind, namespace, service))
 
     def save(
         self,
@@ -323,7 +323,7 @@ class MemoryStore:
         self.docs[rollout.id] = saved
         if saved.is_terminal:
             self.due.pop(rollout.id, None)
-            self.active.pop((rollout.namespace, rollout.service), None)
+            self.active.pop((rollout.target_kind, rollout.namespace, rollout.service), None)
         elif item.next_tick is not None:
             self.due[rollout.id] = item.next_tick.timestamp()
         self.log.setdefault(rollout.id, []).extend(item.events)

@@ -9,7 +9,7 @@ outbox, schedule, samples and leases are parts of their own (`RolloutStore` is a
 | key | type | holds |
 |---|---|---|
 | `r:{id}` | hash | `doc` (the rollout as JSON) and `version` (for compare-and-set) |
-| `active:{namespace}/{service}` | string | the id of the service's one active rollout |
+| `active:{namespace}/{service}` | string | the one active rollout of a service (`active:istio:...` for Istio) |
 | `index` | sorted set | every rollout id, scored by creation time (listing, pagination) |
 | `idem:{key}` | string | an idempotency key's body hash and rollout id (expires) |
 """
@@ -35,7 +35,7 @@ from adapters.redis_store.samples import Samples
 from adapters.redis_store.schedule import Schedule
 from rollouts.errors import ActiveRolloutExists, IdempotencyMismatch, ValidationError
 from rollouts.log import LogEntry, Notification
-from rollouts.model import Rollout
+from rollouts.model import TARGET_KIND, Rollout
 from rollouts.phase import Phase
 from rollouts.records import Page, SaveItem, SaveResult
 
@@ -110,8 +110,10 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
     _save = lua(_SAVE)
     _prune = lua(_PRUNE)
 
-    def _active_key(self, namespace: str, service: str) -> str:
-        return self._key("active", f"{namespace}/{service}")
+    def _active_key(self, namespace: str, service: str, kind: str = TARGET_KIND) -> str:
+        """One active rollout per routed object; other kinds than Knative's are named apart, so
+        a VirtualService and a Knative Service of one name do not block each other."""
+        return self._key("active", f"{namespace}/{service}" if kind == TARGET_KIND else f"{kind}:{namespace}/{service}")
 
     def create(
         self, rollout: Rollout, event: LogEntry, idempotency_key: str | None = None, request_hash: str = ""
@@ -123,7 +125,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
             outcome, value = self._create(
                 keys=[
                     self._key("r", rollout.id),
-                    self._active_key(rollout.namespace, rollout.service),
+                    self._active_key(rollout.namespace, rollout.service, rollout.target_kind),
                     self._key("index"),
                     self._key("due"),
                     self._key("ev", rollout.id),
@@ -131,7 +133,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                 ],
                 args=[
                     rollout.id,
-                    stored.model_dump_json(),
+                    stored.to_stored(),
                     1,
                     rollout.created_at.timestamp(),
                     rollout.created_at.timestamp(),
@@ -166,9 +168,9 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
             docs = pipe.execute()
         return [Rollout.from_stored(doc) if doc else None for doc in docs]
 
-    def active_for(self, namespace: str, service: str) -> str | None:
+    def active_for(self, namespace: str, service: str, kind: str = TARGET_KIND) -> str | None:
         with _transient("read the active rollout"):
-            value = self.redis.get(self._active_key(namespace, service))
+            value = self.redis.get(self._active_key(namespace, service, kind))
         return str(value) if value else None
 
     def list_rollouts(
@@ -272,7 +274,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                         self._key("r", rollout.id),
                         self._key("fence", rollout.id),
                         self._key("due"),
-                        self._active_key(rollout.namespace, rollout.service),
+                        self._active_key(rollout.namespace, rollout.service, rollout.target_kind),
                         self._key("ev", rollout.id),
                         self._key("outbox"),
                         self.commands.key(command) if command else "",
@@ -280,7 +282,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     args=[
                         rollout.version,
                         "" if token is None else token,
-                        saved.model_dump_json(),
+                        saved.to_stored(),
                         saved.version,
                         "" if next_tick is None else next_tick.timestamp(),
                         "1" if saved.is_terminal else "0",

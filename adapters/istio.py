@@ -1,0 +1,368 @@
+"""Istio behind the ports: two subsets of a VirtualService's host as a `Target`, the weights of
+one of its `http` routes as a `Router` (design.md, "Istio facts").
+
+The rollout manages one route of the VirtualService: the one it names, or the one whose
+destinations are exactly its two subsets. autocanary writes only that route's two weights and,
+for request-match steps, a route of its own (named `autocanary-{name}-{canary}`) placed before
+it; every other route and field is written back as it was read. Each write is one JSON merge
+patch of `spec.http` conditioned on `metadata.resourceVersion`: whatever changed between the read
+and the write meets a 409, and the re-read goes through the guard again. A subset is ready when
+the DestinationRule for the host gives it labels that select a Deployment with available pods.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import RetryError
+
+from adapters import retry
+from adapters.kubernetes.api import Conflict, KubernetesApi
+from rollouts.actions import SetTraffic
+from rollouts.errors import PermanentError, TargetNotFound, TransientError, ValidationError
+from rollouts.ports import (
+    Observation,
+    RequestMatch,
+    RoutePlan,
+    TargetRef,
+    TargetState,
+    TrafficTarget,
+    VersionState,
+    WriteGuard,
+)
+
+KIND = "istio"
+GROUP, VERSION = "networking.istio.io", "v1"
+
+
+@dataclass(frozen=True)
+class IstioTargetSpec:
+    """What a pipeline names when it registers an Istio rollout; `route` and `destination_rule`
+    are found when left empty."""
+
+    namespace: str
+    virtual_service: str
+    stable_subset: str
+    canary_subset: str
+    route: str = ""
+    destination_rule: str = ""
+
+
+@dataclass(frozen=True)
+class ResolvedIstioTarget:
+    route: str
+    """The managed route's name ("" when it has none: found again by its two subsets)."""
+    host: str
+    """The subsets' destination host."""
+
+
+def own_route_name(ref: TargetRef) -> str:
+    """The name of the match route autocanary adds for this rollout's canary."""
+    return f"autocanary-{ref.name}-{ref.canary}"[:253]
+
+
+def short_host(host: str) -> str:
+    return host.split(".", 1)[0]
+
+
+def _subsets(route: Mapping[str, Any]) -> list[str]:
+    return [str((d.get("destination") or {}).get("subset") or "") for d in route.get("route") or []]
+
+
+def managed_route(http: Sequence[Mapping[str, Any]], ref: TargetRef) -> int | None:
+    """The index of the route the rollout manages in `spec.http`, or None when it is gone."""
+    if ref.route:
+        return next((i for i, route in enumerate(http) if route.get("name") == ref.route), None)
+    own = own_route_name(ref)
+    found = [
+        i
+        for i, r in enumerate(http)
+        if r.get("name") != own and sorted(_subsets(r)) == sorted((ref.stable, ref.canary))
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def virtual_service_state(found: dict[str, Any], ref: TargetRef) -> TargetState:
+    """The VirtualService as the rollout sees it: the managed route's destinations as its split.
+
+    A destination to another host or without a subset shows under a name no subset has, so the
+    pure rules see a split that no longer pins the two subsets; a route that is gone shows as an
+    unknown split for the same reason.
+    """
+    metadata = found["metadata"]
+    http = (found.get("spec") or {}).get("http") or []
+    index = managed_route(http, ref)
+    if index is None:
+        split: tuple[TrafficTarget, ...] = (
+            TrafficTarget(version=f"(route {ref.route or 'to both subsets'} gone)", percent=100),
+        )
+    else:
+        split = tuple(_traffic(destination, ref) for destination in http[index].get("route") or [])
+    generation = int(metadata.get("generation", 0))
+    return TargetState(
+        namespace=metadata["namespace"],
+        name=metadata["name"],
+        generation=generation,
+        observed_generation=generation,  # Istio pushes configuration; there is no status to wait for
+        resource_version=str(metadata.get("resourceVersion", "")),
+        spec_traffic=split,
+        status_traffic=split,
+        newest_version=None,
+        newest_ready_version=None,
+        ready="True",
+    )
+
+
+def _traffic(destination: Mapping[str, Any], ref: TargetRef) -> TrafficTarget:
+    target = destination.get("destination") or {}
+    subset, host = str(target.get("subset") or ""), str(target.get("host") or "")
+    name = subset if subset and short_host(host) == short_host(ref.host) else f"{host}/{subset or '(no subset)'}"
+    return TrafficTarget(version=name, percent=int(destination.get("weight") or 0))
+
+
+class IstioTarget:
+    """Two subsets of a VirtualService's host, their Deployments found through the DestinationRule."""
+
+    def __init__(self, api: KubernetesApi) -> None:
+        self.api = api
+
+    def get(self, namespace: str, name: str) -> TargetState:
+        found = self.api.get(GROUP, VERSION, "virtualservices", namespace, name)
+        return virtual_service_state(found, TargetRef(KIND, namespace, name, "", ""))
+
+    def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
+        observed: dict[TargetRef, Observation] = {}
+        for ref in refs:
+            try:
+                observed[ref] = virtual_service_state(
+                    self.api.get(GROUP, VERSION, "virtualservices", ref.namespace, ref.name), ref
+                )
+            except PermanentError:
+                observed[ref] = None  # deleted: the rollout fails as "deleted"
+            except TransientError as exc:
+                observed[ref] = exc
+        return observed
+
+    def version(self, ref: TargetRef, version: str) -> VersionState:
+        labels = self._subset_labels(ref.namespace, ref.host, version)
+        if labels is None:
+            raise PermanentError(f"no subset {version} for host {ref.host} in any DestinationRule of {ref.namespace}")
+        available = self._available_deployments(ref.namespace, labels)
+        if available:
+            return VersionState(
+                ref.namespace, version, "True", "Available", f"Deployment {available[0]} has available pods"
+            )
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        return VersionState(
+            ref.namespace, version, "False", "Unavailable", f"no Deployment selected by {selector} has available pods"
+        )
+
+    def resolve(self, spec: IstioTargetSpec) -> ResolvedIstioTarget:
+        """Registration's checks, each naming its field: the VirtualService exists (404), the route
+        is found and unambiguous, the DestinationRule has both subsets, each subset's Deployment has
+        available pods (422)."""
+        where = f"{spec.namespace}/{spec.virtual_service}"
+        try:
+            found = self.api.get(GROUP, VERSION, "virtualservices", spec.namespace, spec.virtual_service)
+        except PermanentError as exc:
+            raise TargetNotFound("target.virtual_service", f"VirtualService {where} not found") from exc
+        http = (found.get("spec") or {}).get("http") or []
+        route = self._route(http, spec, where)
+        hosts = {str((d.get("destination") or {}).get("host") or "") for d in route.get("route") or []}
+        if len(hosts) != 1:
+            raise ValidationError.single(
+                "target.route", f"the route's destinations name several hosts ({', '.join(sorted(hosts))})"
+            )
+        host = hosts.pop()
+        subsets = self._rule_subsets(spec, host)
+        for field, subset in (
+            ("target.stable_subset", spec.stable_subset),
+            ("target.canary_subset", spec.canary_subset),
+        ):
+            if subset not in subsets:
+                known = ", ".join(sorted(subsets)) or "none"
+                raise ValidationError.single(
+                    field, f"the DestinationRule for {host} has no subset {subset} (it has {known})"
+                )
+            selector = ",".join(f"{k}={v}" for k, v in subsets[subset].items())
+            if not self._available_deployments(spec.namespace, subsets[subset]):
+                raise ValidationError.single(
+                    field, f"subset {subset} ({selector}) selects no Deployment with available pods in {spec.namespace}"
+                )
+        return ResolvedIstioTarget(route=str(route.get("name") or ""), host=host)
+
+    def _route(self, http: list[dict[str, Any]], spec: IstioTargetSpec, where: str) -> dict[str, Any]:
+        pair = sorted((spec.stable_subset, spec.canary_subset))
+        if spec.route:
+            named = [r for r in http if r.get("name") == spec.route]
+            if not named:
+                names = ", ".join(str(r.get("name")) for r in http if r.get("name")) or "none is named"
+                raise ValidationError.single(
+                    "target.route", f"VirtualService {where} has no http route {spec.route} ({names})"
+                )
+            if sorted(_subsets(named[0])) != pair:
+                raise ValidationError.single(
+                    "target.route", f"route {spec.route} does not route to exactly {pair[0]} and {pair[1]}"
+                )
+            return named[0]
+        candidates = [(i, r) for i, r in enumerate(http) if sorted(_subsets(r)) == pair]
+        if not candidates:
+            raise ValidationError.single(
+                "target.route", f"no http route of VirtualService {where} routes to exactly {pair[0]} and {pair[1]}"
+            )
+        if len(candidates) > 1:
+            listed = ", ".join(str(r.get("name") or f"http[{i}]") for i, r in candidates)
+            raise ValidationError.single(
+                "target.route", f"several http routes of {where} route to both subsets ({listed}); name one"
+            )
+        return candidates[0][1]
+
+    def _rule_subsets(self, spec: IstioTargetSpec, host: str) -> dict[str, dict[str, str]]:
+        if spec.destination_rule:
+            try:
+                rules = [self.api.get(GROUP, VERSION, "destinationrules", spec.namespace, spec.destination_rule)]
+            except PermanentError as exc:
+                raise ValidationError.single(
+                    "target.destination_rule", f"DestinationRule {spec.namespace}/{spec.destination_rule} not found"
+                ) from exc
+        else:
+            rules = [
+                r
+                for r in self.api.list(GROUP, VERSION, "destinationrules", spec.namespace)
+                if short_host(str((r.get("spec") or {}).get("host", ""))) == short_host(host)
+            ]
+            if len(rules) != 1:
+                problem = "no DestinationRule" if not rules else "several DestinationRules"
+                raise ValidationError.single(
+                    "target.destination_rule", f"{problem} for host {host} in {spec.namespace}; name one"
+                )
+        return {
+            str(s.get("name")): {str(k): str(v) for k, v in (s.get("labels") or {}).items()}
+            for s in (rules[0].get("spec") or {}).get("subsets") or []
+        }
+
+    def _subset_labels(self, namespace: str, host: str, subset: str) -> dict[str, str] | None:
+        for rule in self.api.list(GROUP, VERSION, "destinationrules", namespace):
+            spec = rule.get("spec") or {}
+            if short_host(str(spec.get("host", ""))) != short_host(host):
+                continue
+            for candidate in spec.get("subsets") or []:
+                if candidate.get("name") == subset:
+                    return {str(k): str(v) for k, v in (candidate.get("labels") or {}).items()}
+        return None
+
+    def _available_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        deployments = self.api.list("apps", "v1", "deployments", namespace, label_selector=selector)
+        return [
+            str(d["metadata"]["name"])
+            for d in deployments
+            if all(
+                ((d.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels", {}).get(k) == v
+                for k, v in labels.items()
+            )
+            and int((d.get("status") or {}).get("availableReplicas") or 0) > 0
+        ]
+
+
+class IstioRouter:
+    """The managed route's two weights, and autocanary's own match route before it."""
+
+    def __init__(self, api: KubernetesApi, *, conflict_retries: int = 5, backoff: float = 0.05) -> None:
+        self.api = api
+        self.conflict_retries = conflict_retries
+        self.backoff = backoff
+
+    def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
+        return self.set_match_route(ref, RoutePlan(weights), guard)
+
+    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
+        """Write the plan: the managed route's weights, and the match route iff the plan has matches."""
+        return self._write(ref, lambda http, index: _planned(http, index, ref, plan), guard)
+
+    def remove_managed_routes(self, ref: TargetRef, guard: WriteGuard | None = None) -> None:
+        own = own_route_name(ref)
+        self._write(ref, lambda http, _: [r for r in http if r.get("name") != own], guard)
+
+    def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
+        found = self.api.get(GROUP, VERSION, "virtualservices", ref.namespace, ref.name)
+        http = (found.get("spec") or {}).get("http") or []
+        index = managed_route(http, ref)
+        return index is not None and _planned(http, index, ref, plan) == http
+
+    def _write(self, ref: TargetRef, change: Any, guard: WriteGuard | None) -> TargetState:
+        try:
+            for attempt in retry.conflicts(self.conflict_retries, self.backoff, Conflict):
+                with attempt:
+                    written = self._write_once(ref, change, guard)
+        except RetryError as exc:
+            raise TransientError(
+                f"VirtualService {ref.where} still conflicts with another writer"
+                f" after {self.conflict_retries + 1} attempts"
+            ) from exc
+        return virtual_service_state(written, ref)
+
+    def _write_once(self, ref: TargetRef, change: Any, guard: WriteGuard | None) -> dict[str, Any]:
+        current = self.api.get(GROUP, VERSION, "virtualservices", ref.namespace, ref.name)
+        if guard is not None:
+            guard(virtual_service_state(current, ref))
+        http = (current.get("spec") or {}).get("http") or []
+        index = managed_route(http, ref)
+        if index is None:
+            raise PermanentError(f"VirtualService {ref.where} has no route {ref.route or 'to both subsets'} any more")
+        updated = change(http, index)
+        if updated == http:
+            return current
+        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "spec": {"http": updated}}
+        return self.api.patch(GROUP, VERSION, "virtualservices", ref.namespace, ref.name, patch)
+
+
+def _planned(http: list[dict[str, Any]], index: int, ref: TargetRef, plan: RoutePlan) -> list[dict[str, Any]]:
+    """`spec.http` carrying the plan: the managed route's weights set, the match route in front of
+    it when the plan has matches, and taken out when it has none."""
+    own = own_route_name(ref)
+    weights = {ref.stable: plan.weights.stable, ref.canary: plan.weights.canary}
+    managed = dict(http[index])
+    managed["route"] = [
+        {**d, "weight": weights.get(str((d.get("destination") or {}).get("subset") or ""), d.get("weight", 0))}
+        for d in managed.get("route") or []
+    ]
+    updated: list[dict[str, Any]] = []
+    for position, route in enumerate(http):
+        if route.get("name") == own:
+            continue
+        if position == index:
+            if plan.matches:
+                host = str(((managed.get("route") or [{}])[0].get("destination") or {}).get("host") or ref.host)
+                updated.append(
+                    {
+                        "name": own,
+                        "match": [istio_match(plan.matches)],
+                        "route": [{"destination": {"host": host, "subset": ref.canary}}],
+                    }
+                )
+            updated.append(managed)
+        else:
+            updated.append(route)
+    return updated
+
+
+def istio_match(matches: Sequence[RequestMatch]) -> dict[str, Any]:
+    """One HTTPMatchRequest whose conditions all must hold (a cookie is a regex on its header)."""
+    found: dict[str, Any] = {}
+    for match in matches:
+        if match.field == "header":
+            found.setdefault("headers", {})[match.name.lower()] = {match.how: match.value}
+        elif match.field == "cookie":
+            pattern = rf"^(.*?;\s*)?({re.escape(match.name)}={re.escape(match.value)})(;.*)?$"
+            found.setdefault("headers", {})["cookie"] = {"regex": pattern}
+        elif match.field == "uri":
+            found["uri"] = {match.how: match.value}
+        elif match.field == "query":
+            found.setdefault("queryParams", {})[match.name] = {match.how: match.value}
+        else:
+            raise PermanentError(f"the Istio router cannot route by {match.field}")
+    return found
