@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tenacity import RetryError
@@ -28,6 +27,7 @@ from rollouts.ports import (
     RequestMatch,
     RoutePlan,
     TargetRef,
+    TargetRequest,
     TargetState,
     TrafficTarget,
     VersionState,
@@ -36,27 +36,6 @@ from rollouts.ports import (
 
 KIND = "istio"
 GROUP, VERSION = "networking.istio.io", "v1"
-
-
-@dataclass(frozen=True)
-class IstioTargetSpec:
-    """What a pipeline names when it registers an Istio rollout; `route` and `destination_rule`
-    are found when left empty."""
-
-    namespace: str
-    virtual_service: str
-    stable_subset: str
-    canary_subset: str
-    route: str = ""
-    destination_rule: str = ""
-
-
-@dataclass(frozen=True)
-class ResolvedIstioTarget:
-    route: str
-    """The managed route's name ("" when it has none: found again by its two subsets)."""
-    host: str
-    """The subsets' destination host."""
 
 
 def own_route_name(ref: TargetRef) -> str:
@@ -160,27 +139,30 @@ class IstioTarget:
             ref.namespace, version, "False", "Unavailable", f"no Deployment selected by {selector} has available pods"
         )
 
-    def resolve(self, spec: IstioTargetSpec) -> ResolvedIstioTarget:
+    def resolve(self, spec: TargetRequest) -> TargetRef:
         """Registration's checks, each naming its field: the VirtualService exists (404), the route
         is found and unambiguous, the DestinationRule has both subsets, each subset's Deployment has
-        available pods (422)."""
-        where = f"{spec.namespace}/{spec.virtual_service}"
+        available pods (422). The managed route's name is kept ("" when it has none: it is found
+        again by its two subsets), and the subsets' destination host."""
+        if spec.stable == spec.canary:
+            raise ValidationError.single("canary_subset", f"must differ from stable_subset ({spec.stable!r})")
+        where = f"{spec.namespace}/{spec.name}"
         try:
-            found = self.api.get(GROUP, VERSION, "virtualservices", spec.namespace, spec.virtual_service)
+            found = self.api.get(GROUP, VERSION, "virtualservices", spec.namespace, spec.name)
         except PermanentError as exc:
-            raise TargetNotFound("target.virtual_service", f"VirtualService {where} not found") from exc
+            raise TargetNotFound("virtual_service", f"VirtualService {where} not found") from exc
         http = (found.get("spec") or {}).get("http") or []
         route = self._route(http, spec, where)
         hosts = {str((d.get("destination") or {}).get("host") or "") for d in route.get("route") or []}
         if len(hosts) != 1:
             raise ValidationError.single(
-                "target.route", f"the route's destinations name several hosts ({', '.join(sorted(hosts))})"
+                "route", f"the route's destinations name several hosts ({', '.join(sorted(hosts))})"
             )
         host = hosts.pop()
         subsets = self._rule_subsets(spec, host)
         for field, subset in (
-            ("target.stable_subset", spec.stable_subset),
-            ("target.canary_subset", spec.canary_subset),
+            ("stable_subset", spec.stable),
+            ("canary_subset", spec.canary),
         ):
             if subset not in subsets:
                 known = ", ".join(sorted(subsets)) or "none"
@@ -192,41 +174,41 @@ class IstioTarget:
                 raise ValidationError.single(
                     field, f"subset {subset} ({selector}) selects no Deployment with available pods in {spec.namespace}"
                 )
-        return ResolvedIstioTarget(route=str(route.get("name") or ""), host=host)
+        return TargetRef(KIND, spec.namespace, spec.name, spec.stable, spec.canary, str(route.get("name") or ""), host)
 
-    def _route(self, http: list[dict[str, Any]], spec: IstioTargetSpec, where: str) -> dict[str, Any]:
-        pair = sorted((spec.stable_subset, spec.canary_subset))
+    def _route(self, http: list[dict[str, Any]], spec: TargetRequest, where: str) -> dict[str, Any]:
+        pair = sorted((spec.stable, spec.canary))
         if spec.route:
             named = [r for r in http if r.get("name") == spec.route]
             if not named:
                 names = ", ".join(str(r.get("name")) for r in http if r.get("name")) or "none is named"
                 raise ValidationError.single(
-                    "target.route", f"VirtualService {where} has no http route {spec.route} ({names})"
+                    "route", f"VirtualService {where} has no http route {spec.route} ({names})"
                 )
             if sorted(_subsets(named[0])) != pair:
                 raise ValidationError.single(
-                    "target.route", f"route {spec.route} does not route to exactly {pair[0]} and {pair[1]}"
+                    "route", f"route {spec.route} does not route to exactly {pair[0]} and {pair[1]}"
                 )
             return named[0]
         candidates = [(i, r) for i, r in enumerate(http) if sorted(_subsets(r)) == pair]
         if not candidates:
             raise ValidationError.single(
-                "target.route", f"no http route of VirtualService {where} routes to exactly {pair[0]} and {pair[1]}"
+                "route", f"no http route of VirtualService {where} routes to exactly {pair[0]} and {pair[1]}"
             )
         if len(candidates) > 1:
             listed = ", ".join(str(r.get("name") or f"http[{i}]") for i, r in candidates)
             raise ValidationError.single(
-                "target.route", f"several http routes of {where} route to both subsets ({listed}); name one"
+                "route", f"several http routes of {where} route to both subsets ({listed}); name one"
             )
         return candidates[0][1]
 
-    def _rule_subsets(self, spec: IstioTargetSpec, host: str) -> dict[str, dict[str, str]]:
-        if spec.destination_rule:
+    def _rule_subsets(self, spec: TargetRequest, host: str) -> dict[str, dict[str, str]]:
+        if spec.rule:
             try:
-                rules = [self.api.get(GROUP, VERSION, "destinationrules", spec.namespace, spec.destination_rule)]
+                rules = [self.api.get(GROUP, VERSION, "destinationrules", spec.namespace, spec.rule)]
             except PermanentError as exc:
                 raise ValidationError.single(
-                    "target.destination_rule", f"DestinationRule {spec.namespace}/{spec.destination_rule} not found"
+                    "destination_rule", f"DestinationRule {spec.namespace}/{spec.rule} not found"
                 ) from exc
         else:
             rules = [
@@ -237,7 +219,7 @@ class IstioTarget:
             if len(rules) != 1:
                 problem = "no DestinationRule" if not rules else "several DestinationRules"
                 raise ValidationError.single(
-                    "target.destination_rule", f"{problem} for host {host} in {spec.namespace}; name one"
+                    "destination_rule", f"{problem} for host {host} in {spec.namespace}; name one"
                 )
         return {
             str(s.get("name")): {str(k): str(v) for k, v in (s.get("labels") or {}).items()}

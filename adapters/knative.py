@@ -21,8 +21,18 @@ from tenacity import RetryError
 from adapters import retry
 from adapters.kubernetes.api import Conflict, KubernetesApi, condition
 from rollouts.actions import SetTraffic
-from rollouts.errors import PermanentError, TransientError
-from rollouts.ports import Observation, RoutePlan, TargetRef, TargetState, TrafficTarget, VersionState, WriteGuard
+from rollouts.errors import PermanentError, TargetNotFound, TransientError, ValidationError
+from rollouts.ports import (
+    Observation,
+    RoutePlan,
+    Target,
+    TargetRef,
+    TargetRequest,
+    TargetState,
+    TrafficTarget,
+    VersionState,
+    WriteGuard,
+)
 
 KIND = "knative"
 GROUP, VERSION = "serving.knative.dev", "v1"
@@ -85,11 +95,42 @@ class KnativeTarget:
             message=str(ready.get("message", "")),
         )
 
+    def resolve(self, request: TargetRequest) -> TargetRef:
+        return resolve_revisions(self, request)
+
     def _get_or_none(self, namespace: str, name: str) -> TargetState | None:
         try:
             return self.get(namespace, name)
         except PermanentError:
             return None  # not found: the rollout fails as "deleted"
+
+
+def resolve_revisions(target: Target, request: TargetRequest) -> TargetRef:
+    """The Service exists (404 `service`); the canary defaults to its latest created revision, the
+    stable to the revision serving 100 % now; both exist (404) and differ (422)."""
+    where = f"{request.namespace}/{request.name}"
+    try:
+        state = target.get(request.namespace, request.name)
+    except PermanentError as exc:
+        raise TargetNotFound("service", f"service {where} not found") from exc
+    canary = request.canary or state.newest_version
+    if not canary:
+        raise ValidationError.single("canary_revision", f"service {where} has no revision yet")
+    stable = request.stable or next((rev for rev, pct in state.split.items() if pct == 100), None)
+    if not stable:
+        split = ", ".join(f"{rev} {pct} %" for rev, pct in state.split.items()) or "nothing"
+        raise ValidationError.single(
+            "stable_revision", f"no revision serves 100 % of {where} (it serves {split}); name one"
+        )
+    if canary == stable:
+        raise ValidationError.single("canary_revision", f"canary and stable are both {canary}")
+    ref = TargetRef(KIND, request.namespace, request.name, stable, canary)
+    for field, revision in (("stable_revision", stable), ("canary_revision", canary)):
+        try:
+            target.version(ref, revision)
+        except PermanentError as exc:
+            raise TargetNotFound(field, f"revision {revision} not found in {request.namespace}") from exc
+    return ref
 
 
 class KnativeRouter:

@@ -1,16 +1,29 @@
 """What registering a rollout checks before anything is stored: the policy resolves, the body is
-text, notification targets reach only allowed hosts, the target and both versions exist."""
+text, notification targets reach only allowed hosts, the target and both versions exist (a
+Knative Service and its revisions; a VirtualService, its route, the DestinationRule's subsets
+and their Deployments)."""
 
 from __future__ import annotations
 
 from adapters.redis_store import RolloutStore
 from api.errors import ApiError
-from api.schemas import RolloutCreate
-from policies import EgressRules, InvalidPolicy, Policy, Resolve, SitePolicies, field_path, load_policy
-from rollouts.errors import PermanentError, ValidationError
-from rollouts.model import TARGET_KIND as KNATIVE_KIND
+from api.schemas import IstioTargetIn, KnativeTargetIn, RolloutCreate
+from policies import (
+    Dialect,
+    EgressRules,
+    FieldProblem,
+    InvalidPolicy,
+    Policy,
+    Resolve,
+    SitePolicies,
+    field_path,
+    load_policy,
+)
+from rollouts.errors import TargetNotFound, UnknownTargetKind, ValidationError
 from rollouts.model import Rollout
-from rollouts.ports import Target, TargetRef
+from rollouts.ports import Backends, TargetRef, TargetRequest
+
+KNATIVE_KIND, ISTIO_KIND = "knative", "istio"
 
 
 def resolved_policy(body: RolloutCreate, site: SitePolicies) -> Policy:
@@ -53,32 +66,51 @@ def check_notifications(
             raise ValidationError.single(f"policy_overrides.notifications[{index}].url", problem)
 
 
-def revisions(target: Target, body: RolloutCreate) -> tuple[str, str]:
-    where = f"{body.namespace}/{body.service}"
-    try:
-        state = target.get(body.namespace, body.service)
-    except PermanentError as exc:
-        raise ApiError(404, "not_found", f"service {where} not found", "service") from exc
-    canary = body.canary_revision or state.newest_version
-    if not canary:
-        raise ApiError(422, "validation_error", f"service {where} has no revision yet", "canary_revision")
-    stable = body.stable_revision or next((rev for rev, pct in state.split.items() if pct == 100), None)
-    if not stable:
-        split = ", ".join(f"{rev} {pct} %" for rev, pct in state.split.items()) or "nothing"
-        raise ApiError(
-            422,
-            "validation_error",
-            f"no revision serves 100 % of {where} (it serves {split}); name one",
-            "stable_revision",
+def resolved_target(backends: Backends, body: RolloutCreate) -> TargetRef:
+    """The rollout's target as the cluster shows it now, each default filled in; a missing object
+    is a 404 and anything else wrong a 422, both naming the request field."""
+    target = body.target
+    legacy = [name for name in ("namespace", "service", "canary_revision", "stable_revision") if getattr(body, name)]
+    if target is not None and legacy:
+        raise ValidationError.single(legacy[0], "give the target either as `target` or by these fields, not both")
+    prefix = "target." if target is not None else ""
+    if isinstance(target, IstioTargetIn):
+        request = TargetRequest(
+            ISTIO_KIND,
+            target.namespace,
+            target.virtual_service,
+            target.stable_subset,
+            target.canary_subset,
+            target.route or "",
+            target.destination_rule or "",
         )
-    if canary == stable:
-        raise ApiError(422, "validation_error", f"canary and stable are both {canary}", "canary_revision")
-    for field, revision in (("stable_revision", stable), ("canary_revision", canary)):
-        try:
-            target.version(TargetRef(KNATIVE_KIND, body.namespace, body.service, stable, canary), revision)
-        except PermanentError as exc:
-            raise ApiError(404, "not_found", f"revision {revision} not found in {body.namespace}", field) from exc
-    return stable, canary
+    elif isinstance(target, KnativeTargetIn):
+        request = TargetRequest(
+            KNATIVE_KIND, target.namespace, target.service, target.stable_revision or "", target.canary_revision or ""
+        )
+    else:
+        for name in ("namespace", "service"):
+            if getattr(body, name) is None:
+                raise ValidationError.single(name, "required (or give `target`)")
+        request = TargetRequest(
+            KNATIVE_KIND, str(body.namespace), str(body.service), body.stable_revision or "", body.canary_revision or ""
+        )
+    try:
+        return backends.of(request.kind).target.resolve(request)
+    except UnknownTargetKind as exc:
+        raise ApiError(422, "validation_error", str(exc), f"{prefix}kind") from exc
+    except TargetNotFound as exc:
+        raise ApiError(404, "not_found", str(exc), prefix + exc.field) from exc
+    except ValidationError as exc:
+        raise ValidationError([FieldProblem(prefix + p.field, p.message) for p in exc.problems]) from exc
+
+
+def policy_for(policy: Policy, target: TargetRef) -> Policy:
+    """An Istio target is measured by Istio's metrics: Knative's queue-proxy series do not exist for
+    Deployments, so a policy naming a Knative dialect is read with `istio` for it."""
+    if target.kind == ISTIO_KIND and policy.dialect in (Dialect.KNATIVE_OPENCENSUS, Dialect.KNATIVE_OTEL):
+        return policy.model_copy(update={"dialect": Dialect.ISTIO})
+    return policy
 
 
 def found(store: RolloutStore, rollout_id: str) -> Rollout:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
@@ -40,11 +40,12 @@ def _overrides_schema() -> dict[str, Any]:
     }
 
 
-class RolloutCreate(BaseModel):
-    """What a deploy pipeline sends to register a canary rollout."""
+class KnativeTargetIn(BaseModel):
+    """A Knative Service and two of its revisions."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
+    kind: Literal["knative"]
     namespace: Name
     service: Name
     """The Knative Service."""
@@ -52,6 +53,47 @@ class RolloutCreate(BaseModel):
     """Default: the Service's latest created revision."""
     stable_revision: Name | None = None
     """Default: the revision serving 100 % now."""
+
+
+class IstioTargetIn(BaseModel):
+    """Two Deployments behind an Istio VirtualService, as two subsets of its DestinationRule."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    kind: Literal["istio"]
+    namespace: Name
+    virtual_service: Name
+    """The VirtualService whose route splits traffic between the subsets."""
+    stable_subset: Name
+    """The DestinationRule subset serving now (e.g. v1); what a rollback returns to."""
+    canary_subset: Name
+    """The subset being judged (e.g. v2)."""
+    route: Name | None = None
+    """The `name` of the VirtualService http route to manage. Default: the one route whose
+    destinations are the two subsets."""
+    destination_rule: Name | None = None
+    """Default: the one DestinationRule for the route's host."""
+
+
+TargetIn = Annotated[KnativeTargetIn | IstioTargetIn, Field(discriminator="kind")]
+
+
+class RolloutCreate(BaseModel):
+    """What a deploy pipeline sends to register a canary rollout: a `target`, or (Knative, as
+    before targets had kinds) `namespace`, `service` and optionally the two revisions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    target: TargetIn | None = None
+    """What is rolled out; its `kind` says which fields it has (`knative` or `istio`)."""
+    namespace: Name | None = None
+    """Knative, without `target`: the Service's namespace."""
+    service: Name | None = None
+    """Knative, without `target`: the Knative Service."""
+    canary_revision: Name | None = None
+    """Knative, without `target`. Default: the Service's latest created revision."""
+    stable_revision: Name | None = None
+    """Knative, without `target`. Default: the revision serving 100 % now."""
     policy: Annotated[str, Field(min_length=1, max_length=63)] = "default"
     """A policy name, built-in or the installation's own (see GET /v1/policies)."""
     policy_overrides: Annotated[dict[str, Any] | None, WithJsonSchema(_overrides_schema())] = None
@@ -88,12 +130,32 @@ class VerdictSummary(BaseModel):
     stable_requests: int | None = None
 
 
+class TargetPublic(BaseModel):
+    kind: str
+    """`knative` or `istio`."""
+    namespace: str
+    name: str
+    """The Knative Service, or the VirtualService."""
+    stable: str
+    """The stable revision, or subset."""
+    canary: str
+    """The canary revision, or subset."""
+    route: str | None = None
+    """Istio: the managed http route (null: the one to both subsets)."""
+    host: str | None = None
+    """Istio: the subsets' destination host."""
+
+
 class RolloutPublic(BaseModel):
     id: str
+    target: TargetPublic
     namespace: str
     service: str
+    """The Knative Service, or the VirtualService of an Istio rollout."""
     stable_revision: str
+    """The stable revision, or subset."""
     canary_revision: str
+    """The canary revision, or subset."""
     policy: str
     labels: dict[str, str]
     phase: Phase

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from api.schemas import EventPublic, RolloutPublic, VerdictSummary
+from api.schemas import EventPublic, RolloutPublic, TargetPublic, VerdictSummary
 from rollouts.log import LogEntry
-from rollouts.model import Rollout
+from rollouts.model import TARGET_KIND, Rollout
 
 
 def rollout_public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> RolloutPublic:
@@ -15,8 +15,18 @@ def rollout_public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> R
     in_step = (
         (now - rollout.step_started_at).total_seconds() if rollout.step_started_at and not rollout.is_terminal else None
     )
+    target = rollout.target
     return RolloutPublic(
         id=rollout.id,
+        target=TargetPublic(
+            kind=target.kind,
+            namespace=target.namespace,
+            name=target.name,
+            stable=target.stable,
+            canary=target.canary,
+            route=(target.route or None) if target.kind != TARGET_KIND else None,
+            host=target.host or None,
+        ),
         namespace=rollout.namespace,
         service=rollout.service,
         stable_revision=rollout.stable_revision,

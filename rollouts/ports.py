@@ -60,6 +60,23 @@ class TargetRef:
 
 
 @dataclass(frozen=True)
+class TargetRequest:
+    """What a pipeline names when it registers a rollout; the target fills in what is left empty.
+
+    Knative: the Service (`name`) and optionally both revisions. Istio: the VirtualService, both
+    subsets, optionally the route's name and the DestinationRule (`rule`).
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    stable: str = ""
+    canary: str = ""
+    route: str = ""
+    rule: str = ""
+
+
+@dataclass(frozen=True)
 class RequestMatch:
     """Requests that reach the canary whatever the weights: a header, cookie, URI or query
     parameter compared `exact`ly, by `prefix` or by `regex` (or a Knative tag)."""
@@ -182,6 +199,12 @@ class Target(Protocol):
 
     def version(self, ref: TargetRef, version: str) -> VersionState:
         """Whether one version of the target can serve; `PermanentError` when it does not exist."""
+        ...
+
+    def resolve(self, request: TargetRequest) -> TargetRef:
+        """Registration's checks against the cluster, with defaults filled in: `TargetNotFound`
+        (404) or `ValidationError` (422), each naming the field of the kind's request body
+        (`service`, `canary_revision`; `virtual_service`, `route`, `canary_subset` ...)."""
         ...
 
 

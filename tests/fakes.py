@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from adapters.knative import resolve_revisions
 from policies import Dialect
 from rollouts import PermanentError, SetTraffic, TransientError
 from rollouts.counts import RevisionCounts, RevisionRef
@@ -24,6 +25,7 @@ from rollouts.ports import (
     Observation,
     RoutePlan,
     TargetRef,
+    TargetRequest,
     TargetState,
     TrafficTarget,
     VersionState,
@@ -126,6 +128,9 @@ class FakeCluster:
         if version not in self.ready:
             raise PermanentError(f'404 revisions.serving.knative.dev "{version}" not found')
         return VersionState(ref.namespace, version, "True" if self.ready[version] else "Unknown")
+
+    def resolve(self, request: TargetRequest) -> TargetRef:
+        return resolve_revisions(self, request)
 
     def current_split(self, namespace: str, service: str) -> dict[str, int]:
         """What the tests check: the live split of a service."""

@@ -10,12 +10,19 @@ from fastapi import APIRouter, Header, Query, Response
 from adapters.redis_store import body_hash
 from api.deps import Deployer, Deps, Egress, Settings, Viewer
 from api.errors import ApiError
-from api.registration import check_notifications, found, refuse_unencodable, resolved_policy, revisions
+from api.registration import (
+    check_notifications,
+    found,
+    policy_for,
+    refuse_unencodable,
+    resolved_policy,
+    resolved_target,
+)
 from api.schemas import ErrorBody, EventPublic, RolloutCreate, RolloutList, RolloutPublic
 from api.sse import event_stream_response
 from api.views import event_public, rollout_public
 from rollouts.log import LogEntry
-from rollouts.model import TARGET_KIND, Rollout
+from rollouts.model import Rollout
 from rollouts.phase import Phase
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
@@ -36,21 +43,25 @@ def create_rollout(
     egress: Egress,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RolloutPublic:
-    """Register a canary rollout (deployer); validated against the cluster before anything is stored."""
+    """Register a canary rollout (deployer): a Knative Service's revisions or an Istio VirtualService's
+    subsets, validated against the cluster before anything is stored."""
     refuse_unencodable(body.model_dump(mode="python"))
     policy = resolved_policy(body, deps.site_policies)
     check_notifications(body, policy, deps.site_policies, egress, deps.resolve)
-    stable, canary = revisions(deps.backends.of(TARGET_KIND).target, body)
+    target = resolved_target(deps.backends, body)
     now = deps.clock()
     rollout = Rollout.new(
         id=uuid.uuid4().hex[:12],
-        namespace=body.namespace,
-        service=body.service,
-        stable_revision=stable,
-        canary_revision=canary,
-        policy=policy,
+        namespace=target.namespace,
+        service=target.name,
+        stable_revision=target.stable,
+        canary_revision=target.canary,
+        policy=policy_for(policy, target),
         now=now,
         labels=dict(body.labels),
+        target_kind="istio" if target.kind == "istio" else "knative",
+        route=target.route,
+        host=target.host,
     )
     message = f"registered by {principal.name}"
     event = LogEntry("created", message, now, rollout.phase.value, principal.name, dict(body.labels))

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from adapters.istio import IstioRouter, IstioTarget, IstioTargetSpec, own_route_name
+from adapters.istio import IstioRouter, IstioTarget, own_route_name
 from adapters.kubernetes.api import KubernetesApi
 from rollouts import ForeignChange, PermanentError, SetTraffic, TransientError, ValidationError
 from rollouts.errors import TargetNotFound
-from rollouts.ports import RequestMatch, RoutePlan, TargetRef, TargetState
+from rollouts.ports import RequestMatch, RoutePlan, TargetRef, TargetRequest, TargetState
 from sandbox.cluster import Endpoints
 from tests.istio import (
     ISTIO,
@@ -170,32 +170,27 @@ def test_a_match_route_goes_before_the_managed_one_and_is_removed_again(
 
 
 def test_registration_finds_the_route_and_host(kube: KubernetesApi, reviews: TargetRef) -> None:
-    resolved = IstioTarget(kube).resolve(IstioTargetSpec(reviews.namespace, "reviews", "v1", "v2"))
-    assert (resolved.route, resolved.host) == ("primary", "reviews")
+    resolved = IstioTarget(kube).resolve(TargetRequest("istio", reviews.namespace, "reviews", "v1", "v2"))
+    assert resolved == reviews
 
 
 @pytest.mark.parametrize(
     ("spec", "field", "message"),
     [
-        pytest.param({"virtual_service": "nope"}, "target.virtual_service", "not found", id="no-virtual-service"),
-        pytest.param({"route": "missing"}, "target.route", "has no http route missing", id="no-such-route"),
-        pytest.param({"route": "ratings"}, "target.route", "does not route to exactly v1 and v2", id="wrong-route"),
-        pytest.param({"canary_subset": "v3"}, "target.route", "routes to exactly v1 and v3", id="route-lacks-subset"),
-        pytest.param({"destination_rule": "nope"}, "target.destination_rule", "not found", id="no-destination-rule"),
+        pytest.param({"name": "nope"}, "virtual_service", "not found", id="no-virtual-service"),
+        pytest.param({"route": "missing"}, "route", "has no http route missing", id="no-such-route"),
+        pytest.param({"route": "ratings"}, "route", "does not route to exactly v1 and v2", id="wrong-route"),
+        pytest.param({"canary": "v3"}, "route", "routes to exactly v1 and v3", id="route-lacks-subset"),
+        pytest.param({"canary": "v1"}, "canary_subset", "must differ from stable_subset", id="same-subset"),
+        pytest.param({"rule": "nope"}, "destination_rule", "not found", id="no-destination-rule"),
     ],
 )
 def test_registration_names_the_field_at_fault(
     kube: KubernetesApi, reviews: TargetRef, spec: dict[str, str], field: str, message: str
 ) -> None:
-    full = {
-        "namespace": reviews.namespace,
-        "virtual_service": "reviews",
-        "stable_subset": "v1",
-        "canary_subset": "v2",
-        **spec,
-    }
+    full = {"kind": "istio", "namespace": reviews.namespace, "name": "reviews", "stable": "v1", "canary": "v2", **spec}
     with pytest.raises((ValidationError, TargetNotFound)) as refused:
-        IstioTarget(kube).resolve(IstioTargetSpec(**full))
+        IstioTarget(kube).resolve(TargetRequest(**full))
     error = refused.value
     named = error.problems[0].field if isinstance(error, ValidationError) else getattr(error, "field", None)
     assert named == field
@@ -212,8 +207,8 @@ def test_registration_refuses_a_subset_without_available_pods(
     ref = TargetRef("istio", namespace, "reviews", "v1", "v2", "primary", "reviews")
     wait_for(lambda: IstioTarget(kube).version(ref, "v1").is_ready, what="reviews-v1 available")
     with pytest.raises(ValidationError) as refused:
-        IstioTarget(kube).resolve(IstioTargetSpec(namespace, "reviews", "v1", "v2"))
-    assert refused.value.problems[0].field == "target.canary_subset"
+        IstioTarget(kube).resolve(TargetRequest("istio", namespace, "reviews", "v1", "v2"))
+    assert refused.value.problems[0].field == "canary_subset"
     assert "selects no Deployment with available pods" in str(refused.value)
     assert not IstioTarget(kube).version(ref, "v2").is_ready
 

@@ -67,7 +67,7 @@ def test_overrides_merge_deeply_and_replace_lists() -> None:
         ({"step_min_duration": "soon"}, "step_min_duration", "duration"),
         ({"alpha_errors": 0}, "alpha_errors", "greater than 0"),
         ({"alpha_latency": 0.9}, "alpha_latency", "less than or equal to 0.5"),
-        ({"dialect": "istio"}, "dialect", "knative-opencensus"),
+        ({"dialect": "linkerd"}, "dialect", "knative-opencensus"),
         (
             {"guardrails": {"min_success_rate": 120}},
             "guardrails.min_success_rate",
