@@ -193,6 +193,8 @@ class FakeMetrics:
     blind: bool = False
     """Prometheus answers but has no samples (missed scrapes): every revision comes back empty."""
     fetches: int = 0
+    others: tuple[FakeCluster, ...] = ()
+    """More clusters measured by the same Prometheus (the fakes of other target kinds)."""
 
     def fetch(
         self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
@@ -202,12 +204,15 @@ class FakeMetrics:
             raise TransientError("Prometheus unreachable at http://prometheus (fake)")
         counts: dict[RevisionRef, RevisionCounts] = {}
         for ref in targets:
-            service = next(
-                s for (ns, _), s in self.cluster.services.items() if ns == ref.namespace and ref.revision in s.revisions
+            cluster, service = next(
+                (c, s)
+                for c in (self.cluster, *self.others)
+                for (ns, name), s in c.services.items()
+                if ns == ref.namespace and ref.revision in s.revisions and ref.service in ("", name)
             )
             share = sum_by_version(service.live).get(ref.revision, 0) / 100
             requests = 0 if self.blind else round(service.requests_per_second * share * window.total_seconds())
-            counts[ref] = RevisionCounts.of(requests, round(requests * self.cluster.error_rate[ref.revision]))
+            counts[ref] = RevisionCounts.of(requests, round(requests * cluster.error_rate[ref.revision]))
         return counts
 
 
