@@ -29,7 +29,7 @@ class AutocanaryClient:
     def create(
         self,
         namespace: str,
-        service: str,
+        service: str | None,
         *,
         canary: str | None = None,
         stable: str | None = None,
@@ -37,8 +37,14 @@ class AutocanaryClient:
         overrides: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        target: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"namespace": namespace, "service": service, "policy": policy, "labels": labels or {}}
+        """Register a rollout: a Knative Service by `namespace` and `service`, or any `target` object."""
+        body: dict[str, Any] = {"policy": policy, "labels": labels or {}}
+        if target is not None:
+            body["target"] = target
+        else:
+            body.update(namespace=namespace, service=service)
         if canary:
             body["canary_revision"] = canary
         if stable:

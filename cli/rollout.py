@@ -58,11 +58,23 @@ def fail(exc: Exception) -> typer.Exit:
 @app.command("create")
 def create(
     namespace: str,
-    service: str,
+    service: Annotated[str | None, typer.Argument(help="The Knative Service (not with --istio).")] = None,
     server: Server = "http://127.0.0.1:8080",
     token: Token = "",
     canary: Annotated[str | None, typer.Option(help="Default: the latest created revision.")] = None,
     stable: Annotated[str | None, typer.Option(help="Default: the revision serving 100 %.")] = None,
+    istio: Annotated[
+        str | None,
+        typer.Option("--istio", metavar="VIRTUAL_SERVICE", help="Roll out two subsets behind this VirtualService."),
+    ] = None,
+    stable_subset: Annotated[str | None, typer.Option(help="With --istio: the subset serving now, e.g. v1.")] = None,
+    canary_subset: Annotated[str | None, typer.Option(help="With --istio: the subset to judge, e.g. v2.")] = None,
+    route: Annotated[
+        str | None, typer.Option(help="With --istio: the http route's name. Default: the one to both subsets.")
+    ] = None,
+    destination_rule: Annotated[
+        str | None, typer.Option(help="With --istio. Default: the one DestinationRule for the route's host.")
+    ] = None,
     policy: Annotated[str, typer.Option(help="A policy: built-in or the installation's own.")] = "default",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Policy override FIELD=YAML, e.g. steps=[10,50].")
@@ -72,7 +84,12 @@ def create(
     watch_: Annotated[bool, typer.Option("--watch", help="Then follow it (exit 0 only if it succeeds).")] = False,
     reconnect_seconds: Reconnect = 300.0,
 ) -> None:
-    """Register a canary rollout of a Knative Service."""
+    """Register a canary rollout: of a Knative Service (NAMESPACE SERVICE), or of two Deployments
+    behind an Istio VirtualService (NAMESPACE --istio VS --stable-subset v1 --canary-subset v2)."""
+    target = _istio_target(namespace, service, istio, stable_subset, canary_subset, route, destination_rule)
+    if target is None and service is None:
+        err.print("name the Knative SERVICE, or --istio VIRTUAL_SERVICE with its subsets")
+        raise typer.Exit(code=2)
     overrides: dict[str, Any] = {}
     for item in set_ or []:
         key, _, value = item.partition("=")
@@ -93,6 +110,7 @@ def create(
             overrides=overrides or None,
             labels=labels,
             idempotency_key=idempotency_key,
+            target=target,
         )
     except (ClientError, httpx.HTTPError) as exc:
         raise fail(exc) from None
@@ -103,6 +121,64 @@ def create(
     )
     if watch_:
         raise typer.Exit(code=_watch(api, rollout["id"], reconnect_seconds))
+
+
+def _target_line(target: dict[str, Any]) -> str:
+    """Where the rollout moves traffic, in the words of its kind."""
+    if target.get("kind") == "istio":
+        route = target.get("route") or "the route to both subsets"
+        return (
+            f"istio VirtualService {target['namespace']}/{target['name']} ({route}, host {target.get('host')}):"
+            f" subset {target['canary']} replacing {target['stable']}"
+        )
+    if not target:
+        return ""
+    return f"knative Service {target['namespace']}/{target['name']}: {target['canary']} replacing {target['stable']}"
+
+
+def _istio_target(
+    namespace: str,
+    service: str | None,
+    virtual_service: str | None,
+    stable: str | None,
+    canary: str | None,
+    route: str | None,
+    rule: str | None,
+) -> dict[str, Any] | None:
+    """The Istio target the options name, or None without --istio (then the subset options are errors)."""
+    if virtual_service is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--stable-subset", stable),
+                ("--canary-subset", canary),
+                ("--route", route),
+                ("--destination-rule", rule),
+            )
+            if value
+        ]
+        if given:
+            err.print(f"{given[0]} goes with --istio")
+            raise typer.Exit(code=2)
+        return None
+    if service is not None:
+        err.print("give either a Knative SERVICE or --istio, not both")
+        raise typer.Exit(code=2)
+    if not stable or not canary:
+        err.print("--istio needs --stable-subset and --canary-subset")
+        raise typer.Exit(code=2)
+    target: dict[str, Any] = {
+        "kind": "istio",
+        "namespace": namespace,
+        "virtual_service": virtual_service,
+        "stable_subset": stable,
+        "canary_subset": canary,
+    }
+    if route:
+        target["route"] = route
+    if rule:
+        target["destination_rule"] = rule
+    return target
 
 
 @app.command("get")
@@ -124,6 +200,7 @@ def get(
         f"[bold]{rollout['id']}[/] {rollout['namespace']}/{rollout['service']}  [bold]{rollout['phase']}[/]"
         f"  step {rollout['step']}/{rollout['steps']}  canary {rollout['canary_weight']} %"
     )
+    out.print(f"  {_target_line(rollout.get('target') or {})}")
     if rollout["reason"]:
         out.print(f"  {rollout['reason']}")
     for verdict in rollout["last_verdicts"][:5]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -64,3 +65,24 @@ def test_policy_validate_reports_broken_yaml_and_missing_files(tmp_path: Path) -
     assert result.exit_code == 1 and "not valid YAML" in result.output
     result = runner.invoke(app, ["policy", "validate", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param(["test"], "name the Knative SERVICE, or --istio", id="nothing-to-roll-out"),
+        pytest.param(["test", "reviews", "--istio", "reviews"], "not both", id="service-and-istio"),
+        pytest.param(
+            ["test", "--istio", "reviews", "--stable-subset", "v1"], "needs --stable-subset and", id="one-subset"
+        ),
+        pytest.param(
+            ["test", "checkout", "--canary-subset", "v2"], "--canary-subset goes with --istio", id="subset-alone"
+        ),
+    ],
+)
+def test_rollout_create_refuses_targets_it_cannot_name(arguments: list[str], message: str) -> None:
+    result = CliRunner().invoke(
+        app, ["rollout", "create", *arguments, "--token", "t", "--server", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
