@@ -86,8 +86,8 @@ def create(
 ) -> None:
     """Register a canary rollout: of a Knative Service (NAMESPACE SERVICE), or of two Deployments
     behind an Istio VirtualService (NAMESPACE --istio VS --stable-subset v1 --canary-subset v2)."""
-    target = _istio_target(namespace, service, istio, stable_subset, canary_subset, route, destination_rule)
-    if target is None and service is None:
+    mesh_target = _istio_target(namespace, service, istio, stable_subset, canary_subset, route, destination_rule)
+    if mesh_target is None and service is None:
         err.print("name the Knative SERVICE, or --istio VIRTUAL_SERVICE with its subsets")
         raise typer.Exit(code=2)
     overrides: dict[str, Any] = {}
@@ -110,7 +110,7 @@ def create(
             overrides=overrides or None,
             labels=labels,
             idempotency_key=idempotency_key,
-            target=target,
+            target=mesh_target,
         )
     except (ClientError, httpx.HTTPError) as exc:
         raise fail(exc) from None
