@@ -22,6 +22,9 @@ KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes Knative 1.19 supports
 ALLOWED_RBAC = (
     {("serving.knative.dev", "services", verb) for verb in ("get", "list", "watch", "patch", "update")}
     | {("serving.knative.dev", "revisions", verb) for verb in ("get", "list", "watch")}
+    | {("networking.istio.io", "virtualservices", verb) for verb in ("get", "list", "watch", "patch", "update")}
+    | {("networking.istio.io", "destinationrules", verb) for verb in ("get", "list", "watch")}
+    | {("apps", "deployments", verb) for verb in ("get", "list", "watch")}
     | {("", "events", "create")}
 )
 USER_CREATED_SECRETS = {"autocanary-tokens", "autocanary-redis"}
