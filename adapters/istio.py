@@ -253,6 +253,8 @@ class IstioTarget:
 class IstioRouter:
     """The managed route's two weights, and autocanary's own match route before it."""
 
+    match_fields: frozenset[str] = frozenset({"header", "cookie", "uri", "query"})
+
     def __init__(self, api: KubernetesApi, *, conflict_retries: int = 5, backoff: float = 0.05) -> None:
         self.api = api
         self.conflict_retries = conflict_retries

@@ -136,6 +136,8 @@ def resolve_revisions(target: Target, request: TargetRequest) -> TargetRef:
 class KnativeRouter:
     """Weights in the Service's `spec.traffic`, both revisions pinned by name."""
 
+    match_fields: frozenset[str] = frozenset()  # tag routes (by URL or header) come with Knative tags
+
     def __init__(
         self,
         api: KubernetesApi,

@@ -20,6 +20,7 @@ from policies import (
     load_policy,
 )
 from rollouts.errors import TargetNotFound, UnknownTargetKind, ValidationError
+from rollouts.matching import request_matches
 from rollouts.model import Rollout
 from rollouts.ports import Backends, TargetRef, TargetRequest
 
@@ -103,6 +104,26 @@ def resolved_target(backends: Backends, body: RolloutCreate) -> TargetRef:
         raise ApiError(404, "not_found", str(exc), prefix + exc.field) from exc
     except ValidationError as exc:
         raise ValidationError([FieldProblem(prefix + p.field, p.message) for p in exc.problems]) from exc
+
+
+def check_steps(policy: Policy, backends: Backends, target: TargetRef, body: RolloutCreate) -> None:
+    """Every match step can be expressed by the target's router (422 naming the step otherwise)."""
+    router = backends.of(target.kind).router
+    overridden = bool(body.policy_overrides and "steps" in body.policy_overrides)
+    for index in policy.match_steps:
+        match = policy.step_match(index)
+        unsupported = {m.field for m in request_matches(match)} - router.match_fields if match else set()
+        if unsupported:
+            field = f"policy_overrides.steps[{index}]" if overridden else "policy"
+            kinds = (
+                "header, cookie, uri or query" if not router.match_fields else ", ".join(sorted(router.match_fields))
+            )
+            detail = "it routes by weight only" if not router.match_fields else f"it routes by {kinds} only"
+            raise ValidationError.single(
+                field,
+                f"step {index + 1} routes by {', '.join(sorted(unsupported))}, which a {target.kind} target cannot"
+                f" express ({detail}); match steps need an istio target",
+            )
 
 
 def policy_for(policy: Policy, target: TargetRef) -> Policy:

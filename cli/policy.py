@@ -42,7 +42,7 @@ def policy_list(server: OptionalServer = None, token: rollout_cli.Token = "") ->
     for name, policy in policies.items():
         table.add_row(
             name,
-            " ".join(str(step) for step in policy.steps),
+            " ".join(str(step) if isinstance(step, int) else "match" for step in policy.steps),
             format_duration(policy.step_min_duration),
             format_duration(policy.interval),
             f"{policy.alpha_errors:g} / {policy.alpha_latency:g}",

@@ -13,6 +13,7 @@ from policies.library import (
     parse_policy_document,
     policy_names,
 )
+from policies.matches import MatchStep, RequestMatchSpec, StringMatch
 from policies.model import (
     Dialect,
     Guardrails,
@@ -34,12 +35,15 @@ __all__ = [
     "InsufficientTrafficAction",
     "InvalidPolicy",
     "LatencyBoundaries",
+    "MatchStep",
     "NotificationEvent",
     "NotificationKind",
     "NotificationTarget",
     "Policy",
+    "RequestMatchSpec",
     "Resolve",
     "SitePolicies",
+    "StringMatch",
     "builtin_names",
     "check_site_policies",
     "deep_merge",

@@ -18,7 +18,7 @@ import pydantic
 import yaml
 
 from policies.errors import FieldProblem, InvalidPolicy
-from policies.model import Policy
+from policies.model import STEP_TAGS, Policy
 
 DEFAULT_POLICY = "default"
 EXTENDS_KEY = "extends"
@@ -140,6 +140,8 @@ def field_path(location: tuple[int | str, ...]) -> str:
 
 def _problem(error: Mapping[str, Any]) -> FieldProblem:
     location = tuple(error["loc"])
+    if location[:1] == ("steps",) and len(location) > 2 and location[2] in STEP_TAGS:
+        location = location[:2] + location[3:]  # a step's union tag: the document has no such level
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"

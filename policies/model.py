@@ -11,9 +11,10 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from policies.durations import Duration
+from policies.matches import MatchStep, RequestMatchSpec
 
 
 class Dialect(StrEnum):
@@ -62,6 +63,18 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 StepWeight = Annotated[int, Field(strict=True, ge=1, le=99)]
 """A step's canary percent; strict, so `true` (which JSON parsers read as 1) is not a 1 % step."""
+
+
+def _step_kind(value: object) -> str:
+    return "match_step" if isinstance(value, dict | MatchStep) else "weight"
+
+
+Step = Annotated[
+    Annotated[StepWeight, Tag("weight")] | Annotated[MatchStep, Tag("match_step")], Discriminator(_step_kind)
+]
+"""A weight, or a match step (policies/matches.py): only matching requests reach the canary."""
+STEP_TAGS = ("weight", "match_step")
+"""The union's tags, which pydantic puts in an error's location (the document has no such level)."""
 
 
 class NotificationTarget(BaseModel):
@@ -131,13 +144,14 @@ class Policy(BaseModel):
     """Name of the policy this one was resolved from (informational)."""
     description: str = ""
     """One line for people choosing a policy."""
-    steps: Annotated[tuple[StepWeight, ...], Field(min_length=1, max_length=20)] = (
+    steps: Annotated[tuple[Step, ...], Field(min_length=1, max_length=20)] = (
         5,
         10,
         25,
         50,
     )
-    """Canary weights in percent, strictly increasing, each 1..99. After the last one: promote to 100."""
+    """Canary weights in percent, strictly increasing, each 1..99, optionally after match steps
+    (`{match: {headers: {end-user: {exact: jason}}}}`). After the last one: promote to 100."""
     step_min_duration: Duration = timedelta(seconds=150)
     """Least time the canary stays at each weight before the next step."""
     interval: Duration = timedelta(seconds=10)
@@ -165,14 +179,33 @@ class Policy(BaseModel):
 
     @field_validator("steps")
     @classmethod
-    def _steps_increase(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+    def _steps_increase(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
         for position in range(1, len(steps)):
-            if steps[position] <= steps[position - 1]:
-                raise ValueError(
-                    f"must be strictly increasing: {steps[position]} follows {steps[position - 1]}"
-                    f" at position {position}"
-                )
+            step, before = steps[position], steps[position - 1]
+            if isinstance(step, MatchStep) and isinstance(before, int):
+                raise ValueError(f"a match step comes before the weight steps: position {position} follows {before}")
+            if isinstance(step, int) and isinstance(before, int) and step <= before:
+                raise ValueError(f"must be strictly increasing: {step} follows {before} at position {position}")
         return steps
+
+    def step_weight(self, index: int) -> int:
+        """The canary's weight during step `index` (0 for a match step: only matching requests)."""
+        step = self.steps[index]
+        return step if isinstance(step, int) else 0
+
+    def step_match(self, index: int) -> RequestMatchSpec | None:
+        step = self.steps[index]
+        return step.match if isinstance(step, MatchStep) else None
+
+    @property
+    def match_steps(self) -> list[int]:
+        """The positions of the match steps."""
+        return [index for index, step in enumerate(self.steps) if isinstance(step, MatchStep)]
+
+    def describe_step(self, index: int) -> str:
+        """`5 %`, or `requests with header end-user = jason`."""
+        match = self.step_match(index)
+        return f"requests with {match.describe()}" if match else f"{self.step_weight(index)} %"
 
     @field_validator("step_min_duration", "progress_deadline")
     @classmethod

@@ -14,11 +14,26 @@ from policies import NotificationEvent
 
 
 @dataclass(frozen=True)
+class RequestMatch:
+    """Requests that reach the canary whatever the weights: a header, cookie, URI or query
+    parameter compared `exact`ly, by `prefix` or by `regex` (or a Knative tag)."""
+
+    field: str
+    """`header`, `cookie`, `uri`, `query` or `tag`."""
+    value: str
+    name: str = ""
+    """The header, cookie or query parameter (empty for `uri` and `tag`)."""
+    how: str = "exact"
+
+
+@dataclass(frozen=True)
 class SetTraffic:
-    """Pin both revisions by name with these percents (they always sum to 100)."""
+    """Pin both revisions by name with these percents (they always sum to 100); with `matches`,
+    the requests that match all of them go to the canary as well (a match step)."""
 
     stable: int
     canary: int
+    matches: tuple[RequestMatch, ...] = ()
 
     def __post_init__(self) -> None:
         if not (0 <= self.stable <= 100 and 0 <= self.canary <= 100) or self.stable + self.canary != 100:

@@ -126,8 +126,10 @@ def write_needed(rollout: Rollout) -> TrafficAction | None:
     final = pending_write(rollout)
     if final is not None:
         return final
-    if rollout.phase in WRITING and rollout.applied_canary_weight != rollout.canary_weight:
-        return SetTraffic(stable=rollout.stable_weight, canary=rollout.canary_weight)
+    matches = rollout.step_matches
+    unconfirmed = rollout.applied_canary_weight != rollout.canary_weight or (matches and not rollout.match_applied)
+    if rollout.phase in WRITING and unconfirmed:
+        return SetTraffic(stable=rollout.stable_weight, canary=rollout.canary_weight, matches=matches)
     return None
 
 
@@ -137,7 +139,7 @@ def _own_weights(rollout: Rollout) -> set[int | None]:
     confirming, just before the decision to promote (or pause) took the intent elsewhere."""
     own = {rollout.canary_weight, rollout.applied_canary_weight}
     if rollout.step_started_at is not None:
-        own.add(rollout.policy.steps[rollout.step_index])
+        own.add(rollout.policy.step_weight(rollout.step_index))
     return own
 
 

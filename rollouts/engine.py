@@ -36,6 +36,7 @@ from rollouts.events import (
     Tick,
     TrafficApplied,
 )
+from rollouts.matching import request_matches
 from rollouts.model import ManualActionKind, Rollout
 from rollouts.phase import ACTIVE_PHASES, Phase
 from rollouts.verdict import Outcome, Verdict
@@ -119,7 +120,7 @@ def _begin(rollout: Rollout, _: Begin, policy: Policy, now: datetime) -> Decisio
     message = (
         f"rollout {rollout.id}: {rollout.canary_revision} to replace {rollout.stable_revision}"
         f" on {rollout.namespace}/{rollout.service} in {len(policy.steps)} steps"
-        f" ({', '.join(f'{w} %' for w in policy.steps)}), policy {policy.name}"
+        f" ({', '.join(policy.describe_step(i) for i in range(len(policy.steps)))}), policy {policy.name}"
     )
     return Decision(
         started,
@@ -163,7 +164,7 @@ def _tick(rollout: Rollout, event: Tick, policy: Policy, now: datetime) -> Decis
     if judged.phase is Phase.PAUSED or judged.step_started_at is None:
         return _wait(judged, policy, now)
 
-    position = f"step {judged.step_index + 1}/{len(policy.steps)} at {judged.canary_weight} %"
+    position = f"step {judged.step_index + 1}/{len(policy.steps)} at {policy.describe_step(judged.step_index)}"
     # Time without metrics is not observed time: an outage neither ends a step nor uses up the
     # insufficient-traffic grace (the window right after it holds no samples, not low traffic).
     elapsed = judged.observed_in_step(now)
@@ -264,16 +265,23 @@ def _promote_now(rollout: Rollout, event: PromoteNow, policy: Policy, now: datet
 
 
 def _enter_step(rollout: Rollout, index: int, policy: Policy, now: datetime) -> Decision:
-    weight = policy.steps[index]
+    weight, match = policy.step_weight(index), policy.step_match(index)
     stepped = rollout.with_step(index, weight, now)
-    message = (
-        f"step {index + 1}/{len(policy.steps)}: {rollout.canary_revision} {weight} %,"
-        f" {rollout.stable_revision} {100 - weight} %"
-    )
+    if match is not None:
+        message = (
+            f"step {index + 1}/{len(policy.steps)}: requests with {match.describe()} to {rollout.canary_revision},"
+            f" the rest to {rollout.stable_revision}"
+        )
+    else:
+        message = (
+            f"step {index + 1}/{len(policy.steps)}: {rollout.canary_revision} {weight} %,"
+            f" {rollout.stable_revision} {100 - weight} %"
+        )
+    matches = request_matches(match) if match is not None else ()
     return Decision(
         stepped,
         (
-            SetTraffic(stable=100 - weight, canary=weight),
+            SetTraffic(stable=100 - weight, canary=weight, matches=matches),
             Notify(NotificationEvent.STEP_ADVANCED, message),
             ScheduleTick(now + policy.interval),
         ),

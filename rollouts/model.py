@@ -16,7 +16,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from policies import FieldProblem, Policy
+from rollouts.actions import RequestMatch
 from rollouts.errors import ValidationError
+from rollouts.matching import request_matches
 from rollouts.names import dns1123_label_problem
 from rollouts.phase import TERMINAL_PHASES, Phase
 from rollouts.ports import TargetRef
@@ -67,6 +69,9 @@ class CheckCounters(BaseModel):
         return self.model_copy(update={field: getattr(self, field) + 1})
 
 
+_NEWER_FIELDS = ("target_kind", "route", "host", "match_applied")
+
+
 class Rollout(BaseModel):
     """One canary rollout. Stored as a versioned JSON document; decided on by the engine.
 
@@ -111,6 +116,8 @@ class Rollout(BaseModel):
     finished_at: AwareDatetime | None = None
     applied_canary_weight: Annotated[int, Field(ge=0, le=100)] | None = None
     """The canary weight the router last confirmed in the cluster (None before the first pin)."""
+    match_applied: bool = False
+    """During a match step: the router confirmed its match route (reset when a step starts)."""
     analyzed_until: AwareDatetime | None = None
     """End of the last interval the analyzer judged; the next one starts here."""
     metrics_down_since: AwareDatetime | None = None
@@ -145,9 +152,10 @@ class Rollout(BaseModel):
             return cls.model_validate(data)
 
     def to_stored(self) -> str:
-        """The JSON document the store keeps. A Knative rollout leaves out the target fields that
-        only Istio rollouts use, so workers of the release before them still read it."""
-        unused = {"target_kind", "route", "host"} if self.target_kind == TARGET_KIND and not self.route else set()
+        """The JSON document the store keeps. The fields the release before Istio targets and match
+        steps did not know are left out while they hold their defaults, so a Knative rollout with
+        weight steps is still read by that release's workers during a rolling upgrade."""
+        unused = {name for name in _NEWER_FIELDS if getattr(self, name) == Rollout.model_fields[name].default}
         return self.model_dump_json(exclude=unused)
 
     @classmethod
@@ -240,6 +248,7 @@ class Rollout(BaseModel):
                 "step_started_at": now,
                 "step_requests": 0,
                 "step_outage_seconds": 0.0,
+                "match_applied": False,
             }
         )
 
@@ -291,8 +300,17 @@ class Rollout(BaseModel):
         action = ManualAction(kind=kind, actor=actor, reason=reason, at=now)
         return self.model_copy(update={"last_action": action})
 
-    def with_applied(self, canary_weight: int) -> Rollout:
-        return self.model_copy(update={"applied_canary_weight": canary_weight})
+    def with_applied(self, canary_weight: int, match: bool = False) -> Rollout:
+        """The router confirmed this canary weight (and, for a match step, its match route)."""
+        return self.model_copy(update={"applied_canary_weight": canary_weight, "match_applied": match})
+
+    @property
+    def step_matches(self) -> tuple[RequestMatch, ...]:
+        """The requests the current step sends to the canary (empty for a weight step)."""
+        if self.step_started_at is None or self.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            return ()
+        match = self.policy.step_match(self.step_index)
+        return request_matches(match) if match is not None else ()
 
     def with_analyzed(self, until: datetime, state: dict[str, Any]) -> Rollout:
         return self.model_copy(update={"analyzed_until": until, "analysis_state": state})

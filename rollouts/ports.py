@@ -27,9 +27,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from policies import Dialect, NotificationTarget
-from rollouts.actions import Notify, SetTraffic
+from rollouts.actions import Notify, RequestMatch, SetTraffic
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import TransientError, UnknownTargetKind
+
+__all__ = ["RequestMatch"]  # re-exported: routers read it from here
 
 if TYPE_CHECKING:  # the store's values name the Rollout, whose model names TargetRef from here
     from rollouts.log import LogEntry, Notification
@@ -74,19 +76,6 @@ class TargetRequest:
     canary: str = ""
     route: str = ""
     rule: str = ""
-
-
-@dataclass(frozen=True)
-class RequestMatch:
-    """Requests that reach the canary whatever the weights: a header, cookie, URI or query
-    parameter compared `exact`ly, by `prefix` or by `regex` (or a Knative tag)."""
-
-    field: str
-    """`header`, `cookie`, `uri`, `query` or `tag`."""
-    value: str
-    name: str = ""
-    """The header, cookie or query parameter (empty for `uri` and `tag`)."""
-    how: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -214,6 +203,11 @@ class Router(Protocol):
     Every write reads the object, shows what it read to `guard` (which stops the write by
     raising `FencedOut` or `ForeignChange`), and writes conditioned on that read.
     """
+
+    @property
+    def match_fields(self) -> frozenset[str]:
+        """The `RequestMatch.field`s its match routes can express (empty: weights only)."""
+        ...
 
     def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
         """Pin both versions with these weights; the state once the backend has taken them."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,14 +40,16 @@ async def drive(
     timeout: float = 10.0,
     on_progress: Callable[[LoadResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
-    """Send `rate` requests per second for `duration` seconds; tally what came back."""
+    """Send `rate` requests per second for `duration` seconds (with `headers`); tally what came back."""
     if rate <= 0 or duration <= 0:
         raise ValueError("rate and duration must be positive")
     result = LoadResult(planned=int(rate * duration))
     in_flight: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-    async with httpx.AsyncClient(base_url=gateway, headers={"Host": host}, timeout=timeout, limits=limits) as client:
+    sent_headers = {**(headers or {}), "Host": host}
+    async with httpx.AsyncClient(base_url=gateway, headers=sent_headers, timeout=timeout, limits=limits) as client:
 
         async def one() -> None:
             try:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +134,15 @@ class Processes:
 class BackgroundLoad:
     """Steady requests to several hosts from a thread, until stopped (bounded by `max_seconds`)."""
 
-    def __init__(self, gateway: str, hosts: Sequence[str], rate: float, max_seconds: float = 300) -> None:
+    def __init__(
+        self,
+        gateway: str,
+        hosts: Sequence[str],
+        rate: float,
+        max_seconds: float = 300,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """`headers` go with every request (a canary's match route selects by them)."""
         self._stop = threading.Event()
         self.results: list[LoadResult] = []
         self._live: dict[str, LoadResult] = {}
@@ -144,7 +152,15 @@ class BackgroundLoad:
 
         async def main() -> None:
             runs = [
-                drive(gateway, host, rate, max_seconds, should_stop=self._stop.is_set, on_progress=progress(host))
+                drive(
+                    gateway,
+                    host,
+                    rate,
+                    max_seconds,
+                    should_stop=self._stop.is_set,
+                    on_progress=progress(host),
+                    headers=headers,
+                )
                 for host in hosts
             ]
             self.results = list(await asyncio.gather(*runs))

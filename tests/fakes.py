@@ -23,6 +23,7 @@ from rollouts.ports import (
     Backends,
     KindBackends,
     Observation,
+    RequestMatch,
     RoutePlan,
     TargetRef,
     TargetRequest,
@@ -56,6 +57,12 @@ class FakeService:
     live: tuple[TrafficTarget, ...]
     generation: int = 1
     requests_per_second: float = 100.0
+    match_target: str = ""
+    """The version a match route sends its requests to ("" without one)."""
+
+
+MATCH_SHARE = 0.1
+"""The share of a service's requests that match a match route, in the fakes."""
 
 
 @dataclass
@@ -71,6 +78,10 @@ class FakeCluster:
     """(namespace, name, reason) of every Kubernetes Event recorded."""
     before_write: Callable[[], None] | None = None
     """Runs once between the router's read and its conditional write (a racing writer)."""
+    match_fields: frozenset[str] = frozenset()
+    """What its router's match routes can express; empty: weights only, as Knative."""
+    matches: list[tuple[str, tuple[RequestMatch, ...]]] = field(default_factory=list)
+    """(service, matches) for every match route autocanary wrote, in order."""
 
     def add(self, namespace: str, name: str, revisions: dict[str, float], rps: float = 100.0) -> None:
         """A service whose first revision serves 100 %; `revisions` maps name -> error rate."""
@@ -160,13 +171,17 @@ class FakeCluster:
             raise TransientError("500 etcd timeout (fake)")
         found.spec = (TrafficTarget(ref.stable, weights.stable), TrafficTarget(ref.canary, weights.canary))
         found.generation += 1
+        found.match_target = ref.canary if weights.matches else ""
         self.writes.append((ref.name, weights.stable, weights.canary))
         return self._state(found)
 
     def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
-        if plan.matches:
+        if plan.matches and not {m.field for m in plan.matches} <= self.match_fields:
             raise PermanentError("match routes are not supported (fake)")
-        return self.set_weight(ref, plan.weights, guard)
+        weights = plan.weights
+        state = self.set_weight(ref, SetTraffic(weights.stable, weights.canary, plan.matches), guard)
+        self.matches.append((ref.name, plan.matches))
+        return state
 
     def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
         return self.get(ref.namespace, ref.name).is_live(plan.weights, ref.stable, ref.canary)
@@ -211,6 +226,8 @@ class FakeMetrics:
                 if ns == ref.namespace and ref.revision in s.revisions and ref.service in ("", name)
             )
             share = sum_by_version(service.live).get(ref.revision, 0) / 100
+            if service.match_target:  # the matching requests go to the match route's version
+                share = share * (1 - MATCH_SHARE) + (MATCH_SHARE if ref.revision == service.match_target else 0)
             requests = 0 if self.blind else round(service.requests_per_second * share * window.total_seconds())
             counts[ref] = RevisionCounts.of(requests, round(requests * cluster.error_rate[ref.revision]))
         return counts

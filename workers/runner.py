@@ -50,7 +50,7 @@ from rollouts.events import (
 )
 from rollouts.model import Rollout
 from rollouts.phase import Phase
-from rollouts.ports import Backends, MetricsProvider, Observation, RolloutStore, TargetState
+from rollouts.ports import Backends, MetricsProvider, Observation, RolloutStore, RoutePlan, TargetState
 from rollouts.records import SaveItem, SaveResult
 from workers.manual import ManualCommands
 from workers.report import TickReport
@@ -271,7 +271,7 @@ class Runner(ManualCommands):
         try:
             if isinstance(action, SetTraffic):
                 self._write(rollout, token, action, report)
-                return self._record_applied(rollout, token, action.canary)
+                return self._record_applied(rollout, token, action)
             split = SetTraffic(stable=0, canary=100) if isinstance(action, Promote) else SetTraffic(100, 0)
             self._write(rollout, token, split, report)
             return self._confirm(rollout.with_applied(split.canary), token)
@@ -294,11 +294,17 @@ class Runner(ManualCommands):
             if change:
                 raise ForeignChange(change)
 
-        self.backends.of(rollout.target.kind).router.set_weight(rollout.target, weights, guard=guard)
+        router = self.backends.of(rollout.target.kind).router
+        if weights.matches:  # a match step: its route before the managed one, the weights as they are
+            plan = RoutePlan(SetTraffic(weights.stable, weights.canary), weights.matches)
+            router.set_match_route(rollout.target, plan, guard=guard)
+        else:
+            router.set_weight(rollout.target, weights, guard=guard)
         report.count(writes=1)
 
-    def _record_applied(self, rollout: Rollout, token: int, canary: int) -> Rollout:
-        result, saved = self.store.save(rollout.with_applied(canary), token=token, next_tick=None)
+    def _record_applied(self, rollout: Rollout, token: int, written: SetTraffic) -> Rollout:
+        applied = rollout.with_applied(written.canary, match=bool(written.matches))
+        result, saved = self.store.save(applied, token=token, next_tick=None)
         return saved if result is SaveResult.OK else rollout
 
     def _confirm(self, rollout: Rollout, token: int) -> Rollout:

@@ -12,6 +12,7 @@ from api.deps import Deployer, Deps, Egress, Settings, Viewer
 from api.errors import ApiError
 from api.registration import (
     check_notifications,
+    check_steps,
     found,
     policy_for,
     refuse_unencodable,
@@ -49,6 +50,7 @@ def create_rollout(
     policy = resolved_policy(body, deps.site_policies)
     check_notifications(body, policy, deps.site_policies, egress, deps.resolve)
     target = resolved_target(deps.backends, body)
+    check_steps(policy, deps.backends, target, body)
     now = deps.clock()
     rollout = Rollout.new(
         id=uuid.uuid4().hex[:12],

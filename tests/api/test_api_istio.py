@@ -123,3 +123,61 @@ def test_a_knative_target_object_registers_as_the_old_fields_do(store: RolloutSt
         )
         gone = client.post("/v1/rollouts", json={"target": {**target, "service": "cart"}}, headers=DEPLOY)
         assert (gone.status_code, gone.json()["field"]) == (404, "target.service")
+
+
+JASON = {"match": {"headers": {"end-user": {"exact": "jason"}}}}
+
+
+def test_a_match_step_is_accepted_for_an_istio_target(api: TestClient, store: RolloutStore, reviews: str) -> None:
+    body = {"target": _istio(reviews), "policy_overrides": {"steps": [JASON, 25, 50]}}
+    created = api.post("/v1/rollouts", json=body, headers=DEPLOY)
+    assert created.status_code == 201, created.text
+    stored = store.get(created.json()["id"])
+    assert stored is not None and stored.policy.describe_step(0) == "requests with header end-user = jason"
+
+
+@pytest.mark.parametrize(
+    ("step", "field", "message"),
+    [
+        pytest.param({"match": {}}, "policy_overrides.steps[0].match", "needs at least one of", id="empty-match"),
+        pytest.param(
+            {"match": {"uri": {"prefix": "/a", "exact": "/a"}}},
+            "policy_overrides.steps[0].match.uri",
+            "exactly one of exact, prefix or regex",
+            id="two-kinds",
+        ),
+        pytest.param(
+            {"match": {"headers": {"end-user": {"regex": "("}}}},
+            "policy_overrides.steps[0].match.headers.end-user",
+            "does not compile",
+            id="bad-regex",
+        ),
+        pytest.param({"match": {"header": {}}}, "policy_overrides.steps[0].match.header", "unknown field", id="typo"),
+    ],
+)
+def test_a_bad_match_step_names_its_field_path(
+    api: TestClient, reviews: str, step: dict[str, Any], field: str, message: str
+) -> None:
+    body = {"target": _istio(reviews), "policy_overrides": {"steps": [step, 50]}}
+    refused = api.post("/v1/rollouts", json=body, headers=DEPLOY)
+    assert (refused.status_code, refused.json()["field"]) == (422, field), refused.text
+    assert message in refused.json()["message"]
+
+
+def test_a_match_step_after_a_weight_is_refused(api: TestClient, reviews: str) -> None:
+    body = {"target": _istio(reviews), "policy_overrides": {"steps": [5, JASON]}}
+    refused = api.post("/v1/rollouts", json=body, headers=DEPLOY)
+    assert (refused.status_code, refused.json()["field"]) == (422, "policy_overrides.steps")
+    assert "a match step comes before the weight steps" in refused.json()["message"]
+
+
+def test_a_match_step_is_refused_for_a_knative_target(store: RolloutStore) -> None:
+    cluster = FakeCluster()
+    cluster.add("shop", "checkout", {"checkout-00001": 0.0, "checkout-00002": 0.0})
+    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster.backends(), Queue(), {}))
+    with TestClient(app) as client:
+        body = {"namespace": "shop", "service": "checkout", "policy_overrides": {"steps": [JASON, 50]}}
+        refused = client.post("/v1/rollouts", json=body, headers=DEPLOY)
+        assert (refused.status_code, refused.json()["field"]) == (422, "policy_overrides.steps[0]"), refused.text
+        assert "a knative target cannot express" in refused.json()["message"]
+        assert client.get("/v1/rollouts", headers=VIEW).json()["items"] == []

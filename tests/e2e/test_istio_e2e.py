@@ -126,7 +126,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _app(stack: Stack, namespace: str, **canary_env: str) -> BackgroundLoad:
+def _app(stack: Stack, namespace: str, headers: dict[str, str] | None = None, **canary_env: str) -> BackgroundLoad:
     """The guide's objects at v1 100 % (an unrelated route in front), then load on the host."""
     reviews_app(stack.endpoints, namespace, 100, 0, **canary_env)
     custom = client.CustomObjectsApi(api_client(stack.endpoints))
@@ -149,7 +149,7 @@ def _app(stack: Stack, namespace: str, **canary_env: str) -> BackgroundLoad:
         )
 
     wait_for(available, what="both Deployments available")
-    return BackgroundLoad(stack.endpoints.gateway, [f"reviews.{namespace}"], rate=25)
+    return BackgroundLoad(stack.endpoints.gateway, [f"reviews.{namespace}"], rate=25, headers=headers)
 
 
 def test_an_istio_canary_is_promoted_step_by_step(stack: Stack, namespace: str) -> None:
@@ -194,3 +194,29 @@ def test_an_out_of_band_edit_of_the_virtual_service_ends_superseded(stack: Stack
     assert rollout.phase is Phase.SUPERSEDED
     assert "50 % canary by someone else" in rollout.reason
     assert stack.weights(namespace) == {"v1": 50, "v2": 50}
+
+
+def test_a_header_step_first_then_weights(stack: Stack, namespace: str) -> None:
+    load = _app(stack, namespace)
+    jason = BackgroundLoad(stack.endpoints.gateway, [f"reviews.{namespace}"], rate=8, headers={"end-user": "jason"})
+    try:
+        steps = '[{"match": {"headers": {"end-user": {"exact": "jason"}}}}, 50]'
+        rollout_id = stack.create(namespace, steps=steps)
+
+        def own_route() -> dict[str, Any] | None:
+            return next((r for r in stack.http(namespace) if r.get("name") == "autocanary-reviews-v2"), None)
+
+        route = wait_for(own_route, timeout=60, what="the match route")
+        assert route["match"] == [{"headers": {"end-user": {"exact": "jason"}}}]
+        assert route["route"] == [{"destination": {"host": "reviews", "subset": "v2"}}]
+        assert [r.get("name") for r in stack.http(namespace)] == ["ratings", "autocanary-reviews-v2", "primary"]
+        assert stack.weights(namespace) == {"v1": 100, "v2": 0}  # everyone else stays on v1
+        rollout = stack.wait_terminal(rollout_id, timeout=120)
+    finally:
+        load.stop()
+        jason.stop()
+    assert rollout.phase is Phase.SUCCEEDED, rollout.reason
+    assert [r.get("name") for r in stack.http(namespace)] == ["ratings", "primary"]  # the match route is gone
+    assert stack.weights(namespace) == {"v1": 0, "v2": 100}
+    served = {r.by_body.get("Hello reviews v2!", 0) for r in jason.results}
+    assert served and min(served) > 0  # jason's requests reached v2 during the match step

@@ -11,6 +11,7 @@ import pytest
 
 from policies import Dialect, load_policy
 from rollouts import Phase, Rollout
+from rollouts.actions import RequestMatch
 from rollouts.log import LogEntry
 from rollouts.ports import Backends, KindBackends
 from tests.factories import T0
@@ -33,7 +34,8 @@ class Mesh:
     def __init__(self) -> None:
         self.clock = Clock(T0)
         self.store = MemoryStore(self.clock)
-        self.knative, self.istio = FakeCluster(), FakeCluster()
+        self.knative = FakeCluster()
+        self.istio = FakeCluster(match_fields=frozenset({"header", "cookie", "uri", "query"}))
         backends = Backends(
             {
                 "knative": KindBackends(self.knative, self.knative, self.knative),
@@ -43,7 +45,7 @@ class Mesh:
         self.metrics = FakeMetrics(self.knative, others=(self.istio,))
         self.runner = Runner(self.store, backends, self.metrics, owner="w", lease_ms=5000, clock=self.clock)
 
-    def istio_rollout(self, canary_error: float = 0.005) -> str:
+    def istio_rollout(self, canary_error: float = 0.005, **overrides: Any) -> str:
         self.istio.add(NS, "reviews", {"v1": 0.005, "v2": canary_error})
         rollout = Rollout.new(
             id=uuid.uuid4().hex[:12],
@@ -51,7 +53,7 @@ class Mesh:
             service="reviews",
             stable_revision="v1",
             canary_revision="v2",
-            policy=load_policy("default", {**POLICY, "dialect": "istio"}),
+            policy=load_policy("default", {**POLICY, "dialect": "istio", **overrides}),
             now=self.clock(),
             target_kind="istio",
             route="primary",
@@ -129,3 +131,36 @@ def test_an_edit_of_the_managed_route_ends_superseded_and_is_left_alone(mesh: Me
     assert "50 % canary by someone else" in rollout.reason
     assert len(mesh.istio.writes) == writes
     assert mesh.istio.current_split(NS, "reviews") == {"v1": 50, "v2": 50}
+
+
+JASON = {"match": {"headers": {"end-user": {"exact": "jason"}}}}
+
+
+def test_a_header_step_sends_only_matching_requests_first_then_weights(mesh: Mesh) -> None:
+    rollout_id = mesh.istio_rollout(steps=[JASON, 25, 50])
+    mesh.run(60)
+    rollout = mesh.get(rollout_id)
+    assert rollout.phase is Phase.SUCCEEDED, rollout.reason
+    assert [canary for _, _, canary in mesh.istio.writes] == [0, 0, 25, 50, 100]
+    assert mesh.istio.matches == [("reviews", (RequestMatch("header", "jason", "end-user"),))]
+    steps = [e.message for e in mesh.store.events(rollout_id) if e.kind == "step_advanced"]
+    assert steps[0] == "step 1/3: requests with header end-user = jason to v2, the rest to v1"
+    assert mesh.istio.services[(NS, "reviews")].match_target == ""  # the weight steps took the route out
+
+
+def test_a_failed_match_route_write_is_repeated_with_its_matches(mesh: Mesh) -> None:
+    rollout_id = mesh.istio_rollout(steps=[JASON, 50])
+    mesh.run(1)  # pinned at 100/0
+    mesh.istio.failing_writes = 1  # the match step's write fails once
+    mesh.run(60)
+    assert mesh.get(rollout_id).phase is Phase.SUCCEEDED
+    assert mesh.istio.matches == [("reviews", (RequestMatch("header", "jason", "end-user"),))]
+
+
+def test_a_bad_canary_is_rolled_back_during_its_match_step(mesh: Mesh) -> None:
+    rollout_id = mesh.istio_rollout(canary_error=0.5, steps=[JASON, 50])
+    mesh.run(30)
+    rollout = mesh.get(rollout_id)
+    assert rollout.phase is Phase.ROLLED_BACK
+    assert [canary for _, _, canary in mesh.istio.writes] == [0, 0, 0]  # never got any weight
+    assert mesh.istio.services[(NS, "reviews")].match_target == ""  # and the match route is gone

@@ -33,7 +33,7 @@ def test_each_built_in_loads_and_names_itself(name: str) -> None:
 def test_conservative_is_more_careful_than_default() -> None:
     default, conservative = load_policy("default"), load_policy("conservative")
     assert len(conservative.steps) > len(default.steps)
-    assert conservative.steps[0] < default.steps[0]
+    assert conservative.step_weight(0) < default.step_weight(0)
     assert conservative.alpha_errors < default.alpha_errors
     assert conservative.alpha_latency < default.alpha_latency
 
