@@ -12,6 +12,7 @@ the DestinationRule for the host gives it labels that select a Deployment with a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,6 +83,7 @@ def virtual_service_state(found: dict[str, Any], ref: TargetRef) -> TargetState:
         split = tuple(_traffic(destination, ref) for destination in http[index].get("route") or [])
     generation = int(metadata.get("generation", 0))
     return TargetState(
+        route_match=match_fingerprint(http[index]) if index is not None else ref.route_match,
         namespace=metadata["namespace"],
         name=metadata["name"],
         generation=generation,
@@ -93,6 +95,12 @@ def virtual_service_state(found: dict[str, Any], ref: TargetRef) -> TargetState:
         newest_ready_version=None,
         ready="True",
     )
+
+
+def match_fingerprint(route: Mapping[str, Any]) -> str:
+    """A route's request matches as canonical JSON ("" when it matches every request)."""
+    match = route.get("match")
+    return json.dumps(match, sort_keys=True, separators=(",", ":")) if match else ""
 
 
 def _traffic(destination: Mapping[str, Any], ref: TargetRef) -> TrafficTarget:
@@ -174,7 +182,10 @@ class IstioTarget:
                 raise ValidationError.single(
                     field, f"subset {subset} ({selector}) selects no Deployment with available pods in {spec.namespace}"
                 )
-        return TargetRef(KIND, spec.namespace, spec.name, spec.stable, spec.canary, str(route.get("name") or ""), host)
+        name = str(route.get("name") or "")
+        return TargetRef(
+            KIND, spec.namespace, spec.name, spec.stable, spec.canary, name, host, match_fingerprint(route)
+        )
 
     def _route(self, http: list[dict[str, Any]], spec: TargetRequest, where: str) -> dict[str, Any]:
         pair = sorted((spec.stable, spec.canary))

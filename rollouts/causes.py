@@ -96,6 +96,9 @@ def foreign_change(rollout: Rollout, state: TargetState) -> str | None:
     """What someone else changed on the Service, or None when it is as autocanary left it."""
     if state.newest_version not in (None, rollout.stable_revision, rollout.canary_revision):
         return f"revision {state.newest_version} was created"
+    if state.route_match != rollout.route_match:
+        route = rollout.route or "the route to both subsets"
+        return f"the request matches of {route} were edited to {state.route_match or 'none'}"
     pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
     if pinned is None:
         described = ", ".join(

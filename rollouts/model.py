@@ -69,7 +69,7 @@ class CheckCounters(BaseModel):
         return self.model_copy(update={field: getattr(self, field) + 1})
 
 
-_NEWER_FIELDS = ("target_kind", "route", "host", "match_applied")
+_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "match_applied")
 
 
 class Rollout(BaseModel):
@@ -96,6 +96,8 @@ class Rollout(BaseModel):
     whose destinations are the two subsets, found again at every write)."""
     host: str = ""
     """Istio: the destination host of both subsets (its short name is the service in Istio's metrics)."""
+    route_match: str = ""
+    """Istio: the managed route's request matches when the rollout was registered (canonical JSON)."""
     policy: Policy
     """The resolved policy (named built-in plus overrides), frozen for the rollout's lifetime."""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -173,6 +175,7 @@ class Rollout(BaseModel):
         target_kind: Literal["knative", "istio"] = "knative",
         route: str = "",
         host: str = "",
+        route_match: str = "",
     ) -> Rollout:
         """A pending rollout, after checking the names (every problem reported at once)."""
         problems = [
@@ -200,6 +203,7 @@ class Rollout(BaseModel):
             target_kind=target_kind,
             route=route,
             host=host,
+            route_match=route_match,
             created_at=now,
             updated_at=now,
             phase_entered_at=now,
@@ -217,6 +221,7 @@ class Rollout(BaseModel):
             self.canary_revision,
             self.route,
             self.host,
+            self.route_match,
         )
 
     @property

@@ -55,6 +55,8 @@ class TargetRef:
     canary: str
     route: str = ""
     host: str = ""
+    route_match: str = ""
+    """Istio: the managed route's request matches as registered (`TargetState.route_match`)."""
 
     @property
     def where(self) -> str:
@@ -114,6 +116,9 @@ class TargetState:
     """The object's Ready condition: "True", "False" or "Unknown"."""
     routes_reason: str = ""
     routes_message: str = ""
+    route_match: str = ""
+    """Istio: the managed route's request matches, as a canonical text (empty: it has none); a
+    change from the registered one is someone else's edit."""
 
     @property
     def observed(self) -> bool:

@@ -64,6 +64,7 @@ def create_rollout(
         target_kind="istio" if target.kind == "istio" else "knative",
         route=target.route,
         host=target.host,
+        route_match=target.route_match,
     )
     message = f"registered by {principal.name}"
     event = LogEntry("created", message, now, rollout.phase.value, principal.name, dict(body.labels))

@@ -217,3 +217,23 @@ def test_an_unreachable_api_is_transient(reviews: TargetRef) -> None:
     dead = KubernetesApi(client.ApiClient(client.Configuration(host="http://127.0.0.1:9")))
     dead.api_client.configuration.retries = 0
     assert isinstance(IstioTarget(dead).observe([reviews])[reviews], TransientError)
+
+
+def test_an_edit_of_the_managed_route_s_matches_shows_in_the_state(
+    kube: KubernetesApi, custom: client.CustomObjectsApi, reviews: TargetRef
+) -> None:
+    registered = IstioTarget(kube).resolve(TargetRequest("istio", reviews.namespace, "reviews", "v1", "v2"))
+    assert registered.route_match == ""  # the guide's route matches every request
+    narrowed = {**weighted_route(100, 0), "match": [{"headers": {"x-team": {"exact": "a"}}}]}
+    custom.patch_namespaced_custom_object(
+        ISTIO,
+        ISTIO_VERSION,
+        reviews.namespace,
+        "virtualservices",
+        "reviews",
+        {"spec": {"http": [OTHER_ROUTE, narrowed]}},
+    )
+    state = IstioTarget(kube).observe([registered])[registered]
+    assert isinstance(state, TargetState)
+    assert state.route_match == '[{"headers":{"x-team":{"exact":"a"}}}]'
+    assert state.pinned("v1", "v2") == {"v1": 100, "v2": 0}  # the weights alone would not tell

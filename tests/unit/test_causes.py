@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -107,6 +108,11 @@ def test_cluster_event(the_rollout: Rollout, state: TargetState | None, expected
             service((STABLE, 80), ("checkout-00000", 20)),
             "spec.traffic was edited to checkout-00001 80 %, checkout-00000 20 %",
             id="a-third-revision",
+        ),
+        pytest.param(
+            replace(AS_LEFT, route_match='[{"uri":{"prefix":"/b"}}]'),
+            'the request matches of the route to both subsets were edited to [{"uri":{"prefix":"/b"}}]',
+            id="istio-route-matches-edited",
         ),
     ],
 )
