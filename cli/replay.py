@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,7 @@ from rich.console import Console
 
 from adapters.prometheus import PrometheusMetrics, PrometheusSettings
 from analyzer.replay import ReplayResult, TraceError, TraceInterval, parse_trace, replay, trace_record
-from policies import InvalidPolicy, Policy, load_policy, parse_duration
+from policies import Dialect, InvalidPolicy, Policy, load_policy, parse_duration
 from rollouts.counts import RevisionRef
 from rollouts.errors import AutocanaryError, ValidationError
 from rollouts.names import require_dns1123_label
@@ -35,12 +36,22 @@ def replay_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per trace: decision, t, reason.")] = False,
     prometheus: Annotated[str | None, typer.Option(help="Build the trace from this Prometheus instead.")] = None,
     namespace: Annotated[str | None, typer.Option(help="With --prometheus: the namespace.")] = None,
-    canary: Annotated[str | None, typer.Option(help="With --prometheus: the canary revision.")] = None,
-    stable: Annotated[str | None, typer.Option(help="With --prometheus: the stable revision.")] = None,
+    canary: Annotated[
+        str | None, typer.Option(help="With --prometheus: the canary revision (Istio: version label).")
+    ] = None,
+    stable: Annotated[
+        str | None, typer.Option(help="With --prometheus: the stable revision (Istio: version label).")
+    ] = None,
     start: Annotated[str | None, typer.Option(help="With --prometheus: RFC 3339 time or Unix seconds.")] = None,
     end: Annotated[str | None, typer.Option(help="With --prometheus: RFC 3339 time or Unix seconds.")] = None,
     step: Annotated[str, typer.Option(help="With --prometheus: the interval length, e.g. 10s.")] = "10s",
     save: Annotated[Path | None, typer.Option(help="With --prometheus: also write the trace here.")] = None,
+    dialect: Annotated[
+        Dialect | None, typer.Option(help="The metrics' dialect (default: the policy's); istio for Istio canaries.")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option(help="With --prometheus --dialect istio: the service both versions belong to.")
+    ] = None,
 ) -> None:
     """Backtest a policy: per interval the verdict and its evidence, then the decision.
 
@@ -48,7 +59,7 @@ def replay_command(
     replayed, since a trace already holds the traffic each revision got.
     """
     try:
-        resolved = load_policy(policy)
+        resolved = load_policy(policy, {"dialect": dialect.value} if dialect else None)
     except InvalidPolicy as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(code=2) from None
@@ -56,7 +67,8 @@ def replay_command(
         if prometheus:
             if traces:
                 raise ValidationError.single("traces", "give trace files or --prometheus, not both")
-            intervals = _from_prometheus(resolved, prometheus, namespace, canary, stable, start, end, step, save)
+            where = _Where(namespace, canary, stable, service)
+            intervals = _from_prometheus(resolved, prometheus, where, start, end, step, save)
             _report(resolved, "prometheus", replay(resolved, intervals), as_json)
             return
         if not traces:
@@ -91,26 +103,34 @@ def _report(policy: Policy, source: str, result: ReplayResult, as_json: bool) ->
         out.print(f"[bold green]decision: no rollback[/]: {result.reason}")
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Which versions to read: a namespace, the canary and stable (revisions, or Istio versions of `service`)."""
+
+    namespace: str | None
+    canary: str | None
+    stable: str | None
+    service: str | None
+
+
 def _from_prometheus(
-    policy: Policy,
-    url: str,
-    namespace: str | None,
-    canary: str | None,
-    stable: str | None,
-    start: str | None,
-    end: str | None,
-    step: str,
-    save: Path | None,
+    policy: Policy, url: str, where: _Where, start: str | None, end: str | None, step: str, save: Path | None
 ) -> list[TraceInterval]:
+    namespace, canary, stable = where.namespace, where.canary, where.stable
     required = {"namespace": namespace, "canary": canary, "stable": stable, "start": start, "end": end}
+    if policy.dialect is Dialect.ISTIO:
+        required["service"] = where.service
     missing = [name for name, value in required.items() if not value]
     if missing:
         raise ValidationError.single(missing[0], f"--{missing[0]} is required with --prometheus")
     if not (namespace and canary and stable and start and end):  # narrowing for the type checker
         raise ValidationError.single("prometheus", "namespace, canary, stable, start and end are required")
     require_dns1123_label(namespace, "namespace")
-    canary_ref = RevisionRef(namespace, require_dns1123_label(canary, "canary"))
-    stable_ref = RevisionRef(namespace, require_dns1123_label(stable, "stable"))
+    service = (
+        require_dns1123_label(where.service, "service") if policy.dialect is Dialect.ISTIO and where.service else ""
+    )
+    canary_ref = RevisionRef(namespace, require_dns1123_label(canary, "canary"), service)
+    stable_ref = RevisionRef(namespace, require_dns1123_label(stable, "stable"), service)
     begin, finish, length = _time(start, "start"), _time(end, "end"), parse_duration(step)
     if not isinstance(length, timedelta) or length < timedelta(seconds=1):
         raise ValidationError.single("step", f"{step!r} is not a duration of at least 1s")

@@ -135,3 +135,15 @@ def test_replay_builds_and_saves_a_trace_from_prometheus(prometheus: PrometheusS
     assert {line["canary"]["buckets"]["+Inf"] for line in lines} == {50}
     replayed = CliRunner().invoke(app, ["replay", str(saved), "--json"])
     assert json.loads(replayed.stdout) == summary  # the saved trace replays to the same decision
+
+
+def test_replay_reads_istio_versions_of_a_service(prometheus: PrometheusServer) -> None:
+    arguments = ["replay", "--prometheus", prometheus.url, "--namespace", "shop", "--canary", "checkout-00002"]
+    arguments += ["--stable", "checkout-00001", "--start", str(START + 100), "--end", str(START + 200)]
+    arguments += ["--step", "10s", "--dialect", "istio", "--json"]
+    missing = CliRunner().invoke(app, arguments)
+    assert missing.exit_code == 2 and "--service is required" in missing.output
+    result = CliRunner().invoke(app, [*arguments, "--service", "checkout"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["decision"] == "rollback"  # the same 20 % errors, read from the destination reporter only
