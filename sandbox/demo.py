@@ -6,9 +6,11 @@ and the scheduler, then plays the seed scenario through the public API only:
 1. `helloworld-go` v1 (TARGET=World), then v2 (TARGET=Knative) registered with policy `demo`:
    promoted step by step, with 20 gateway responses shown after each step like the guide's curl loop;
 2. v3 with a 5 % error rate: rolled back automatically, with the verdict that decided it;
-3. v4: aborted by hand through the API with an on-call token.
+3. v4: aborted by hand through the API with an on-call token;
+4. Istio (sandbox/demo_istio.py): the KubeSphere guide's reviews-v1 and reviews-v2 at 50/50 by
+   hand, then v2 registered as an Istio canary and promoted on Istio's metrics.
 
-It ends with a summary table, stops everything it started and exits 0 when the three cases
+It ends with a summary table, stops everything it started and exits 0 when the four cases
 ended as they should. Everything goes through HTTP or `autocanary` commands: the demo imports
 nothing of the product.
 """
@@ -28,6 +30,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from sandbox import demo_istio
 from sandbox.cluster import Endpoints
 from sandbox.loadgen import sample
 from sandbox.processes import BackgroundLoad, Processes, RedisProcess, SandboxProcess, stop_on_sigterm
@@ -44,6 +47,7 @@ class Demo:
         self.base = base
         self.endpoints = endpoints
         self.kube = httpx.Client(base_url=f"{endpoints.apiserver}/apis/serving.knative.dev/v1/namespaces/{NAMESPACE}")
+        self.kube_root = httpx.Client(base_url=endpoints.apiserver)
         self.pipeline = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {PIPELINE}"}, timeout=30)
         self.oncall = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {ONCALL}"}, timeout=30)
 
@@ -215,10 +219,17 @@ def _scenario(demo: Demo, start_load: Callable[[], BackgroundLoad]) -> list[dict
         results.append(_result("abort", v4, "aborted", final, demo))
     finally:
         load.stop()
+
+    console.rule("4. Istio: reviews v1 and v2 at 50/50 by hand, then v2 as an autocanary canary")
+    demo_istio.by_hand(demo)
+    final = demo_istio.with_autocanary(demo)
+    results.append(_result("istio promote", "reviews v2", "succeeded", final, demo, split=demo_istio.split(demo)))
     return results
 
 
-def _result(case: str, revision: str, expected: str, final: dict[str, Any], demo: Demo) -> dict[str, Any]:
+def _result(
+    case: str, revision: str, expected: str, final: dict[str, Any], demo: Demo, split: dict[str, int] | None = None
+) -> dict[str, Any]:
     events = demo.pipeline.get(f"/v1/rollouts/{final['id']}/events").json()
     return {
         "case": case,
@@ -227,7 +238,7 @@ def _result(case: str, revision: str, expected: str, final: dict[str, Any], demo
         "phase": final["phase"],
         "reason": final["reason"],
         "rollout_id": final["id"],
-        "split": demo.split(),
+        "split": demo.split() if split is None else split,
         "events": [e["kind"] for e in events],
         "actor": (final.get("last_action") or {}).get("actor"),
     }

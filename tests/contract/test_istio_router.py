@@ -237,3 +237,26 @@ def test_an_edit_of_the_managed_route_s_matches_shows_in_the_state(
     assert isinstance(state, TargetState)
     assert state.route_match == '[{"headers":{"x-team":{"exact":"a"}}}]'
     assert state.pinned("v1", "v2") == {"v1": 100, "v2": 0}  # the weights alone would not tell
+
+
+def test_many_rollouts_of_one_namespace_are_observed_with_one_list(
+    kube: KubernetesApi, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    refs = [TargetRef("istio", namespace, f"svc{i}", "v1", "v2", "primary", f"svc{i}") for i in range(7)]
+    for ref in refs[:6]:
+        create_istio(
+            custom, namespace, "virtualservices", virtual_service(weighted_route(90, 10, host=ref.host), host=ref.host)
+        )
+    asked: list[str] = []
+    original = kube.list
+
+    def counting_list(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        asked.append(args[2])
+        return original(*args, **kwargs)
+
+    kube.list = counting_list  # type: ignore[method-assign]
+    observed = IstioTarget(kube).observe(refs)
+    assert asked == ["virtualservices"]
+    states = [observed[ref] for ref in refs[:6]]
+    assert all(isinstance(s, TargetState) and s.pinned("v1", "v2") == {"v1": 90, "v2": 10} for s in states)
+    assert observed[refs[6]] is None  # not there: deleted

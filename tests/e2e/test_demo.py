@@ -45,9 +45,14 @@ def test_the_demo_promotes_rolls_back_and_aborts(tmp_path: Path) -> None:
     assert abort["split"] == {"helloworld-go-00002": 100}
     assert rollback["split"] == {"helloworld-go-00002": 100}
     assert promote["split"] == {"helloworld-go-00002": 100}
+    istio = cases["istio promote"]
+    assert istio["phase"] == "succeeded", istio["reason"]
+    assert istio["events"].count("step_advanced") == 4 and istio["events"][-1] == "promoted"
+    assert istio["split"] == {"v2": 100}
 
     output = result.stdout
     assert "20 requests: Hello Knative! x" in output and "Hello World! x" in output
+    assert "by hand, 50/50: 20 requests: Hello reviews v1! x" in output and "Hello reviews v2! x" in output
     assert "everything it started is stopped" in output
 
 
