@@ -1,8 +1,9 @@
 """Scale benchmark: many concurrent rollouts on the sandbox, two worker processes, 10 s ticks.
 
 For each N it creates N Knative Services (spread over namespaces, each with a stable and a
-canary revision), registers N rollouts whose steps last an hour (so they all stay in flight),
-waits until every one is progressing, and then measures for `--measure` seconds:
+canary revision), or with `--istio-share` that share of Istio canaries instead (two Deployments,
+a DestinationRule and a VirtualService each), registers N rollouts whose steps last an hour (so
+they all stay in flight), waits until every one is progressing, and then measures for `--measure` seconds:
 
 - rollout ticks per second and tick lateness (when a tick started minus when it was due), p50/p99;
 - worker CPU per rollout tick (user + system time of the two worker processes);
@@ -17,6 +18,7 @@ measure of the scheduling, Redis, Kubernetes and Prometheus round trips, not of 
 
     .venv/bin/python -m bench.scale                       # N = 100 and 1000
     .venv/bin/python -m bench.scale --sizes 100 --measure 30 --aborts 20
+    .venv/bin/python -m bench.scale --sizes 1000 --istio-share 0.5     # half of them Istio canaries
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -46,6 +48,7 @@ from sandbox.cluster import Endpoints
 from sandbox.processes import Processes, RedisProcess, SandboxProcess, stop_on_sigterm
 
 GROUP, VERSION = "serving.knative.dev", "v1"
+ISTIO = "networking.istio.io"
 POLICY: dict[str, Any] = {
     "steps": [5, 10, 25, 50],
     "step_min_duration": "1h",
@@ -104,35 +107,117 @@ def _abort(store: RolloutStore, celery: Celery, rollout_id: str, sent: float) ->
     celery.send_task("autocanary.control", args=[command_id], queue="control")
 
 
+def _is_istio(index: int, share: float) -> bool:
+    """Every 1/share-th rollout is an Istio one (share 0.5: every other), spread evenly."""
+    return int((index + 1) * share) > int(index * share)
+
+
+def _istio_objects(namespace: str, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two Deployments of `name` (versions v1, v2); its DestinationRule and VirtualService at v1 100 %."""
+    deployments = []
+    for version in ("v1", "v2"):
+        labels = {"app": name, "version": version}
+        deployments.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": f"{name}-{version}"},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": name}]}},
+                },
+            }
+        )
+    subsets = [{"name": v, "labels": {"version": v}} for v in ("v1", "v2")]
+    route = {
+        "name": "primary",
+        "route": [
+            {"destination": {"host": name, "subset": "v1"}, "weight": 100},
+            {"destination": {"host": name, "subset": "v2"}, "weight": 0},
+        ],
+    }
+    istio = [
+        {"kind": "DestinationRule", "metadata": {"name": name}, "spec": {"host": name, "subsets": subsets}},
+        {"kind": "VirtualService", "metadata": {"name": name}, "spec": {"hosts": [name], "http": [route]}},
+    ]
+    return deployments, [{"apiVersion": f"{ISTIO}/v1", **item} for item in istio]
+
+
+def _create_targets(endpoints: Endpoints, names: list[tuple[str, str, bool]]) -> None:
+    api_client = config.new_client_from_config(config_file=endpoints.kubeconfig)  # type: ignore[no-untyped-call]
+    api, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
+    for namespace, name, istio in names:
+        if istio:
+            deployments, objects = _istio_objects(namespace, name)
+            for deployment in deployments:
+                apps.create_namespaced_deployment(namespace, cast(Any, deployment))  # a dict, sent as it is
+            for obj, plural in zip(objects, ("destinationrules", "virtualservices"), strict=True):
+                api.create_namespaced_custom_object(ISTIO, "v1", namespace, plural, obj)
+        else:
+            api.create_namespaced_custom_object(GROUP, VERSION, namespace, "services", _service(name, "v1"))
+    time.sleep(1.5)  # revisions 00001 become Ready
+    for namespace, name, istio in names:
+        if not istio:
+            api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "services", name, _service(name, "v2", pin=f"{name}-00001")
+            )
+    time.sleep(1.5)
+
+
+def _new_rollout(namespace: str, name: str, istio: bool, now: datetime) -> Rollout:
+    if istio:
+        return Rollout.new(
+            id=uuid.uuid4().hex[:12],
+            namespace=namespace,
+            service=name,
+            stable_revision="v1",
+            canary_revision="v2",
+            policy=load_policy("default", {**POLICY, "dialect": "istio"}),
+            now=now,
+            target_kind="istio",
+            route="primary",
+            host=name,
+        )
+    return Rollout.new(
+        id=uuid.uuid4().hex[:12],
+        namespace=namespace,
+        service=name,
+        stable_revision=f"{name}-00001",
+        canary_revision=f"{name}-00002",
+        policy=load_policy("default", POLICY),
+        now=now,
+    )
+
+
+def _canary_weight(api: client.CustomObjectsApi, namespace: str, name: str, istio: bool) -> int:
+    if istio:
+        found: Any = api.get_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices", name)
+        route = found["spec"]["http"][0]["route"]
+        return sum(int(d.get("weight", 0)) for d in route if d["destination"].get("subset") == "v2")
+    service: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "services", name)
+    return sum(t.get("percent", 0) for t in service["spec"]["traffic"] if t.get("revisionName") == f"{name}-00002")
+
+
 def run_size(
     size: int, endpoints: Endpoints, store: RolloutStore, celery: Celery, processes: Processes, args: argparse.Namespace
 ) -> dict[str, float]:
     api = client.CustomObjectsApi(config.new_client_from_config(config_file=endpoints.kubeconfig))  # type: ignore[no-untyped-call]
     run = uuid.uuid4().hex[:4]
-    names = [(f"scale-{run}-{i % args.namespaces:02d}", f"svc{i:05d}") for i in range(size)]
-    print(f"N={size}: creating {size} services in {min(size, args.namespaces)} namespaces", flush=True)
-    for namespace, name in names:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "services", _service(name, "v1"))
-    time.sleep(1.5)  # revisions 00001 become Ready
-    for namespace, name in names:
-        api.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "services", name, _service(name, "v2", pin=f"{name}-00001")
-        )
-    time.sleep(1.5)
+    names = [
+        (f"scale-{run}-{i % args.namespaces:02d}", f"svc{i:05d}", _is_istio(i, args.istio_share)) for i in range(size)
+    ]
+    istio_count = sum(1 for *_, istio in names if istio)
+    print(
+        f"N={size}: creating {size - istio_count} Knative services and {istio_count} Istio canaries"
+        f" in {min(size, args.namespaces)} namespaces",
+        flush=True,
+    )
+    _create_targets(endpoints, names)
     baseline_memory = store.memory_used()
-    policy = load_policy("default", POLICY)
     now = datetime.now(UTC)
     ids = []
-    for namespace, name in names:
-        rollout = Rollout.new(
-            id=uuid.uuid4().hex[:12],
-            namespace=namespace,
-            service=name,
-            stable_revision=f"{name}-00001",
-            canary_revision=f"{name}-00002",
-            policy=policy,
-            now=now,
-        )
+    for namespace, name, istio in names:
+        rollout = _new_rollout(namespace, name, istio, now)
         store.create(rollout, LogEntry("created", "bench", now, "pending", actor="bench"))
         ids.append(rollout.id)
     print(f"N={size}: {size} rollouts registered; waiting until all are progressing", flush=True)
@@ -162,15 +247,11 @@ def run_size(
 
     print(f"N={size}: {args.aborts} aborts while the ticks run", flush=True)
     abort_latencies = []
-    for rollout_id, (namespace, name) in list(zip(ids, names, strict=True))[: args.aborts]:
+    for rollout_id, (namespace, name, istio) in list(zip(ids, names, strict=True))[: args.aborts]:
         sent = time.time()
         _abort(store, celery, rollout_id, sent)
         while True:
-            service: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "services", name)
-            canary = sum(
-                t.get("percent", 0) for t in service["spec"]["traffic"] if t.get("revisionName") == f"{name}-00002"
-            )
-            if canary == 0:
+            if _canary_weight(api, namespace, name, istio) == 0:
                 abort_latencies.append(time.time() - sent)
                 break
             if time.time() - sent > 30:
@@ -179,6 +260,7 @@ def run_size(
     store.redis.flushdb()  # the next size starts from an empty schedule
     return {
         "size": size,
+        "istio": istio_count,
         "ticks_per_second": rollout_ticks / args.measure,
         "lateness_p50": _percentile(recent, 50),
         "lateness_p99": _percentile(recent, 99),
@@ -197,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--measure", type=float, default=60.0, help="seconds measured per size")
     parser.add_argument("--aborts", type=int, default=100)
     parser.add_argument("--namespaces", type=int, default=50)
+    parser.add_argument(
+        "--istio-share", type=float, default=0.0, help="share of the rollouts that are Istio canaries (0..1)"
+    )
     parser.add_argument(
         "--warmup", type=float, default=30.0, help="seconds between all rollouts progressing and measuring"
     )
@@ -236,14 +321,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             sandbox.stop()
 
     lines = [
-        "| rollouts | rollout ticks/s | tick lateness p50 / p99 s | worker CPU ms per rollout tick"
+        "| rollouts (Istio) | rollout ticks/s | tick lateness p50 / p99 s | worker CPU ms per rollout tick"
         " | Prometheus queries per 10 s round | Redis bytes per rollout | abort p50 / p99 ms"
         " | start-up burst lateness p99 s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['size']:,} | {row['ticks_per_second']:.1f}"
+            f"| {row['size']:,} ({row['istio']:,}) | {row['ticks_per_second']:.1f}"
             f" | {row['lateness_p50']:.2f} / {row['lateness_p99']:.2f}"
             f" | {row['cpu_ms_per_tick']:.2f} | {row['queries_per_round']:.1f} | {row['redis_bytes_per_rollout']:,.0f}"
             f" | {row['abort_p50_ms']:.0f} / {row['abort_p99_ms']:.0f} | {row['burst_lateness_p99']:.1f} |"
@@ -252,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(table)
     if not args.no_write:
         note = (
-            f"`python -m bench.scale --sizes {args.sizes} --measure {args.measure:g} --aborts {args.aborts}`:"
+            f"`python -m bench.scale --sizes {args.sizes} --measure {args.measure:g} --aborts {args.aborts}"
+            f" --istio-share {args.istio_share:g}`:"
             " two worker processes (solo pool), one scheduler, the sandbox and its Prometheus,"
             " a private Redis with AOF, all on this 2-core machine; policy interval 10 s;"
             " no request traffic (see the script's docstring). Steady state: measured after every rollout"
