@@ -197,6 +197,12 @@ class IstioTarget:
                     field, f"the DestinationRule for {host} has no subset {subset} (it has {known})"
                 )
             selector = ",".join(f"{k}={v}" for k, v in subsets[subset].items())
+            if subsets[subset].get("version") != subset:
+                raise ValidationError.single(
+                    field,
+                    f"subset {subset} selects {selector or 'every pod'}: Istio reports a version by its pods'"
+                    f" `version` label, so the subset must select version={subset} to be measured",
+                )
             if not self._available_deployments(spec.namespace, subsets[subset]):
                 raise ValidationError.single(
                     field, f"subset {subset} ({selector}) selects no Deployment with available pods in {spec.namespace}"

@@ -85,6 +85,11 @@ class DialectQueries:
 
         A revision with no series served no requests in the window: zero counts, not an error.
         """
+
+        # Keys as the series name them: without a service label, a target's service is no part of it.
+        def key(ref: RevisionRef) -> RevisionRef:
+            return ref if self.service_label else RevisionRef(ref.namespace, ref.revision)
+
         requests: dict[RevisionRef, float] = defaultdict(float)
         errors: dict[RevisionRef, float] = defaultdict(float)
         for series in counts:
@@ -102,7 +107,9 @@ class DialectQueries:
             histogram[self._ref(series["metric"])][boundary] = float(series["value"][1])
         return {
             ref: RevisionCounts.of(
-                round(requests[ref]), round(errors[ref]), {b: round(c) for b, c in histogram[ref].items()}
+                round(requests[key(ref)]),
+                round(errors[key(ref)]),
+                {b: round(c) for b, c in histogram[key(ref)].items()},
             )
             for ref in targets
         }
@@ -136,6 +143,17 @@ DIALECTS: dict[Dialect, DialectQueries] = {
         namespace_label="destination_workload_namespace",
         service_label="destination_service_name",
         revision_label="destination_version",
+        status_label="response_code",
+        count_metric="istio_requests_total",
+        bucket_metric="istio_request_duration_milliseconds_bucket",
+        ms_per_unit=1.0,
+        fixed_selector='reporter="destination"',
+    ),
+    Dialect.ISTIO_KNATIVE: DialectQueries(
+        dialect=Dialect.ISTIO_KNATIVE,
+        namespace_label="destination_workload_namespace",
+        service_label="destination_canonical_service",
+        revision_label="destination_canonical_revision",
         status_label="response_code",
         count_metric="istio_requests_total",
         bucket_metric="istio_request_duration_milliseconds_bucket",

@@ -127,10 +127,13 @@ def check_steps(policy: Policy, backends: Backends, target: TargetRef, body: Rol
 
 
 def policy_for(policy: Policy, target: TargetRef) -> Policy:
-    """An Istio target is measured by Istio's metrics: Knative's queue-proxy series do not exist for
-    Deployments, so a policy naming a Knative dialect is read with `istio` for it."""
-    if target.kind == ISTIO_KIND and policy.dialect in (Dialect.KNATIVE_OPENCENSUS, Dialect.KNATIVE_OTEL):
+    """The dialect that measures this target. An Istio canary is measured by Istio's metrics per
+    version label (Knative's queue-proxy series do not exist for Deployments); a Knative revision
+    with `istio` (Knative behind a mesh) by Istio's canonical service and revision labels."""
+    if target.kind == ISTIO_KIND and policy.dialect is not Dialect.ISTIO:
         return policy.model_copy(update={"dialect": Dialect.ISTIO})
+    if target.kind == KNATIVE_KIND and policy.dialect is Dialect.ISTIO:
+        return policy.model_copy(update={"dialect": Dialect.ISTIO_KNATIVE})
     return policy
 
 

@@ -27,6 +27,9 @@ class Dialect(StrEnum):
     ISTIO = "istio"
     """Istio's standard metrics: `istio_requests_total` and `istio_request_duration_milliseconds`
     (ms), reported by the destination's sidecar, per service and `version` label."""
+    ISTIO_KNATIVE = "istio-knative"
+    """The same series for Knative revisions behind Istio: per canonical service and canonical
+    revision, which net-istio labels Knative's pods with (the Service and the revision name)."""
 
 
 class InsufficientTrafficAction(StrEnum):

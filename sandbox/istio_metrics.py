@@ -5,7 +5,10 @@ reached a pod is counted once): counter `istio_requests_total` and histogram
 `istio_request_duration_milliseconds` with Istio's default buckets, labelled as Istio labels
 them: `destination_service_name`, `destination_service_namespace`, `destination_workload` (the
 Deployment), `destination_workload_namespace`, `destination_version` (the pods' `version`
-label), `destination_canonical_service`, `request_protocol` and `response_code`.
+label), `destination_canonical_service` and `destination_canonical_revision`, `request_protocol`
+and `response_code`. Knative revisions served through the gateway are reported too, as a mesh in
+front of Knative (net-istio) reports them: workload `{revision}-deployment`, canonical service
+the Knative Service, canonical revision the revision, version `unknown`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class MeshKey:
     workload: str
     version: str
     code: int
+    canonical_revision: str = ""
+    """Istio's canonical revision: the pods' `service.istio.io/canonical-revision` label (which
+    net-istio sets to a Knative revision's name), else their `version` label."""
 
 
 @dataclass
@@ -101,5 +107,6 @@ def _labels(key: MeshKey) -> str:
         f'destination_service="{key.service}.{key.namespace}.svc.cluster.local",'
         f'destination_workload="{key.workload}",destination_workload_namespace="{key.namespace}",'
         f'destination_version="{key.version}",destination_canonical_service="{key.service}",'
+        f'destination_canonical_revision="{key.canonical_revision or key.version}",'
         f'request_protocol="http",response_code="{key.code}"'
     )

@@ -39,7 +39,8 @@ def istio_service(revision: Revision) -> str:
 def _istio_labels(rev: Revision, code: str, reporter: str = "destination") -> str:
     return (
         f'reporter="{reporter}",destination_workload_namespace="{rev.namespace}",'
-        f'destination_service_name="{istio_service(rev)}",destination_version="{rev.name}",response_code="{code}"'
+        f'destination_service_name="{istio_service(rev)}",destination_version="{rev.name}",response_code="{code}",'
+        f'destination_canonical_service="{istio_service(rev)}",destination_canonical_revision="{rev.name}"'
     )
 
 

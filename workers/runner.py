@@ -328,8 +328,9 @@ class Runner(ManualCommands):
 
 
 def _refs(rollout: Rollout) -> tuple[RevisionRef, RevisionRef]:
-    """The canary's and the stable's metrics keys (an Istio version also names its service)."""
-    service = rollout.target.host.split(".", 1)[0]
+    """The canary's and the stable's metrics keys (an Istio version also names its service: the
+    host's for an Istio canary, the Knative Service for a revision measured by Istio)."""
+    service = rollout.target.host.split(".", 1)[0] if rollout.target.host else rollout.service
     return RevisionRef(rollout.namespace, rollout.canary_revision, service), RevisionRef(
         rollout.namespace, rollout.stable_revision, service
     )

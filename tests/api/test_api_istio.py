@@ -181,3 +181,15 @@ def test_a_match_step_is_refused_for_a_knative_target(store: RolloutStore) -> No
         assert (refused.status_code, refused.json()["field"]) == (422, "policy_overrides.steps[0]"), refused.text
         assert "a knative target cannot express" in refused.json()["message"]
         assert client.get("/v1/rollouts", headers=VIEW).json()["items"] == []
+
+
+def test_a_knative_revision_measured_by_istio_reads_its_canonical_labels(store: RolloutStore) -> None:
+    cluster = FakeCluster()
+    cluster.add("shop", "checkout", {"checkout-00001": 0.0, "checkout-00002": 0.0})
+    app = create_app(ApiSettings(tokens=TOKENS), Dependencies(store, cluster.backends(), Queue(), {}))
+    with TestClient(app) as client:
+        body = {"namespace": "shop", "service": "checkout", "policy_overrides": {"dialect": "istio"}}
+        created = client.post("/v1/rollouts", json=body, headers=DEPLOY)
+        assert created.status_code == 201, created.text
+        stored = store.get(created.json()["id"])
+        assert stored is not None and stored.policy.dialect == "istio-knative"

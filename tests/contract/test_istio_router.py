@@ -260,3 +260,19 @@ def test_many_rollouts_of_one_namespace_are_observed_with_one_list(
     states = [observed[ref] for ref in refs[:6]]
     assert all(isinstance(s, TargetState) and s.pinned("v1", "v2") == {"v1": 90, "v2": 10} for s in states)
     assert observed[refs[6]] is None  # not there: deleted
+
+
+def test_registration_refuses_a_subset_istio_would_report_under_another_version(
+    sandbox: Endpoints, kube: KubernetesApi, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    create_deployment(sandbox, namespace, deployment("reviews-v1", "v1", "v1"))
+    rule = destination_rule()
+    rule["spec"]["subsets"][1]["labels"] = {"app": "reviews", "track": "canary"}
+    create_istio(custom, namespace, "destinationrules", rule)
+    create_istio(custom, namespace, "virtualservices", virtual_service(weighted_route(100, 0)))
+    ref = TargetRef("istio", namespace, "reviews", "v1", "v2", "primary", "reviews")
+    wait_for(lambda: IstioTarget(kube).version(ref, "v1").is_ready, what="reviews-v1 available")
+    with pytest.raises(ValidationError) as refused:
+        IstioTarget(kube).resolve(TargetRequest("istio", namespace, "reviews", "v1", "v2"))
+    assert refused.value.problems[0].field == "canary_subset"
+    assert "must select version=v2" in str(refused.value)

@@ -54,7 +54,8 @@ def test_counts_per_revision_for_a_batch_of_rollouts(prometheus: PrometheusServe
     sent = queries_sent(metrics)
 
     def ref(namespace: str, name: str) -> RevisionRef:  # an Istio version also names its service
-        return RevisionRef(namespace, name, name.split("-", 1)[0] if dialect is Dialect.ISTIO else "")
+        istio = dialect in (Dialect.ISTIO, Dialect.ISTIO_KNATIVE)
+        return RevisionRef(namespace, name, name.split("-", 1)[0] if istio else "")
 
     targets = [ref(r.namespace, r.name) for r in REVISIONS] + [ref("shop", "idle-00001")]
     counts = metrics.fetch(dialect, targets, timedelta(seconds=10), at(100))

@@ -113,3 +113,19 @@ def test_an_istio_service_name_is_checked_like_every_label_value() -> None:
     with pytest.raises(ValidationError) as error:
         queries_for(Dialect.ISTIO).counts_query([RevisionRef("test", "v2", 'x"}')], 10)
     assert error.value.problems[0].field == "service"
+
+
+def test_knative_revisions_behind_istio_are_read_by_their_canonical_labels() -> None:
+    queries = queries_for(Dialect.ISTIO_KNATIVE)
+    query = queries.counts_query([RevisionRef("shop", "checkout-00002", "checkout")], 10)
+    assert 'destination_canonical_service=~"checkout"' in query
+    assert 'destination_canonical_revision=~"checkout\\\\-00002"' in query
+    assert query.startswith("sum by (destination_workload_namespace, destination_canonical_service,")
+
+
+def test_a_knative_dialect_ignores_the_service_a_target_names() -> None:
+    queries = queries_for(Dialect.KNATIVE_OPENCENSUS)
+    labels = {"namespace_name": "shop", "revision_name": "checkout-00002", "response_code_class": "2xx"}
+    target = RevisionRef("shop", "checkout-00002", "checkout")
+    parsed = queries.parse([{"metric": labels, "value": [0, "12"]}], [], [target])
+    assert parsed[target].requests == 12
