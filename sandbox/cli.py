@@ -91,8 +91,13 @@ def kubeconfig_path(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
 
 @app.command("load")
 def load(
-    host: Annotated[str, typer.Argument(help="The Host header: {service}.{namespace}.example.com")],
+    host: Annotated[
+        str, typer.Argument(help="The Host header: {service}.{namespace}.example.com, or a VirtualService host")
+    ],
     rate: Annotated[float, typer.Option(help="Requests per second.")] = 20.0,
+    header: Annotated[
+        list[str] | None, typer.Option(help="NAME:VALUE sent with every request (for match routes); repeatable.")
+    ] = None,
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 10.0,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     gateway: Annotated[str | None, typer.Option(help="Gateway URL (default: from the running sandbox).")] = None,
@@ -101,6 +106,13 @@ def load(
     if rate <= 0 or duration <= 0:
         err.print("--rate and --duration must be positive")
         raise typer.Exit(code=2)
+    headers = {}
+    for item in header or []:
+        name, colon, value = item.partition(":")
+        if not colon or not name.strip():
+            err.print(f"--header {item!r}: want NAME:VALUE")
+            raise typer.Exit(code=2)
+        headers[name.strip()] = value.strip()
     if gateway is None:
         try:
             gateway = Endpoints.load(state_dir).gateway
@@ -109,7 +121,14 @@ def load(
             raise typer.Exit(code=1) from None
     with out.status(f"sending {rate:g} requests/s to {host} for {duration:g}s") as status:
         result = asyncio.run(
-            drive(gateway, host, rate, duration, on_progress=lambda r: status.update(f"{r.completed} answered"))
+            drive(
+                gateway,
+                host,
+                rate,
+                duration,
+                on_progress=lambda r: status.update(f"{r.completed} answered"),
+                headers=headers,
+            )
         )
     table = Table("response", "count", title=f"{result.completed} responses in {result.seconds:.1f}s")
     for body, count in result.by_body.most_common():

@@ -15,7 +15,9 @@ import httpx
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from typer.testing import CliRunner
 
+from cli.main import app as cli
 from sandbox.cluster import Endpoints
 from tests.istio import (
     ISTIO,
@@ -165,3 +167,22 @@ def test_kubectl_lists_virtual_services_and_deployments(sandbox: Endpoints, name
     listed = kubectl("get", "deployments")
     assert "reviews-v1" in listed and "reviews-v2" in listed
     assert "reviews" in kubectl("get", "destinationrules")
+
+
+def test_sandbox_load_sends_its_headers_so_a_match_route_takes_them(
+    sandbox: Endpoints, namespace: str, reviews: str
+) -> None:
+    _set_routes(
+        sandbox,
+        namespace,
+        {"name": "canary", "match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": _to("v2")},
+        weighted_route(100, 0),
+    )
+    arguments = ["sandbox", "load", reviews, "--gateway", sandbox.gateway, "--rate", "20", "--duration", "1"]
+    jason = CliRunner().invoke(cli, [*arguments, "--header", "end-user: jason"])
+    assert jason.exit_code == 0, jason.output
+    assert "Hello reviews v2!" in jason.output and "Hello reviews v1!" not in jason.output
+    others = CliRunner().invoke(cli, arguments)
+    assert "Hello reviews v1!" in others.output and "Hello reviews v2!" not in others.output
+    bad = CliRunner().invoke(cli, [*arguments, "--header", "no-colon"])
+    assert bad.exit_code == 2 and "want NAME:VALUE" in bad.output
