@@ -156,7 +156,7 @@ class IstioTarget:
         labels = self._subset_labels(ref.namespace, ref.host, version)
         if labels is None:
             raise PermanentError(f"no subset {version} for host {ref.host} in any DestinationRule of {ref.namespace}")
-        available = self._available_deployments(ref.namespace, labels)
+        available = self._available_deployments(ref.namespace, ref.host, labels)
         if available:
             return VersionState(
                 ref.namespace, version, "True", "Available", f"Deployment {available[0]} has available pods"
@@ -203,7 +203,7 @@ class IstioTarget:
                     f"subset {subset} selects {selector or 'every pod'}: Istio reports a version by its pods'"
                     f" `version` label, so the subset must select version={subset} to be measured",
                 )
-            if not self._available_deployments(spec.namespace, subsets[subset]):
+            if not self._available_deployments(spec.namespace, host, subsets[subset]):
                 raise ValidationError.single(
                     field, f"subset {subset} ({selector}) selects no Deployment with available pods in {spec.namespace}"
                 )
@@ -272,17 +272,22 @@ class IstioTarget:
                     return {str(k): str(v) for k, v in (candidate.get("labels") or {}).items()}
         return None
 
-    def _available_deployments(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        deployments = self.api.list("apps", "v1", "deployments", namespace, label_selector=selector)
+    def _available_deployments(self, namespace: str, host: str, labels: Mapping[str, str]) -> list[str]:
+        """The Deployments with available pods that carry the subset's labels. A label selector
+        would match the Deployments' own labels, not their pods', so they are filtered here; where
+        pods are labelled `app` (Istio's convention), only the host's app counts, since a subset
+        selecting by `version` alone would also match other apps' pods in the namespace."""
+        selected = []
+        for deployment in self.api.list("apps", "v1", "deployments", namespace):
+            pods = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+            if all(pods.get(k) == v for k, v in labels.items()):
+                selected.append((deployment, pods))
+        if any(pods.get("app") == short_host(host) for _, pods in selected):
+            selected = [(d, pods) for d, pods in selected if pods.get("app") == short_host(host)]
         return [
             str(d["metadata"]["name"])
-            for d in deployments
-            if all(
-                ((d.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels", {}).get(k) == v
-                for k, v in labels.items()
-            )
-            and int((d.get("status") or {}).get("availableReplicas") or 0) > 0
+            for d, _ in selected
+            if int((d.get("status") or {}).get("availableReplicas") or 0) > 0
         ]
 
 

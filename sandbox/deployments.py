@@ -58,36 +58,34 @@ class DeploymentController:
         loop.call_later(delay, self._available, namespace, name, generation)
 
     def _progressing(self, namespace: str, name: str, generation: int) -> None:
-        found = self.store.peek("deployments", namespace, name)
-        if found is None or int(found["metadata"].get("generation", 1)) != generation:
-            return
-        replicas = int((found.get("spec") or {}).get("replicas", 1))
-        status = {
-            "observedGeneration": generation,
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": 0,
-            "availableReplicas": 0,
-            "unavailableReplicas": replicas,
-            "conditions": [
-                _condition("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-            ],
-        }
-        self.store.update_status("deployments", namespace, name, status)
+        self._set_status(namespace, name, generation, available=False)
 
     def _available(self, namespace: str, name: str, generation: int) -> None:
+        self._set_status(namespace, name, generation, available=True)
+
+    def _set_status(self, namespace: str, name: str, generation: int, *, available: bool) -> None:
+        """The status of this generation (a newer one has its own timers), all pods up or none."""
         found = self.store.peek("deployments", namespace, name)
         if found is None or int(found["metadata"].get("generation", 1)) != generation:
             return
         replicas = int((found.get("spec") or {}).get("replicas", 1))
-        status = {
+        up = replicas if available else 0
+        status: dict[str, Any] = {
             "observedGeneration": generation,
             "replicas": replicas,
             "updatedReplicas": replicas,
-            "readyReplicas": replicas,
-            "availableReplicas": replicas,
-            "conditions": [_condition("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")],
+            "readyReplicas": up,
+            "availableReplicas": up,
         }
+        if available:
+            status["conditions"] = [
+                _condition("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            ]
+        else:
+            status["unavailableReplicas"] = replicas
+            status["conditions"] = [
+                _condition("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+            ]
         self.store.update_status("deployments", namespace, name, status)
 
 

@@ -77,14 +77,12 @@ class KubernetesApi:
             raise TransientError(f"get {plural[:-1]} {namespace}/{name}: unexpected answer {type(found).__name__}")
         return found
 
-    def list(
-        self, group: str, version: str, plural: str, namespace: str, label_selector: str = ""
-    ) -> list[dict[str, Any]]:
+    def list(self, group: str, version: str, plural: str, namespace: str) -> list[dict[str, Any]]:
         """Objects of any group (`apps` too: its path has the custom objects' shape), as dicts."""
         found = self.call(
             f"list {plural} in {namespace}",
             lambda: self.custom.list_namespaced_custom_object(
-                group, version, namespace, plural, label_selector=label_selector, _request_timeout=self.request_timeout
+                group, version, namespace, plural, _request_timeout=self.request_timeout
             ),
         )
         items = found.get("items", []) if isinstance(found, dict) else []

@@ -276,3 +276,19 @@ def test_registration_refuses_a_subset_istio_would_report_under_another_version(
         IstioTarget(kube).resolve(TargetRequest("istio", namespace, "reviews", "v1", "v2"))
     assert refused.value.problems[0].field == "canary_subset"
     assert "must select version=v2" in str(refused.value)
+
+
+def test_a_subset_s_deployment_is_found_by_its_pods_labels_and_its_app(
+    sandbox: Endpoints, kube: KubernetesApi, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    unlabelled = deployment("reviews-v1", "v1", "v1")
+    del unlabelled["metadata"]["labels"]  # a label selector on Deployments would not find it
+    create_deployment(sandbox, namespace, unlabelled)
+    create_deployment(sandbox, namespace, deployment("reviews-v2", "v2", "v2", SANDBOX_NEVER_READY="1"))
+    create_deployment(sandbox, namespace, deployment("ratings-v2", "v2", "ratings", app="ratings"))
+    create_istio(custom, namespace, "destinationrules", destination_rule())
+    ref = TargetRef("istio", namespace, "reviews", "v1", "v2", "primary", "reviews")
+    target = IstioTarget(kube)
+    wait_for(lambda: target.version(ref, "v1").is_ready, what="reviews-v1 found by its pods' labels")
+    wait_for(lambda: target._available_deployments(namespace, "ratings", {"version": "v2"}), what="ratings-v2")
+    assert not target.version(ref, "v2").is_ready  # ratings' v2 pods are no reviews v2
