@@ -30,7 +30,7 @@ def kubernetes_backends(api: KubernetesApi, *, settle_timeout: float = 10.0, rea
                 events=KubernetesEvents(api, InvolvedKind(knative.GROUP, knative.VERSION, "services", "Service")),
             ),
             istio.KIND: KindBackends(
-                target=istio.IstioTarget(api),
+                target=istio.IstioTarget(api, read_concurrency=read_concurrency),
                 router=istio.IstioRouter(api),
                 events=KubernetesEvents(
                     api, InvolvedKind(istio.GROUP, istio.VERSION, "virtualservices", "VirtualService")

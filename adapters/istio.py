@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from tenacity import RetryError
 
 from adapters import retry
 from adapters.kubernetes.api import Conflict, KubernetesApi
+from adapters.observing import observe_by_namespace
 from rollouts.actions import SetTraffic
 from rollouts.errors import PermanentError, TargetNotFound, TransientError, ValidationError
 from rollouts.ports import (
@@ -38,8 +38,6 @@ from rollouts.ports import (
 
 KIND = "istio"
 GROUP, VERSION = "networking.istio.io", "v1"
-LIST_THRESHOLD = 5
-"""More rollouts than this in one namespace of a batch: one LIST instead of a GET each."""
 
 
 def own_route_name(ref: TargetRef) -> str:
@@ -116,35 +114,25 @@ def _traffic(destination: Mapping[str, Any], ref: TargetRef) -> TrafficTarget:
 class IstioTarget:
     """Two subsets of a VirtualService's host, their Deployments found through the DestinationRule."""
 
-    def __init__(self, api: KubernetesApi) -> None:
+    def __init__(self, api: KubernetesApi, *, read_concurrency: int = 16) -> None:
         self.api = api
+        self.read_concurrency = read_concurrency
 
     def get(self, namespace: str, name: str) -> TargetState:
         found = self.api.get(GROUP, VERSION, "virtualservices", namespace, name)
         return virtual_service_state(found, TargetRef(KIND, namespace, name, "", ""))
 
     def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
-        """One LIST of VirtualServices per namespace with many rollouts, single GETs otherwise."""
-        by_namespace: dict[str, list[TargetRef]] = defaultdict(list)
-        for ref in refs:
-            by_namespace[ref.namespace].append(ref)
-        observed: dict[TargetRef, Observation] = {}
-        for namespace, members in by_namespace.items():
-            try:
-                if len(members) > LIST_THRESHOLD:
-                    listed = {
-                        item["metadata"]["name"]: item
-                        for item in self.api.list(GROUP, VERSION, "virtualservices", namespace)
-                    }
-                    found = {ref: listed.get(ref.name) for ref in members}
-                else:
-                    found = {ref: self._get_or_none(ref) for ref in members}
-            except TransientError as exc:
-                observed.update(dict.fromkeys(members, exc))
-                continue
-            # None: deleted, and the rollout fails as "deleted"
-            observed.update((ref, virtual_service_state(item, ref) if item else None) for ref, item in found.items())
-        return observed
+        """One LIST of VirtualServices per busy namespace, single GETs otherwise; namespaces concurrently."""
+        return observe_by_namespace(
+            refs,
+            get=self._get_or_none,
+            list_namespace=lambda namespace: {
+                item["metadata"]["name"]: item for item in self.api.list(GROUP, VERSION, "virtualservices", namespace)
+            },
+            state=virtual_service_state,
+            concurrency=self.read_concurrency,
+        )
 
     def _get_or_none(self, ref: TargetRef) -> dict[str, Any] | None:
         try:

@@ -11,15 +11,14 @@ again, and a bounded read-back until the controller has observed the new generat
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tenacity import RetryError
 
 from adapters import retry
 from adapters.kubernetes.api import Conflict, KubernetesApi, condition
+from adapters.observing import observe_by_namespace
 from rollouts.actions import SetTraffic
 from rollouts.errors import PermanentError, TargetNotFound, TransientError, ValidationError
 from rollouts.ports import (
@@ -36,9 +35,6 @@ from rollouts.ports import (
 
 KIND = "knative"
 GROUP, VERSION = "serving.knative.dev", "v1"
-
-LIST_THRESHOLD = 5
-"""More rollouts than this in one namespace of a batch: one LIST instead of a GET each."""
 
 
 class KnativeTarget:
@@ -60,28 +56,13 @@ class KnativeTarget:
 
     def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
         """One LIST per namespace with many rollouts, single GETs otherwise; namespaces concurrently."""
-        by_namespace: dict[str, list[TargetRef]] = defaultdict(list)
-        for ref in refs:
-            by_namespace[ref.namespace].append(ref)
-
-        def read(namespace: str, members: list[TargetRef]) -> dict[TargetRef, Observation]:
-            try:
-                if len(members) > LIST_THRESHOLD:
-                    found = self.list(namespace)
-                    return {ref: found.get(ref.name) for ref in members}
-                return {ref: self._get_or_none(namespace, ref.name) for ref in members}
-            except TransientError as exc:
-                return dict.fromkeys(members, exc)
-
-        observed: dict[TargetRef, Observation] = {}
-        if len(by_namespace) <= 1:
-            for namespace, members in by_namespace.items():
-                observed.update(read(namespace, members))
-            return observed
-        with ThreadPoolExecutor(min(self.read_concurrency, len(by_namespace))) as pool:
-            for found in pool.map(lambda item: read(*item), by_namespace.items()):
-                observed.update(found)
-        return observed
+        return observe_by_namespace(
+            refs,
+            get=lambda ref: self._get_or_none(ref.namespace, ref.name),
+            list_namespace=self.list,
+            state=lambda found, _: found,
+            concurrency=self.read_concurrency,
+        )
 
     def version(self, ref: TargetRef, version: str) -> VersionState:
         namespace = ref.namespace
