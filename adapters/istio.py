@@ -83,8 +83,10 @@ def virtual_service_state(found: dict[str, Any], ref: TargetRef) -> TargetState:
     else:
         split = tuple(_traffic(destination, ref) for destination in http[index].get("route") or [])
     generation = int(metadata.get("generation", 0))
+    own = next((r for r in http if r.get("name") == own_route_name(ref)), None)
     return TargetState(
         route_match=match_fingerprint(http[index]) if index is not None else ref.route_match,
+        own_route=json.dumps({k: own.get(k) for k in ("match", "route")}, sort_keys=True) if own else "",
         namespace=metadata["namespace"],
         name=metadata["name"],
         generation=generation,

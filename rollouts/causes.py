@@ -99,6 +99,8 @@ def foreign_change(rollout: Rollout, state: TargetState) -> str | None:
     if state.route_match != rollout.route_match:
         route = rollout.route or "the route to both subsets"
         return f"the request matches of {route} were edited to {state.route_match or 'none'}"
+    if rollout.match_applied and state.own_route != rollout.applied_route:
+        return f"autocanary's match route was {'edited' if state.own_route else 'removed'} by someone else"
     pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
     if pinned is None:
         described = ", ".join(

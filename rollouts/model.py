@@ -69,7 +69,7 @@ class CheckCounters(BaseModel):
         return self.model_copy(update={field: getattr(self, field) + 1})
 
 
-_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "match_applied")
+_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "match_applied", "applied_route")
 
 
 class Rollout(BaseModel):
@@ -120,6 +120,8 @@ class Rollout(BaseModel):
     """The canary weight the router last confirmed in the cluster (None before the first pin)."""
     match_applied: bool = False
     """During a match step: the router confirmed its match route (reset when a step starts)."""
+    applied_route: str = ""
+    """The match route as the router wrote it (`TargetState.own_route`), to tell someone else's edit."""
     analyzed_until: AwareDatetime | None = None
     """End of the last interval the analyzer judged; the next one starts here."""
     metrics_down_since: AwareDatetime | None = None
@@ -254,6 +256,7 @@ class Rollout(BaseModel):
                 "step_requests": 0,
                 "step_outage_seconds": 0.0,
                 "match_applied": False,
+                "applied_route": "",
             }
         )
 
@@ -305,9 +308,11 @@ class Rollout(BaseModel):
         action = ManualAction(kind=kind, actor=actor, reason=reason, at=now)
         return self.model_copy(update={"last_action": action})
 
-    def with_applied(self, canary_weight: int, match: bool = False) -> Rollout:
-        """The router confirmed this canary weight (and, for a match step, its match route)."""
-        return self.model_copy(update={"applied_canary_weight": canary_weight, "match_applied": match})
+    def with_applied(self, canary_weight: int, match: bool = False, route: str = "") -> Rollout:
+        """The router confirmed this canary weight (and, for a match step, its match `route`)."""
+        return self.model_copy(
+            update={"applied_canary_weight": canary_weight, "match_applied": match, "applied_route": route}
+        )
 
     @property
     def step_matches(self) -> tuple[RequestMatch, ...]:

@@ -119,6 +119,9 @@ class TargetState:
     route_match: str = ""
     """Istio: the managed route's request matches, as a canonical text (empty: it has none); a
     change from the registered one is someone else's edit."""
+    own_route: str = ""
+    """The match route autocanary added (its matches and destination), as a canonical text; empty
+    when there is none. A change from what autocanary wrote is someone else's edit."""
 
     @property
     def observed(self) -> bool:

@@ -270,8 +270,8 @@ class Runner(ManualCommands):
         """
         try:
             if isinstance(action, SetTraffic):
-                self._write(rollout, token, action, report)
-                return self._record_applied(rollout, token, action)
+                written = self._write(rollout, token, action, report)
+                return self._record_applied(rollout, token, action, written)
             split = SetTraffic(stable=0, canary=100) if isinstance(action, Promote) else SetTraffic(100, 0)
             self._write(rollout, token, split, report)
             return self._confirm(rollout.with_applied(split.canary), token)
@@ -286,7 +286,7 @@ class Runner(ManualCommands):
             return self._fail(rollout, token, f"cannot write traffic: {exc}")
         return rollout
 
-    def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> None:
+    def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> TargetState:
         def guard(state: TargetState) -> None:
             if not self.store.holds_token(rollout.id, token):
                 raise FencedOut(f"{rollout.namespace}/{rollout.service}: another worker owns this rollout now")
@@ -297,13 +297,14 @@ class Runner(ManualCommands):
         router = self.backends.of(rollout.target.kind).router
         if weights.matches:  # a match step: its route before the managed one, the weights as they are
             plan = RoutePlan(SetTraffic(weights.stable, weights.canary), weights.matches)
-            router.set_match_route(rollout.target, plan, guard=guard)
+            written = router.set_match_route(rollout.target, plan, guard=guard)
         else:
-            router.set_weight(rollout.target, weights, guard=guard)
+            written = router.set_weight(rollout.target, weights, guard=guard)
         report.count(writes=1)
+        return written
 
-    def _record_applied(self, rollout: Rollout, token: int, written: SetTraffic) -> Rollout:
-        applied = rollout.with_applied(written.canary, match=bool(written.matches))
+    def _record_applied(self, rollout: Rollout, token: int, written: SetTraffic, state: TargetState) -> Rollout:
+        applied = rollout.with_applied(written.canary, match=bool(written.matches), route=state.own_route)
         result, saved = self.store.save(applied, token=token, next_tick=None)
         return saved if result is SaveResult.OK else rollout
 

@@ -292,3 +292,21 @@ def test_a_subset_s_deployment_is_found_by_its_pods_labels_and_its_app(
     wait_for(lambda: target.version(ref, "v1").is_ready, what="reviews-v1 found by its pods' labels")
     wait_for(lambda: target._available_deployments(namespace, "ratings", {"version": "v2"}), what="ratings-v2")
     assert not target.version(ref, "v2").is_ready  # ratings' v2 pods are no reviews v2
+
+
+def test_the_state_shows_autocanary_s_match_route_as_written_and_an_edit_of_it(
+    kube: KubernetesApi, custom: client.CustomObjectsApi, reviews: TargetRef
+) -> None:
+    assert IstioTarget(kube).get(reviews.namespace, "reviews").own_route == ""
+    plan = RoutePlan(SetTraffic(100, 0), (RequestMatch("header", "jason", "end-user"),))
+    written = IstioRouter(kube).set_match_route(reviews, plan)
+    assert written.own_route
+    observed = IstioTarget(kube).observe([reviews])[reviews]
+    assert isinstance(observed, TargetState) and observed.own_route == written.own_route
+    other, own, managed = _http(custom, reviews)
+    own["match"] = [{"headers": {"end-user": {"exact": "someone-else"}}}]
+    custom.patch_namespaced_custom_object(
+        ISTIO, ISTIO_VERSION, reviews.namespace, "virtualservices", "reviews", {"spec": {"http": [other, own, managed]}}
+    )
+    edited = IstioTarget(kube).observe([reviews])[reviews]
+    assert isinstance(edited, TargetState) and edited.own_route not in ("", written.own_route)

@@ -220,3 +220,29 @@ def test_a_header_step_first_then_weights(stack: Stack, namespace: str) -> None:
     assert stack.weights(namespace) == {"v1": 0, "v2": 100}
     served = {r.by_body.get("Hello reviews v2!", 0) for r in jason.results}
     assert served and min(served) > 0  # jason's requests reached v2 during the match step
+
+
+def test_an_edit_of_autocanary_s_match_route_ends_superseded(stack: Stack, namespace: str) -> None:
+    load = _app(stack, namespace)
+    try:
+        steps = '[{"match": {"headers": {"end-user": {"exact": "jason"}}}}, 50]'
+        rollout_id = stack.create(namespace, steps=steps, step_min_duration="1h")
+
+        def confirmed() -> bool:
+            rollout = stack.store.get(rollout_id)
+            return rollout is not None and rollout.match_applied
+
+        wait_for(confirmed, timeout=60, what="the match route confirmed")
+        routes = stack.http(namespace)
+        own = next(r for r in routes if r.get("name") == "autocanary-reviews-v2")
+        own["match"] = [{"headers": {"end-user": {"exact": "everyone"}}}]
+        client.CustomObjectsApi(api_client(stack.endpoints)).patch_namespaced_custom_object(
+            ISTIO, ISTIO_VERSION, namespace, "virtualservices", "reviews", {"spec": {"http": routes}}
+        )
+        rollout = stack.wait_terminal(rollout_id, timeout=60)
+    finally:
+        load.stop()
+    assert rollout.phase is Phase.SUPERSEDED
+    assert "autocanary's match route was edited by someone else" in rollout.reason
+    edited = next(r for r in stack.http(namespace) if r.get("name") == "autocanary-reviews-v2")
+    assert edited["match"] == [{"headers": {"end-user": {"exact": "everyone"}}}]  # left as the operator set it

@@ -253,3 +253,20 @@ def test_the_step_weight_written_but_not_confirmed_before_a_promotion_is_not_for
     assert foreign_change(promoting, service((STABLE, 60), (CANARY, 40))) == (
         "traffic was set to 40 % canary by someone else (autocanary wrote 5 %)"
     )
+
+
+def test_an_edited_or_removed_match_route_is_foreign_once_autocanary_wrote_it() -> None:
+    written = '{"match":[{"headers":{"end-user":{"exact":"jason"}}}]}'
+    in_match_step = at_step(0).with_applied(0, match=True, route=written)
+    assert (
+        foreign_change(
+            in_match_step,
+            replace(AS_LEFT, spec_traffic=service((STABLE, 100), (CANARY, 0)).spec_traffic, own_route=written),
+        )
+        is None
+    )
+    edited = replace(service((STABLE, 100), (CANARY, 0)), own_route='{"match":[]}')
+    assert foreign_change(in_match_step, edited) == "autocanary's match route was edited by someone else"
+    removed = service((STABLE, 100), (CANARY, 0))
+    assert foreign_change(in_match_step, removed) == "autocanary's match route was removed by someone else"
+    assert foreign_change(at_step(0), removed) is None  # before the route is confirmed, nothing to compare
