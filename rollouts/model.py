@@ -1,4 +1,4 @@
-"""The `Rollout`: one canary release of one Knative Service, as a frozen value.
+"""The `Rollout`: one canary release (of a Knative Service, or of an Istio canary), as a frozen value.
 
 Everything the engine needs to decide the next step lives here, so a rollout stored in Redis
 and loaded by any worker decides exactly as it would have in the worker that saved it. The
@@ -26,7 +26,6 @@ from rollouts.verdict import Outcome
 
 TARGET_KIND = "knative"
 """The kind of a rollout's target when it names none (every rollout before Istio targets)."""
-TARGET_KINDS = ("knative", "istio")
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 

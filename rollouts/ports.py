@@ -3,11 +3,12 @@
 Three things vary independently (design.md, "Three axes"), each behind one protocol here:
 
 - `Target`: what is rolled out and how it is observed (a Knative Service and its revisions;
-  two Deployments behind an Istio host next): does the object and each version exist, is the
-  canary ready, what is live. Whether someone else changed it is a pure rule over what it
-  shows (`rollouts.causes.foreign_change`).
+  two Deployments behind an Istio host): does the object and each version exist, is the
+  canary ready, what is live, and registration's checks (`resolve`). Whether someone else
+  changed it is a pure rule over what it shows (`rollouts.causes.foreign_change`).
 - `Router`: how traffic is split, after Argo Rollouts' `TrafficRoutingReconciler`: set the
-  weights, set a request-match route, verify what is live, remove what it manages.
+  weights, set a request-match route (for the `match_fields` it can express), verify what is
+  live, remove what it manages.
 - `MetricsProvider`: per-version request counts, errors and latency buckets for a batch of
   versions over one window.
 
