@@ -3,8 +3,8 @@
 - VirtualService and DestinationRule: the checks of istiod's validating webhook
   (`validation.istio.io`) that autocanary and the canary walkthroughs can run into, with its
   message shape: `admission webhook "validation.istio.io" denied the request: configuration is
-  invalid: ...`. Weights are relative since Istio 1.20 (no longer required to sum to 100), but
-  each is non-negative and several destinations must not all weigh 0.
+  invalid: ...`. Weights are relative in recent Istio (its validation no longer requires a sum of
+  100): each is non-negative and several destinations must not all weigh 0.
 - Deployment: the API server's own validation (422 `Invalid`): a selector, matched by the
   pod template's labels.
 """
