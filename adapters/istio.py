@@ -237,29 +237,27 @@ class IstioTarget:
                     "destination_rule", f"DestinationRule {spec.namespace}/{spec.rule} not found"
                 ) from exc
         else:
-            rules = [
-                r
-                for r in self.api.list(GROUP, VERSION, "destinationrules", spec.namespace)
-                if short_host(str((r.get("spec") or {}).get("host", ""))) == short_host(host)
-            ]
+            rules = self._rules_for(spec.namespace, host)
             if len(rules) != 1:
                 problem = "no DestinationRule" if not rules else "several DestinationRules"
                 raise ValidationError.single(
                     "destination_rule", f"{problem} for host {host} in {spec.namespace}; name one"
                 )
-        return {
-            str(s.get("name")): {str(k): str(v) for k, v in (s.get("labels") or {}).items()}
-            for s in (rules[0].get("spec") or {}).get("subsets") or []
-        }
+        return _subset_labels_of(rules[0])
+
+    def _rules_for(self, namespace: str, host: str) -> list[dict[str, Any]]:
+        """The DestinationRules of the namespace for this host (short names compared)."""
+        return [
+            rule
+            for rule in self.api.list(GROUP, VERSION, "destinationrules", namespace)
+            if short_host(str((rule.get("spec") or {}).get("host", ""))) == short_host(host)
+        ]
 
     def _subset_labels(self, namespace: str, host: str, subset: str) -> dict[str, str] | None:
-        for rule in self.api.list(GROUP, VERSION, "destinationrules", namespace):
-            spec = rule.get("spec") or {}
-            if short_host(str(spec.get("host", ""))) != short_host(host):
-                continue
-            for candidate in spec.get("subsets") or []:
-                if candidate.get("name") == subset:
-                    return {str(k): str(v) for k, v in (candidate.get("labels") or {}).items()}
+        for rule in self._rules_for(namespace, host):
+            labels = _subset_labels_of(rule).get(subset)
+            if labels is not None:
+                return labels
         return None
 
     def _available_deployments(self, namespace: str, host: str, labels: Mapping[str, str]) -> list[str]:
@@ -279,6 +277,14 @@ class IstioTarget:
             for d, _ in selected
             if int((d.get("status") or {}).get("availableReplicas") or 0) > 0
         ]
+
+
+def _subset_labels_of(rule: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """A DestinationRule's subsets: each name with the pod labels it selects."""
+    return {
+        str(s.get("name")): {str(k): str(v) for k, v in (s.get("labels") or {}).items()}
+        for s in (rule.get("spec") or {}).get("subsets") or []
+    }
 
 
 class IstioRouter:

@@ -115,10 +115,8 @@ def check_steps(policy: Policy, backends: Backends, target: TargetRef, body: Rol
         unsupported = {m.field for m in request_matches(match)} - router.match_fields if match else set()
         if unsupported:
             field = f"policy_overrides.steps[{index}]" if overridden else "policy"
-            kinds = (
-                "header, cookie, uri or query" if not router.match_fields else ", ".join(sorted(router.match_fields))
-            )
-            detail = "it routes by weight only" if not router.match_fields else f"it routes by {kinds} only"
+            supported = ", ".join(sorted(router.match_fields))
+            detail = f"it routes by {supported} only" if supported else "it routes by weight only"
             raise ValidationError.single(
                 field,
                 f"step {index + 1} routes by {', '.join(sorted(unsupported))}, which a {target.kind} target cannot"

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from api.schemas import EventPublic, RolloutPublic, TargetPublic, VerdictSummary
 from rollouts.log import LogEntry
-from rollouts.model import TARGET_KIND, Rollout
+from rollouts.model import Rollout
 
 
 def rollout_public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> RolloutPublic:
@@ -24,7 +24,7 @@ def rollout_public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> R
             name=target.name,
             stable=target.stable,
             canary=target.canary,
-            route=(target.route or None) if target.kind != TARGET_KIND else None,
+            route=target.route or None,
             host=target.host or None,
         ),
         namespace=rollout.namespace,
