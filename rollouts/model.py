@@ -68,7 +68,7 @@ class CheckCounters(BaseModel):
         return self.model_copy(update={field: getattr(self, field) + 1})
 
 
-_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "match_applied", "applied_route")
+_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "applied_route")
 
 
 class Rollout(BaseModel):
@@ -117,10 +117,9 @@ class Rollout(BaseModel):
     finished_at: AwareDatetime | None = None
     applied_canary_weight: Annotated[int, Field(ge=0, le=100)] | None = None
     """The canary weight the router last confirmed in the cluster (None before the first pin)."""
-    match_applied: bool = False
-    """During a match step: the router confirmed its match route (reset when a step starts)."""
     applied_route: str = ""
-    """The match route as the router wrote it (`TargetState.own_route`), to tell someone else's edit."""
+    """During a match step: the match route as the router confirmed it (`TargetState.own_route`;
+    empty until then, and reset when a step starts), to tell someone else's edit."""
     analyzed_until: AwareDatetime | None = None
     """End of the last interval the analyzer judged; the next one starts here."""
     metrics_down_since: AwareDatetime | None = None
@@ -254,7 +253,6 @@ class Rollout(BaseModel):
                 "step_started_at": now,
                 "step_requests": 0,
                 "step_outage_seconds": 0.0,
-                "match_applied": False,
                 "applied_route": "",
             }
         )
@@ -307,11 +305,14 @@ class Rollout(BaseModel):
         action = ManualAction(kind=kind, actor=actor, reason=reason, at=now)
         return self.model_copy(update={"last_action": action})
 
-    def with_applied(self, canary_weight: int, match: bool = False, route: str = "") -> Rollout:
+    def with_applied(self, canary_weight: int, route: str = "") -> Rollout:
         """The router confirmed this canary weight (and, for a match step, its match `route`)."""
-        return self.model_copy(
-            update={"applied_canary_weight": canary_weight, "match_applied": match, "applied_route": route}
-        )
+        return self.model_copy(update={"applied_canary_weight": canary_weight, "applied_route": route})
+
+    @property
+    def match_applied(self) -> bool:
+        """During a match step: the router confirmed its match route."""
+        return bool(self.applied_route)
 
     @property
     def step_matches(self) -> tuple[RequestMatch, ...]:

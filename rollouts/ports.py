@@ -122,7 +122,8 @@ class TargetState:
     change from the registered one is someone else's edit."""
     own_route: str = ""
     """The match route autocanary added (its matches and destination), as a canonical text; empty
-    when there is none. A change from what autocanary wrote is someone else's edit."""
+    when there is none. A router that writes a match route must show it here: the rollout keeps
+    it as the proof the route is in place, and a change from it is someone else's edit."""
 
     @property
     def observed(self) -> bool:

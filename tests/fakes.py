@@ -118,6 +118,7 @@ class FakeCluster:
             newest_ready_version=next((r for r in reversed(service.revisions) if self.ready.get(r)), None),
             ready="Unknown" if waiting else "True",
             routes_reason="RevisionMissing" if waiting else "",
+            own_route=f"match route to {service.match_target}" if service.match_target else "",
         )
 
     # --- Target ---------------------------------------------------------------------------------

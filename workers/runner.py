@@ -304,7 +304,7 @@ class Runner(ManualCommands):
         return written
 
     def _record_applied(self, rollout: Rollout, token: int, written: SetTraffic, state: TargetState) -> Rollout:
-        applied = rollout.with_applied(written.canary, match=bool(written.matches), route=state.own_route)
+        applied = rollout.with_applied(written.canary, route=state.own_route if written.matches else "")
         result, saved = self.store.save(applied, token=token, next_tick=None)
         return saved if result is SaveResult.OK else rollout
 

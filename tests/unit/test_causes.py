@@ -257,7 +257,7 @@ def test_the_step_weight_written_but_not_confirmed_before_a_promotion_is_not_for
 
 def test_an_edited_or_removed_match_route_is_foreign_once_autocanary_wrote_it() -> None:
     written = '{"match":[{"headers":{"end-user":{"exact":"jason"}}}]}'
-    in_match_step = at_step(0).with_applied(0, match=True, route=written)
+    in_match_step = at_step(0).with_applied(0, route=written)
     assert (
         foreign_change(
             in_match_step,
