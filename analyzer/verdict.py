@@ -8,6 +8,11 @@ statistical state and returns a `Verdict`:
 - `inconclusive` when the interval cannot be compared (no canary or no stable requests);
 - `pass` otherwise.
 
+When the policy lets steps end early (`step_max_duration` > `step_min_duration`), every
+comparison also runs the opposite test (analyzer/noninferiority.py): that the canary is no worse
+than `max_odds_ratio` times the stable. The verdict says whether all of them reached 1/beta
+(`no_worse`), with the weakest evidence and a sentence; the engine decides what that allows.
+
 Latency boundaries are chosen once, from the pooled histogram (both revisions; the stable's
 dominates it) of the first interval with enough requests, and kept for the rest of the rollout.
 Testing that same interval stays valid: under H0 the pooled histogram does not depend on which
@@ -25,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from analyzer.eprocess import EProcess, combined_log_value
 from analyzer.guardrails import check_guardrails
+from analyzer.noninferiority import NoWorseProcess, updated_both
 from policies import LatencyBoundaries, Policy
 from rollouts.counts import RevisionCounts
 from rollouts.verdict import Check, Outcome, Verdict
@@ -64,6 +70,9 @@ class AnalysisState(BaseModel):
     latency_boundaries_ms: tuple[float, ...] = ()
     latency: tuple[tuple[float, ...], ...] = ()
     latency_tallies: tuple[Tally, ...] = ()
+    no_worse_errors: tuple[float, ...] = NoWorseProcess().log_products
+    no_worse_latency: tuple[tuple[float, ...], ...] = ()
+    """One no-worse e-process per latency boundary (empty while the policy has fixed steps)."""
     intervals: int = 0
 
     @classmethod
@@ -104,18 +113,22 @@ def judge(policy: Policy, state: AnalysisState, canary: RevisionCounts, stable: 
         )
         return Judgement(verdict, state.model_copy(update={"intervals": state.intervals + 1}))
 
-    state = _with_errors(state, canary, stable)
-    state = _with_latency(state, policy.latency_boundaries, canary, stable)
+    state = _with_errors(state, policy, canary, stable)
+    state = _with_latency(state, policy, canary, stable)
     error_check = _error_check(state, policy.alpha_errors)
     latency_check = _latency_check(state, policy.alpha_latency)
     checks = [error_check, *([latency_check] if latency_check else []), *guardrails]
     failed = [check for check in checks if check.outcome is Outcome.FAIL]
     sentence = "; ".join(f"{c.name}: {c.sentence}" for c in (failed or checks[:2]))
+    no_worse = _no_worse(state, policy) if policy.ends_steps_early else None
     verdict = Verdict(
         outcome=Outcome.FAIL if failed else Outcome.PASS,
         checks=tuple(checks),
         evidence=_evidence(state),
         sentence=sentence,
+        no_worse=no_worse is not None and no_worse.shown,
+        no_worse_evidence=no_worse.evidence if no_worse else None,
+        no_worse_sentence=no_worse.sentence if no_worse else "",
         canary_requests=canary.requests,
         stable_requests=stable.requests,
     )
@@ -133,20 +146,32 @@ def choose_boundaries(settings: LatencyBoundaries, histogram: RevisionCounts) ->
     return tuple(sorted({min(available, key=lambda b: abs(math.log(b) - math.log(max(w, 1e-9)))) for w in wanted}))
 
 
-def _with_errors(state: AnalysisState, canary: RevisionCounts, stable: RevisionCounts) -> AnalysisState:
-    process = EProcess(state.errors).updated(canary.requests, canary.errors, stable.requests, stable.errors)
-    tally = state.error_tally.plus(canary.requests, canary.errors, stable.requests, stable.errors)
-    return state.model_copy(update={"errors": process.log_products, "error_tally": tally})
+def _updated(
+    policy: Policy, against: tuple[float, ...], no_worse: tuple[float, ...], counts: tuple[int, int, int, int]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """One comparison's e-processes (log-products) after an interval; the no-worse one only when
+    the policy can end steps early (otherwise it stays as it was, and costs nothing)."""
+    if not policy.ends_steps_early:
+        return EProcess(against).updated(*counts).log_products, no_worse
+    rollback, shown = updated_both(EProcess(against), NoWorseProcess(no_worse), policy.max_odds_ratio, counts)
+    return rollback.log_products, shown.log_products
+
+
+def _with_errors(state: AnalysisState, policy: Policy, canary: RevisionCounts, stable: RevisionCounts) -> AnalysisState:
+    counts = (canary.requests, canary.errors, stable.requests, stable.errors)
+    errors, no_worse = _updated(policy, state.errors, state.no_worse_errors, counts)
+    tally = state.error_tally.plus(*counts)
+    return state.model_copy(update={"errors": errors, "no_worse_errors": no_worse, "error_tally": tally})
 
 
 def _with_latency(
-    state: AnalysisState, settings: LatencyBoundaries, canary: RevisionCounts, stable: RevisionCounts
+    state: AnalysisState, policy: Policy, canary: RevisionCounts, stable: RevisionCounts
 ) -> AnalysisState:
     if not state.latency_boundaries_ms:
         pooled = canary.plus(stable)
         if pooled.requests < MIN_REQUESTS_FOR_BOUNDARIES or not pooled.buckets:
             return state
-        boundaries = choose_boundaries(settings, pooled)
+        boundaries = choose_boundaries(policy.latency_boundaries, pooled)
         state = state.model_copy(
             update={
                 "latency_boundaries_ms": boundaries,
@@ -157,14 +182,64 @@ def _with_latency(
     canary_slow, stable_slow = canary.slow_by_boundary, stable.slow_by_boundary
     if not all(b in canary_slow and b in stable_slow for b in state.latency_boundaries_ms):
         return state  # an interval without histograms (e.g. a trace without buckets) teaches nothing here
-    processes, tallies = [], []
-    for boundary, products, tally in zip(
-        state.latency_boundaries_ms, state.latency, state.latency_tallies, strict=True
+    processes, no_worse_processes, tallies = [], [], []
+    for boundary, products, no_worse, tally in zip(
+        state.latency_boundaries_ms, state.latency, _no_worse_latency(state), state.latency_tallies, strict=True
     ):
         counts = (canary.requests, canary_slow[boundary], stable.requests, stable_slow[boundary])
-        processes.append(EProcess(products).updated(*counts).log_products)
+        against, shown = _updated(policy, products, no_worse, counts)
+        processes.append(against)
+        no_worse_processes.append(shown)
         tallies.append(tally.plus(*counts))
-    return state.model_copy(update={"latency": tuple(processes), "latency_tallies": tuple(tallies)})
+    return state.model_copy(
+        update={
+            "latency": tuple(processes),
+            "no_worse_latency": tuple(no_worse_processes),
+            "latency_tallies": tuple(tallies),
+        }
+    )
+
+
+def _no_worse_latency(state: AnalysisState) -> tuple[tuple[float, ...], ...]:
+    """The no-worse e-processes of the latency boundaries (fresh ones for a state saved before
+    they existed: the evidence starts where they do)."""
+    if len(state.no_worse_latency) == len(state.latency_boundaries_ms):
+        return state.no_worse_latency
+    return tuple(NoWorseProcess().log_products for _ in state.latency_boundaries_ms)
+
+
+@dataclass(frozen=True)
+class NoWorse:
+    """Where the tests that the canary is no worse stand: all shown, the weakest e-value, in words."""
+
+    shown: bool
+    evidence: float
+    sentence: str
+
+
+def _no_worse(state: AnalysisState, policy: Policy) -> NoWorse:
+    threshold = 1 / policy.beta
+    ratio = f"{policy.max_odds_ratio:g}x"
+    tests = [
+        (NoWorseProcess(state.no_worse_errors), "stable's error odds", state.error_tally),
+        *(
+            (NoWorseProcess(products), f"stable's odds of a request slower than {boundary:g} ms", tally)
+            for boundary, products, tally in zip(
+                state.latency_boundaries_ms, _no_worse_latency(state), state.latency_tallies, strict=True
+            )
+            if tally.canary_n  # boundaries chosen but not yet tested: not a test yet
+        ),
+    ]
+    parts = []
+    for process, what, tally in tests:
+        shown = process.shown(policy.beta)
+        parts.append(
+            f"canary {'' if shown else 'not yet shown '}no worse than {ratio} {what}:"
+            f" evidence {_number(process.value)} {'>=' if shown else '<'} {_number(threshold)}"
+            f" over {tally.canary_n + tally.stable_n:,} requests"
+        )
+    weakest = min(process.value for process, _, _ in tests)
+    return NoWorse(all(process.shown(policy.beta) for process, _, _ in tests), weakest, "; ".join(parts))
 
 
 def _error_check(state: AnalysisState, alpha: float) -> Check:
@@ -226,4 +301,4 @@ def _percent(bad: int, total: int) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{value:,.0f}" if 100 <= value < 1e6 else f"{value:.3g}"

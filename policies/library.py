@@ -61,7 +61,7 @@ def load_policy(
     name = name or DEFAULT_POLICY
     base = _expanded_builtin(name, field="policy", site=site or {})
     source = f"policy {name!r}" if not overrides else f"policy {name!r} with overrides"
-    return _validate({**deep_merge(base, overrides or {}), "name": name}, source)
+    return _validate({**_layered(base, overrides or {}), "name": name}, source)
 
 
 def check_site_policies(site: SitePolicies) -> dict[str, Policy]:
@@ -87,7 +87,7 @@ def parse_policy_document(document: object, source: str = "policy document") -> 
     if parent is not None:
         if not isinstance(parent, str):
             raise InvalidPolicy([FieldProblem(EXTENDS_KEY, "must name a built-in policy")], source)
-        data = deep_merge({**_expanded_builtin(parent, field=EXTENDS_KEY), "name": parent}, data)
+        data = _layered({**_expanded_builtin(parent, field=EXTENDS_KEY), "name": parent}, data)
     return _validate(data, source)
 
 
@@ -101,6 +101,14 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
         else:
             merged[key] = value
     return merged
+
+
+def _layered(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """`layer` merged onto `base`; a layer that sets `step_min_duration` alone means fixed steps of
+    that length, as it did before steps could end early, whatever `step_max_duration` the base has."""
+    if "step_min_duration" in layer and "step_max_duration" not in layer:
+        layer = {**layer, "step_max_duration": layer["step_min_duration"]}
+    return deep_merge(base, layer)
 
 
 def _expanded_builtin(
@@ -119,7 +127,7 @@ def _expanded_builtin(
     if parent is not None and not isinstance(parent, str):
         raise InvalidPolicy([FieldProblem(EXTENDS_KEY, "must name a policy")])
     if isinstance(parent, str):
-        return deep_merge(_expanded_builtin(parent, EXTENDS_KEY, (*seen, name), site), data)
+        return _layered(_expanded_builtin(parent, EXTENDS_KEY, (*seen, name), site), data)
     return data
 
 

@@ -7,11 +7,12 @@ changes a rollout in flight.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from policies.durations import Duration
 from policies.matches import MatchStep, RequestMatchSpec
@@ -155,8 +156,12 @@ class Policy(BaseModel):
     )
     """Canary weights in percent, strictly increasing, each 1..99, optionally after match steps
     (`{match: {headers: {end-user: {exact: jason}}}}`). After the last one: promote to 100."""
-    step_min_duration: Duration = timedelta(seconds=150)
-    """Least time the canary stays at each weight before the next step."""
+    step_min_duration: Duration = timedelta(seconds=30)
+    """Least time the canary stays at each weight before the next step (a floor, for warm-up and
+    time-of-day effects). Set alone, without `step_max_duration`, it is every step's fixed length."""
+    step_max_duration: Duration = timedelta(seconds=150)
+    """Longest time at each weight: a step whose checks pass advances then even if the canary has
+    not yet been shown no worse. Equal to `step_min_duration`: fixed steps, never ended early."""
     interval: Duration = timedelta(seconds=10)
     """Time between two checks (ticks); each check judges the metrics of the last interval."""
     min_requests_per_step: Annotated[int, Field(ge=0)] = 100
@@ -167,6 +172,12 @@ class Policy(BaseModel):
     """Chance of rolling back a canary whose error rate equals the stable's (bounds false rollbacks)."""
     alpha_latency: Annotated[float, Field(gt=0, le=0.5)] = 0.005
     """The same bound for the latency test."""
+    beta: Annotated[float, Field(gt=0, le=0.5)] = 0.01
+    """Chance of ending a step early for a canary `max_odds_ratio` times worse than the stable
+    (bounds early advancement of a materially worse canary; see analyzer/noninferiority.py)."""
+    max_odds_ratio: Annotated[float, Field(gt=1, le=10)] = 1.5
+    """How much worse than the stable's odds of an error (or of a slow request) still counts as
+    materially worse: a step ends early only once the canary is shown better than this."""
     latency_boundaries: LatencyBoundaries = LatencyBoundaries()
     """Which histogram boundaries the latency test uses."""
     guardrails: Guardrails = Guardrails()
@@ -176,9 +187,30 @@ class Policy(BaseModel):
     on_insufficient_traffic: InsufficientTrafficAction = InsufficientTrafficAction.ROLLBACK
     """What to do when a step lacks canary requests for longer than `max_insufficient_duration`."""
     max_insufficient_duration: Duration = timedelta(minutes=10)
-    """How long past `step_min_duration` a step may wait for `min_requests_per_step`."""
+    """How long past `step_max_duration` a step may wait for `min_requests_per_step`."""
     notifications: tuple[NotificationTarget, ...] = ()
     """Targets told about this policy's rollouts, in addition to the global default."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _floor_alone_means_fixed_steps(cls, data: Any) -> Any:
+        """A policy written before steps could end early (`step_min_duration` only) keeps fixed steps."""
+        if isinstance(data, Mapping) and "step_min_duration" in data and "step_max_duration" not in data:
+            return {**data, "step_max_duration": data["step_min_duration"]}
+        return data
+
+    @field_validator("step_max_duration")
+    @classmethod
+    def _max_not_below_min(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        floor = info.data.get("step_min_duration")
+        if isinstance(floor, timedelta) and value < floor:
+            raise ValueError(f"must not be shorter than step_min_duration ({floor.total_seconds():g}s)")
+        return value
+
+    @property
+    def ends_steps_early(self) -> bool:
+        """Whether a step may end before `step_max_duration` once the canary is shown no worse."""
+        return self.step_max_duration > self.step_min_duration
 
     @field_validator("steps")
     @classmethod
@@ -210,7 +242,7 @@ class Policy(BaseModel):
         match = self.step_match(index)
         return f"requests with {match.describe()}" if match else f"{self.step_weight(index)} %"
 
-    @field_validator("step_min_duration", "progress_deadline")
+    @field_validator("step_min_duration", "step_max_duration", "progress_deadline")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

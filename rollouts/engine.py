@@ -168,28 +168,48 @@ def _tick(rollout: Rollout, event: Tick, policy: Policy, now: datetime) -> Decis
     # Time without metrics is not observed time: an outage neither ends a step nor uses up the
     # insufficient-traffic grace (the window right after it holds no samples, not low traffic).
     elapsed = judged.observed_in_step(now)
-    if elapsed < policy.step_min_duration:
-        progress = (
-            f"{position}: {format_duration(elapsed)} of {format_duration(policy.step_min_duration)},"
-            f" {judged.step_requests} of {policy.min_requests_per_step} canary requests"
-        )
-        return _wait(judged.with_reason(progress), policy, now)
-    if judged.step_requests < policy.min_requests_per_step:
+    full = elapsed >= policy.step_max_duration
+    enough = judged.step_requests >= policy.min_requests_per_step
+    if elapsed < policy.step_min_duration or (not enough and not full):
+        return _wait(judged.with_reason(_progress(judged, verdict, policy, position, elapsed)), policy, now)
+    if not enough:
         return _starved(judged, policy, now, position, elapsed)
     if verdict.outcome is not Outcome.PASS:
         return _wait(judged.with_reason(f"{position}: waiting for a conclusive check"), policy, now)
+    if not full and not verdict.no_worse:
+        return _wait(judged.with_reason(_progress(judged, verdict, policy, position, elapsed)), policy, now)
+    # A step ends at its full length, or earlier once the canary is shown no worse (and its floor passed).
+    early = (
+        ""
+        if full
+        else f"step {judged.step_index + 1} ended early after {format_duration(elapsed)}: {verdict.no_worse_sentence}"
+    )
     if judged.step_index + 1 < len(policy.steps):
-        return _enter_step(judged, judged.step_index + 1, policy, now)
-    return _promote(judged, now, f"all {len(policy.steps)} steps passed; last check: {verdict.sentence}".rstrip(": "))
+        return _enter_step(judged, judged.step_index + 1, policy, now, early)
+    last = early or f"last check: {verdict.sentence}".rstrip(": ")
+    return _promote(judged, now, f"all {len(policy.steps)} steps passed; {last}")
+
+
+def _progress(rollout: Rollout, verdict: Verdict, policy: Policy, position: str, elapsed: timedelta) -> str:
+    """Where a step stands: its time against its floor (and its longest length), its requests, and
+    how far the evidence that the canary is no worse has come."""
+    length = format_duration(policy.step_min_duration)
+    if policy.ends_steps_early:
+        length = f"{length} to {format_duration(policy.step_max_duration)}"
+    progress = (
+        f"{position}: {format_duration(elapsed)} of {length},"
+        f" {rollout.step_requests} of {policy.min_requests_per_step} canary requests"
+    )
+    return f"{progress}; {verdict.no_worse_sentence}" if verdict.no_worse_sentence else progress
 
 
 def _starved(rollout: Rollout, policy: Policy, now: datetime, position: str, elapsed: timedelta) -> Decision:
-    """A step that ran its minimum duration without the minimum canary requests."""
+    """A step that ran its full length (`step_max_duration`) without the minimum canary requests."""
     message = (
         f"insufficient traffic: canary served {rollout.step_requests} of {policy.min_requests_per_step}"
         f" requests in {position} after {format_duration(elapsed)}"
     )
-    overdue = elapsed - policy.step_min_duration >= policy.max_insufficient_duration
+    overdue = elapsed - policy.step_max_duration >= policy.max_insufficient_duration
     if overdue and policy.on_insufficient_traffic is InsufficientTrafficAction.ROLLBACK:
         return _roll_back(rollout, now, message)
     suffix = (
@@ -264,7 +284,7 @@ def _promote_now(rollout: Rollout, event: PromoteNow, policy: Policy, now: datet
 # --- shared moves -----------------------------------------------------------------------------
 
 
-def _enter_step(rollout: Rollout, index: int, policy: Policy, now: datetime) -> Decision:
+def _enter_step(rollout: Rollout, index: int, policy: Policy, now: datetime, why: str = "") -> Decision:
     weight, match = policy.step_weight(index), policy.step_match(index)
     stepped = rollout.with_step(index, weight, now)
     if match is not None:
@@ -277,6 +297,8 @@ def _enter_step(rollout: Rollout, index: int, policy: Policy, now: datetime) -> 
             f"step {index + 1}/{len(policy.steps)}: {rollout.canary_revision} {weight} %,"
             f" {rollout.stable_revision} {100 - weight} %"
         )
+    if why:
+        message = f"{message} ({why})"
     matches = request_matches(match) if match is not None else ()
     return Decision(
         stepped,

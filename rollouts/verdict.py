@@ -56,6 +56,14 @@ class Verdict(BaseModel):
     """The largest e-value of the rollout's statistical tests so far (1 means no evidence)."""
     sentence: str = ""
     """One sentence a person can read: metric, both revisions' values, sample sizes, threshold."""
+    no_worse: bool = False
+    """Every test that the canary is no worse than `max_odds_ratio` x the stable reached 1/beta: the
+    step may end before `step_max_duration` (policies/model.py)."""
+    no_worse_evidence: float | None = None
+    """The weakest e-value of those tests so far (None when the policy has fixed steps, or before
+    any interval could be compared)."""
+    no_worse_sentence: str = ""
+    """Why the canary counts as no worse, or how far its evidence has come, in words."""
     canary_requests: Annotated[int, Field(ge=0)] = 0
     """Requests the canary served in the interval (counts toward the step's minimum)."""
     stable_requests: Annotated[int, Field(ge=0)] = 0

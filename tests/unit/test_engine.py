@@ -19,6 +19,7 @@ from rollouts import (
     Rollout,
     ScheduleTick,
     SetTraffic,
+    Verdict,
     abort,
     decide,
     handle,
@@ -228,7 +229,9 @@ def test_promote_now_refuses_a_canary_that_is_not_ready_yet() -> None:
 
 
 def test_decide_takes_the_policy_from_the_rollout() -> None:
-    slower = policy(**{**FAST.model_dump(mode="json", exclude={"name"}), "step_min_duration": "5m"})
+    slower = policy(
+        **{**FAST.model_dump(mode="json", exclude={"name"}), "step_min_duration": "5m", "step_max_duration": "5m"}
+    )
     current = progressing()
     assert decide(current, verdict(Outcome.PASS, 1000), T0 + seconds(60)).rollout.step_index == 1
     held = decide(current.model_copy(update={"policy": slower}), verdict(Outcome.PASS, 1000), T0 + seconds(60))
@@ -251,3 +254,85 @@ def test_each_judged_verdict_records_its_evidence_and_an_error_keeps_the_last() 
     assert judged.rollout.evidence == 42.5
     held = decide(judged.rollout, verdict(Outcome.ERROR, 0, "prometheus unreachable"), T0 + seconds(20))
     assert held.rollout.evidence == 42.5  # no new data, no new evidence
+
+
+EARLY = policy(
+    steps=[5, 10, 25, 50],
+    step_min_duration="30s",
+    step_max_duration="150s",
+    interval="10s",
+    min_requests_per_step=100,
+    max_insufficient_duration="30s",
+)
+NO_WORSE = "canary no worse than 1.5x stable's error odds: evidence 112 >= 100 over 4,210 requests"
+
+
+def shown(canary_requests: int = 100, no_worse: bool = True) -> Verdict:
+    return verdict(Outcome.PASS, canary_requests).model_copy(
+        update={
+            "no_worse": no_worse,
+            "no_worse_evidence": 112.0 if no_worse else 3.0,
+            "no_worse_sentence": NO_WORSE if no_worse else "canary not yet shown no worse than 1.5x: evidence 3 < 100",
+        }
+    )
+
+
+def early_progressing() -> Rollout:
+    return handle(handle(rollout(EARLY), Begin(), T0).rollout, CanaryReady(), T0).rollout
+
+
+def test_a_step_shown_no_worse_ends_at_its_floor_and_says_why() -> None:
+    current = early_progressing()
+    held = decide(current, shown(60), T0 + seconds(20))  # shown, but before the 30 s floor
+    assert held.rollout.step_index == 0 and traffic(held) == []
+    decision = decide(held.rollout, shown(60), T0 + seconds(30))
+    assert decision.rollout.step_index == 1
+    assert traffic(decision) == [SetTraffic(stable=90, canary=10)]
+    message = next(action.message for action in decision.actions if isinstance(action, Notify))
+    assert f"step 1 ended early after 30s: {NO_WORSE}" in message
+
+
+def test_a_step_not_yet_shown_no_worse_runs_to_its_longest_length() -> None:
+    current, now = early_progressing(), T0
+    while current.step_index == 0 and current.phase is Phase.PROGRESSING:
+        now += EARLY.interval
+        current = decide(current, shown(40, no_worse=False), now).rollout
+        if now == T0 + seconds(100):
+            assert "1m40s of 30s to 2m30s" in current.reason and "not yet shown no worse" in current.reason
+    assert now == T0 + seconds(150) and current.step_index == 1
+
+
+def test_shown_no_worse_never_ends_a_step_without_its_minimum_requests() -> None:
+    current = early_progressing()
+    decision = decide(current, shown(20), T0 + seconds(40))
+    assert decision.rollout.step_index == 0
+    assert "20 of 100 canary requests" in decision.rollout.reason
+
+
+def test_insufficient_traffic_is_judged_from_the_longest_length_not_the_floor() -> None:
+    current, now = early_progressing(), T0
+    while now < T0 + seconds(170):
+        now += EARLY.interval
+        current = decide(current, shown(1), now).rollout
+    assert current.phase is Phase.PROGRESSING and "insufficient traffic" in current.reason
+    now += seconds(20)  # 150 s + the 30 s grace
+    assert decide(current, shown(1), now).rollout.phase is Phase.ROLLING_BACK
+
+
+def test_the_last_step_shown_no_worse_promotes_early_with_the_reason() -> None:
+    current = early_progressing().model_copy(update={"step_index": 3, "canary_weight": 50})
+    decision = decide(current, shown(500), T0 + seconds(30))
+    assert decision.rollout.phase is Phase.PROMOTING
+    assert decision.rollout.reason == f"all 4 steps passed; step 4 ended early after 30s: {NO_WORSE}"
+
+
+def test_a_failure_during_a_step_shown_no_worse_still_rolls_back() -> None:
+    failing = shown(500).model_copy(update={"outcome": Outcome.FAIL, "sentence": "latency>400ms: worse"})
+    decision = decide(early_progressing(), failing, T0 + seconds(40))
+    assert decision.rollout.phase is Phase.ROLLING_BACK
+    assert decision.rollout.reason == "latency>400ms: worse"
+
+
+def test_fixed_steps_ignore_the_no_worse_evidence() -> None:
+    decision = decide(progressing(), shown(500), T0 + seconds(20))
+    assert decision.rollout.step_index == 0 and not FAST.ends_steps_early

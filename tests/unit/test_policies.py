@@ -41,8 +41,8 @@ def test_conservative_is_more_careful_than_default() -> None:
 def test_fast_has_fewer_shorter_steps_and_demo_is_seconds_long() -> None:
     default, fast, demo = load_policy("default"), load_policy("fast"), load_policy("demo")
     assert len(fast.steps) < len(default.steps)
-    assert fast.step_min_duration < default.step_min_duration
-    assert demo.step_min_duration <= timedelta(seconds=10)
+    assert fast.step_max_duration < default.step_max_duration  # a step's length when none ends early
+    assert demo.step_max_duration <= timedelta(seconds=10)
     assert demo.interval <= timedelta(seconds=1)
 
 
@@ -152,3 +152,51 @@ def test_durations_parse(text: object, expected: float) -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(150, "2m30s"), (3600, "1h"), (0.25, "250ms"), (0, "0s")])
 def test_durations_format_short(seconds: float, text: str) -> None:
     assert format_duration(timedelta(seconds=seconds)) == text
+
+
+def test_default_ends_steps_early_between_its_floor_and_its_longest_length() -> None:
+    default = load_policy("default")
+    assert default.ends_steps_early
+    assert (default.step_min_duration, default.step_max_duration) == (timedelta(seconds=30), timedelta(seconds=150))
+    assert (default.beta, default.max_odds_ratio) == (0.01, 1.5)
+
+
+@pytest.mark.parametrize("name", ["conservative", "fast", "demo"])
+def test_policies_that_set_only_a_step_length_keep_fixed_steps(name: str) -> None:
+    policy = load_policy(name)
+    assert not policy.ends_steps_early
+    assert policy.step_max_duration == policy.step_min_duration
+
+
+def test_an_override_of_the_floor_alone_means_fixed_steps_of_that_length() -> None:
+    policy = load_policy("default", {"step_min_duration": "10s"})
+    assert (policy.step_min_duration, policy.step_max_duration) == (timedelta(seconds=10), timedelta(seconds=10))
+    early = load_policy("default", {"step_min_duration": "10s", "step_max_duration": "1m"})
+    assert early.ends_steps_early and early.step_max_duration == timedelta(minutes=1)
+
+
+def test_a_stored_policy_from_before_early_steps_keeps_its_fixed_steps() -> None:
+    stored = load_policy("default").model_dump(mode="json", exclude={"step_max_duration", "beta", "max_odds_ratio"})
+    old = Policy.model_validate({**stored, "step_min_duration": "150s"})
+    assert not old.ends_steps_early and old.step_max_duration == timedelta(seconds=150)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"step_max_duration": "20s"}, "step_max_duration", "must not be shorter than step_min_duration (30s)"),
+        ({"beta": 0}, "beta", "greater than 0"),
+        ({"beta": 0.9}, "beta", "less than or equal to 0.5"),
+        ({"max_odds_ratio": 1}, "max_odds_ratio", "greater than 1"),
+        ({"max_odds_ratio": "a lot"}, "max_odds_ratio", "valid number"),
+        ({"step_max_duration": "0s", "step_min_duration": "0s"}, "step_min_duration", "longer than 0s"),
+    ],
+    ids=["max-below-floor", "beta-zero", "beta-too-big", "odds-ratio-one", "odds-ratio-text", "zero-length"],
+)
+def test_bad_early_step_fields_are_refused_naming_the_field(
+    overrides: dict[str, object], field: str, words: str
+) -> None:
+    with pytest.raises(InvalidPolicy) as caught:
+        load_policy("default", overrides)
+    problems = {problem.field: problem.message for problem in caught.value.problems}
+    assert field in problems and words in problems[field], problems

@@ -115,3 +115,59 @@ def test_error_verdicts_never_pass_or_fail() -> None:
     verdict = error_verdict("Prometheus unreachable")
     assert verdict.outcome is Outcome.ERROR
     assert verdict.sentence == "metrics unavailable: Prometheus unreachable"
+
+
+def test_a_good_canary_is_shown_no_worse_on_every_test_with_a_sentence() -> None:
+    policy, state = load_policy("default"), AnalysisState()
+    judgements = []
+    for _ in range(40):  # 1 % errors on both sides, the same latency
+        canary = RevisionCounts.of(2000, 20, histogram(2000, FAST))
+        judgements.append(judge(policy, state, canary, RevisionCounts.of(8000, 80, histogram(8000, FAST))))
+        state = judgements[-1].state
+    first, last = judgements[0].verdict, judgements[-1].verdict
+    assert not first.no_worse and first.no_worse_evidence is not None and first.no_worse_evidence < 100
+    assert "canary not yet shown no worse than 1.5x stable's error odds" in first.no_worse_sentence
+    assert last.no_worse and last.outcome is Outcome.PASS
+    assert last.no_worse_evidence is not None and last.no_worse_evidence >= 100
+    assert last.no_worse_sentence.startswith("canary no worse than 1.5x stable's error odds: evidence ")
+    assert ">= 100 over 400,000 requests" in last.no_worse_sentence
+    assert "stable's odds of a request slower than 200 ms" in last.no_worse_sentence
+    assert len(state.no_worse_latency) == len(state.latency_boundaries_ms) == 2
+
+
+def test_a_canary_worse_on_latency_alone_is_never_shown_no_worse() -> None:
+    policy, state = load_policy("default", {"alpha_latency": 1e-9}), AnalysisState()  # never rolled back here
+    for _ in range(40):
+        canary = RevisionCounts.of(2000, 20, histogram(2000, (0.1, 0.4, 0.85, 0.98, 1.0)))
+        judgement = judge(policy, state, canary, RevisionCounts.of(8000, 80, histogram(8000, FAST)))
+        state = judgement.state
+    assert not judgement.verdict.no_worse
+    assert "canary no worse than 1.5x stable's error odds" in judgement.verdict.no_worse_sentence
+    assert "not yet shown no worse than 1.5x stable's odds of a request slower" in judgement.verdict.no_worse_sentence
+
+
+def test_fixed_steps_run_no_no_worse_test() -> None:
+    policy = load_policy("conservative")
+    judgement = judge(policy, AnalysisState(), RevisionCounts.of(2000, 20), RevisionCounts.of(8000, 80))
+    assert (judgement.verdict.no_worse, judgement.verdict.no_worse_evidence) == (False, None)
+    assert judgement.state.no_worse_errors == AnalysisState().no_worse_errors
+
+
+def test_a_state_saved_before_no_worse_tests_starts_them_fresh() -> None:
+    policy = load_policy("default")
+    first = judge(
+        policy,
+        AnalysisState(),
+        RevisionCounts.of(100, 1, histogram(100, FAST)),
+        RevisionCounts.of(900, 4, histogram(900, FAST)),
+    )
+    stored = first.state.dump()
+    del stored["no_worse_errors"], stored["no_worse_latency"]
+    again = judge(
+        policy,
+        AnalysisState.load(stored),
+        RevisionCounts.of(100, 1, histogram(100, FAST)),
+        RevisionCounts.of(900, 4, histogram(900, FAST)),
+    )
+    assert len(again.state.no_worse_latency) == len(again.state.latency_boundaries_ms)
+    assert again.verdict.outcome is Outcome.PASS
