@@ -64,12 +64,26 @@ def _per_rollout(active: Sequence[Rollout]) -> Iterator[Metric]:
         "The e-value at which each active rollout's policy rolls back (1/alpha_errors).",
         labels=_ROLLOUT_LABELS,
     )
+    no_worse = GaugeMetricFamily(
+        "autocanary_no_worse_evidence",
+        "Evidence that the canary is no worse, for each active rollout whose steps may end early"
+        " (the weakest e-value of those tests; a step may end early at 1/beta).",
+        labels=_ROLLOUT_LABELS,
+    )
+    no_worse_threshold = GaugeMetricFamily(
+        "autocanary_no_worse_threshold",
+        "The e-value at which each such rollout's step may end early (1/beta).",
+        labels=_ROLLOUT_LABELS,
+    )
     for rollout in active:
         labels = [rollout.id, rollout.namespace, rollout.service, rollout.canary_revision]
         weight.add_metric(labels, rollout.canary_weight)
         evidence.add_metric(labels, rollout.evidence)
         threshold.add_metric(labels, 1 / rollout.policy.alpha_errors)
-    yield from (weight, evidence, threshold)
+        if rollout.no_worse_evidence is not None:
+            no_worse.add_metric(labels, rollout.no_worse_evidence)
+            no_worse_threshold.add_metric(labels, 1 / rollout.policy.beta)
+    yield from (weight, evidence, threshold, no_worse, no_worse_threshold)
 
 
 def _summary(name: str, help_text: str, samples: list[float]) -> Metric:

@@ -126,6 +126,9 @@ class VerdictSummary(BaseModel):
     outcome: str
     sentence: str
     evidence: float | None = None
+    """The largest e-value against the canary so far (rolled back at 1/alpha)."""
+    no_worse_evidence: float | None = None
+    """The weakest e-value that the canary is no worse (a step may end early at 1/beta); null with fixed steps."""
     canary_requests: int | None = None
     stable_requests: int | None = None
 
@@ -168,7 +171,15 @@ class RolloutPublic(BaseModel):
     time_in_step_seconds: float | None
     reason: str
     evidence: float | None
-    """Largest e-value reached so far (from the last verdict)."""
+    """Largest e-value against the canary reached so far (from the last verdict; rolled back at 1/alpha)."""
+    evidence_threshold: float
+    """The e-value at which the policy rolls back (1/alpha_errors)."""
+    no_worse_evidence: float | None
+    """Evidence that the canary is no worse (from the last verdict: the weakest e-value of those
+    tests); a step may end before its longest length once it reaches `no_worse_threshold`. Null
+    when the policy has fixed steps or before the first comparison."""
+    no_worse_threshold: float | None
+    """1/beta, or null when the policy has fixed steps."""
     checks: dict[str, int]
     last_verdicts: list[VerdictSummary]
     last_action: ManualAction | None

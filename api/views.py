@@ -42,6 +42,9 @@ def rollout_public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> R
         time_in_step_seconds=in_step,
         reason=rollout.reason,
         evidence=evidence,
+        evidence_threshold=1 / rollout.policy.alpha_errors,
+        no_worse_evidence=verdicts[0].data.get("no_worse_evidence") if verdicts else None,
+        no_worse_threshold=1 / rollout.policy.beta if rollout.policy.ends_steps_early else None,
         checks=rollout.checks.model_dump(),
         last_verdicts=[
             VerdictSummary(
@@ -49,6 +52,7 @@ def rollout_public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> R
                 outcome=str(e.data.get("outcome", "")),
                 sentence=e.message,
                 evidence=e.data.get("evidence"),
+                no_worse_evidence=e.data.get("no_worse_evidence"),
                 canary_requests=e.data.get("canary_requests"),
                 stable_requests=e.data.get("stable_requests"),
             )

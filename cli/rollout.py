@@ -203,8 +203,27 @@ def get(
     out.print(f"  {_target_line(rollout.get('target') or {})}")
     if rollout["reason"]:
         out.print(f"  {rollout['reason']}")
+    out.print(f"  {_evidence_line(rollout)}")
     for verdict in rollout["last_verdicts"][:5]:
         out.print(f"  {verdict['at'][11:19]} {verdict['outcome']:<12} {verdict['sentence']}")
+
+
+def _evidence_line(rollout: dict[str, Any]) -> str:
+    """Both evidences beside the values they are judged against."""
+    against, limit = rollout.get("evidence"), rollout.get("evidence_threshold")
+    line = f"evidence against the canary {_e_value(against)} (rolled back at {_e_value(limit)})"
+    if rollout.get("no_worse_threshold") is not None:
+        line += (
+            f"; that it is no worse {_e_value(rollout.get('no_worse_evidence'))}"
+            f" (a step may end early at {_e_value(rollout['no_worse_threshold'])})"
+        )
+    return line
+
+
+def _e_value(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "n/a"
+    return f"{value:,.0f}" if 100 <= value < 1e6 else f"{value:.3g}"
 
 
 @app.command("list")

@@ -157,7 +157,7 @@ def _tick(rollout: Rollout, event: Tick, policy: Policy, now: datetime) -> Decis
     judged = (
         rollout.with_metrics_back(now)
         .with_counted(verdict.outcome, verdict.canary_requests)
-        .with_evidence(verdict.evidence)
+        .with_evidence(verdict.evidence, verdict.no_worse_evidence)
     )
     if verdict.outcome is Outcome.FAIL:
         return _roll_back(judged, now, verdict.sentence or "a check failed")

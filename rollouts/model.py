@@ -68,7 +68,7 @@ class CheckCounters(BaseModel):
         return self.model_copy(update={field: getattr(self, field) + 1})
 
 
-_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "applied_route")
+_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "applied_route", "no_worse_evidence")
 
 
 class Rollout(BaseModel):
@@ -131,6 +131,9 @@ class Rollout(BaseModel):
     checks: CheckCounters = CheckCounters()
     evidence: Annotated[float, Field(ge=0)] = 1.0
     """The last verdict's evidence against the canary (its largest e-value; 1 means none), for dashboards."""
+    no_worse_evidence: Annotated[float, Field(ge=0)] | None = None
+    """The last verdict's evidence that the canary is no worse (the weakest e-value of those tests;
+    a step may end early at 1/beta), or None when the policy has fixed steps."""
     reason: str = ""
     """Why the rollout is where it is (a rollback's verdict, a wait's cause, an operator's reason)."""
     last_action: ManualAction | None = None
@@ -298,8 +301,8 @@ class Rollout(BaseModel):
             return timedelta(0)
         return now - self.step_started_at - timedelta(seconds=self.step_outage_seconds)
 
-    def with_evidence(self, evidence: float) -> Rollout:
-        return self.model_copy(update={"evidence": evidence})
+    def with_evidence(self, evidence: float, no_worse_evidence: float | None = None) -> Rollout:
+        return self.model_copy(update={"evidence": evidence, "no_worse_evidence": no_worse_evidence})
 
     def with_manual_action(self, kind: ManualActionKind, actor: str, reason: str, now: datetime) -> Rollout:
         action = ManualAction(kind=kind, actor=actor, reason=reason, at=now)

@@ -179,6 +179,21 @@ def test_get_one_shows_step_weights_verdicts_and_evidence(api: TestClient, store
     shown = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
     assert shown["last_verdicts"][0]["sentence"].startswith("errors: canary 5xx 0.10 %")
     assert (shown["evidence"], shown["last_verdicts"][0]["canary_requests"]) == (0.8, 50)
+    assert (shown["evidence_threshold"], shown["no_worse_evidence"], shown["no_worse_threshold"]) == (200, None, 100)
+    store.append_events(
+        rollout_id,
+        [
+            LogEntry(
+                "verdict",
+                "errors: canary 5xx 0.10 % vs stable 0.12 %; evidence 0.5 < 200",
+                now,
+                "progressing",
+                data={"outcome": "pass", "evidence": 0.5, "no_worse_evidence": 37.5, "canary_requests": 50},
+            )
+        ],
+    )
+    shown = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    assert (shown["no_worse_evidence"], shown["last_verdicts"][0]["no_worse_evidence"]) == (37.5, 37.5)
     assert api.get("/v1/rollouts/nope", headers=VIEW).status_code == 404
 
 
@@ -331,6 +346,18 @@ def test_health_readiness_and_metrics(api: TestClient, cluster: FakeCluster) -> 
     evidence = [line for line in text.splitlines() if line.startswith("autocanary_evidence{")]
     assert len(evidence) == 1 and 'service="checkout"' in evidence[0] and float(evidence[0].rsplit(" ", 1)[1]) == 1
     assert any(line.startswith("autocanary_evidence_threshold{") for line in text.splitlines())
+    assert "autocanary_no_worse_evidence{" not in text  # nothing compared yet
+
+
+def test_metrics_show_the_evidence_that_the_canary_is_no_worse(api: TestClient, store: RolloutStore) -> None:
+    rollout = store.get(create(api).json()["id"])
+    assert rollout is not None
+    store.save(rollout.with_evidence(0.4, 37.5), token=None, next_tick=None)
+    lines = api.get("/metrics").text.splitlines()
+    (evidence,) = [line for line in lines if line.startswith("autocanary_no_worse_evidence{")]
+    (threshold,) = [line for line in lines if line.startswith("autocanary_no_worse_threshold{")]
+    assert f'rollout="{rollout.id}"' in evidence and float(evidence.rsplit(" ", 1)[1]) == 37.5
+    assert float(threshold.rsplit(" ", 1)[1]) == 100  # 1/beta of the default policy
 
 
 def test_oversized_bodies_are_413(api: TestClient) -> None:

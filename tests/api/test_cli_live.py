@@ -147,6 +147,8 @@ def test_create_get_list_and_abort_as_a_pipeline_and_on_call_would(live: LiveApi
 
     shown = run(live, "rollout", "get", rollout_id, role="viewer")
     assert shown.exit_code == 0 and f"{rollout_id} shop/checkout" in shown.stdout and "step 0/2" in shown.stdout
+    assert "evidence against the canary n/a (rolled back at 200)" in shown.stdout
+    assert "that it is no worse n/a (a step may end early at 100)" in shown.stdout
     listed = run(live, "rollout", "list", "--namespace", "shop", role="viewer")
     assert listed.exit_code == 0 and rollout_id in listed.stdout
 

@@ -53,6 +53,9 @@ def test_every_series_and_legend_label_exists_on_the_api_metrics(store: RolloutS
             headers={"Authorization": "Bearer s3cret"},
         )
         assert registered.status_code == 201, registered.text
+        rollout = store.get(registered.json()["id"])
+        assert rollout is not None  # judged once, so that its evidences are series too
+        store.save(rollout.with_evidence(2.0, 3.0), token=None, next_tick=None)
         exposition = client.get("/metrics").text
     labels_of: dict[str, set[str]] = {}
     for line in exposition.splitlines():
