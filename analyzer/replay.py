@@ -7,8 +7,10 @@ A trace is JSON Lines, one interval per line, holding that interval's counts onl
 
 `buckets` is optional and cumulative over `le` as in Prometheus, with `le` written in the
 policy dialect's unit (milliseconds for knative-opencensus, seconds for knative-otel) and
-`+Inf` equal to `requests`. Only the statistics, the guardrails and their minimum-sample rules
-are replayed; the step schedule is not (the trace already holds the traffic each revision got).
+`+Inf` equal to `requests`. The decision replays the statistics, the guardrails and their
+minimum-sample rules. The step schedule is replayed beside it only to tell when it would have
+promoted (`promote_t`: the engine's own decisions on these verdicts, time counted from t = 0);
+the canary's share of the traffic is what the trace holds, not what the steps would have set.
 Parsing and replaying are pure; reading files and Prometheus is the CLI's job.
 """
 
@@ -18,13 +20,21 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from analyzer.dialects import queries_for
 from analyzer.verdict import AnalysisState, judge
 from policies import Dialect, Policy
 from rollouts.counts import RevisionCounts
+from rollouts.engine import decide, handle
+from rollouts.events import Begin, CanaryReady
+from rollouts.model import Rollout
+from rollouts.phase import Phase
 from rollouts.verdict import Outcome, Verdict
+
+_START = datetime(2000, 1, 1, tzinfo=UTC)
+"""t = 0 of a trace, for the engine's clock (only differences matter)."""
 
 
 class TraceError(ValueError):
@@ -50,22 +60,49 @@ class ReplayResult:
     t: float | None
     reason: str
     steps: tuple[ReplayStep, ...]
+    promote_t: float | None = None
+    """When the policy's step schedule would have promoted (None: not within the trace)."""
 
     def summary(self) -> dict[str, Any]:
-        return {"decision": self.decision, "t": self.t, "reason": self.reason}
+        return {"decision": self.decision, "t": self.t, "reason": self.reason, "promote_t": self.promote_t}
 
 
 def replay(policy: Policy, intervals: Iterable[TraceInterval]) -> ReplayResult:
-    state, steps = AnalysisState(), []
+    state, steps, schedule = AnalysisState(), [], _Schedule(policy)
     for interval in intervals:
         judgement = judge(policy, state, interval.canary, interval.stable)
         state = judgement.state
         steps.append(ReplayStep(interval, judgement.verdict))
         if judgement.verdict.outcome is Outcome.FAIL:
             return ReplayResult("rollback", interval.t, judgement.verdict.sentence, tuple(steps))
+        schedule.judged(judgement.verdict, interval.t)
     evidence = max((step.verdict.evidence for step in steps), default=1.0)
     reason = f"no check failed over {len(steps)} intervals; largest evidence {evidence:.3g}"
-    return ReplayResult("no_rollback", None, reason, tuple(steps))
+    return ReplayResult("no_rollback", None, reason, tuple(steps), schedule.promote_t)
+
+
+class _Schedule:
+    """The engine stepping through the policy on the replayed verdicts, to tell when it promotes."""
+
+    def __init__(self, policy: Policy) -> None:
+        made = Rollout.new(
+            id="replay",
+            namespace="replay",
+            service="replay",
+            stable_revision="stable",
+            canary_revision="canary",
+            policy=policy,
+            now=_START,
+        )
+        self.rollout = handle(handle(made, Begin(), _START).rollout, CanaryReady(), _START).rollout
+        self.promote_t: float | None = None
+
+    def judged(self, verdict: Verdict, t: float) -> None:
+        if self.rollout.phase is not Phase.PROGRESSING:
+            return  # promoted, or given up (insufficient traffic): the schedule has ended
+        self.rollout = decide(self.rollout, verdict, _START + timedelta(seconds=t)).rollout
+        if self.rollout.phase is Phase.PROMOTING:
+            self.promote_t = t
 
 
 def parse_trace(lines: Iterable[str], dialect: Dialect, source: str = "trace") -> list[TraceInterval]:

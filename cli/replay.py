@@ -55,8 +55,9 @@ def replay_command(
 ) -> None:
     """Backtest a policy: per interval the verdict and its evidence, then the decision.
 
-    Replays the statistics, guardrails and minimum-sample rules only; the step schedule is not
-    replayed, since a trace already holds the traffic each revision got.
+    The decision replays the statistics, guardrails and minimum-sample rules; the step schedule
+    is replayed on those verdicts only to tell when it would have promoted (`promote_t`), since a
+    trace already holds the traffic each revision got.
     """
     try:
         resolved = load_policy(policy, {"dialect": dialect.value} if dialect else None)
@@ -101,6 +102,8 @@ def _report(policy: Policy, source: str, result: ReplayResult, as_json: bool) ->
         out.print(f"[bold red]decision: rollback at t={result.t:g}[/]: {result.reason}")
     else:
         out.print(f"[bold green]decision: no rollback[/]: {result.reason}")
+        promoted = f"at t={result.promote_t:g}" if result.promote_t is not None else "not within the trace"
+        out.print(f"schedule: promoted {promoted}")
 
 
 @dataclass(frozen=True)

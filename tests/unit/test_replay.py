@@ -56,7 +56,31 @@ def test_cli_json_prints_one_line_per_trace_in_order() -> None:
     assert [line["decision"] for line in lines] == ["rollback", "no_rollback"]
     assert lines[0]["t"] == crossing_time(BAD, load_policy("default").alpha_errors)
     assert lines[1]["t"] is None
-    assert set(lines[0]) == {"decision", "t", "reason"}
+    assert set(lines[0]) == {"decision", "t", "reason", "promote_t"}
+    assert (lines[0]["promote_t"], lines[1]["promote_t"]) == (None, None)  # default: 4 steps of 150 s > 300 s
+
+
+def test_promote_t_is_when_the_schedule_would_have_promoted() -> None:
+    fast = load_policy("fast")  # three fixed steps of 60 s
+    result = replay(fast, parse_trace(GOOD.read_text().splitlines(), fast.dialect))
+    assert (result.decision, result.promote_t) == ("no_rollback", 180)
+    cli = runner.invoke(app, ["replay", str(GOOD), "--policy", "fast", "--json"])
+    assert json.loads(cli.stdout)["promote_t"] == 180
+    text = runner.invoke(app, ["replay", str(GOOD), "--policy", "fast"], env={"COLUMNS": "200"})
+    assert "schedule: promoted at t=180" in text.output
+
+
+def test_promote_t_shows_steps_ending_early_on_a_busy_good_canary() -> None:
+    policy = load_policy("default")
+    busy = [
+        TraceInterval(float(t), RevisionCounts.of(5000, 50), RevisionCounts.of(20000, 200)) for t in range(10, 610, 10)
+    ]
+    result = replay(policy, busy)
+    assert result.decision == "no_rollback"
+    assert result.promote_t is not None and result.promote_t < 600  # fixed steps would take 4 x 150 s
+    assert result.promote_t >= 4 * policy.step_min_duration.total_seconds()
+    fixed = replay(load_policy("default", {"step_min_duration": "150s"}), busy)
+    assert fixed.promote_t == 600
 
 
 def test_cli_prints_each_interval_then_the_decision() -> None:
