@@ -3,6 +3,7 @@ in memory (`tests.fakes.MemoryStore`, the same port), each scenario on both unle
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import uuid
@@ -134,6 +135,46 @@ def test_a_bad_canary_rolls_back_with_the_verdict(world: World) -> None:
     verdicts = [e for e in world.store.events(rollout_id) if e.kind == "verdict"]
     assert verdicts[-1].data["outcome"] == "fail"
     assert verdicts[-1].data["canary_requests"] > 0
+
+
+EARLY_STEPS = {"step_min_duration": "5s", "step_max_duration": "30s"}
+
+
+def step_lengths(world: World, rollout_id: str) -> list[float]:
+    """Seconds from each step's start to the next step's (or to promotion)."""
+    moves = [e.at for e in world.store.events(rollout_id) if e.kind in ("step_advanced", "promoting")]
+    return [(after - before).total_seconds() for before, after in itertools.pairwise(moves)]
+
+
+def test_a_busy_good_canary_ends_its_steps_early_and_says_why(world: World) -> None:
+    rollout_id = world.register("checkout", canary_error=0.005, rps=50_000, **EARLY_STEPS)
+    rollout = world.run(rollout_id, 120)
+    assert rollout.phase is Phase.SUCCEEDED
+    assert [canary for _, _, canary in world.cluster.writes] == [0, 5, 10, 25, 50, 100]
+    assert max(step_lengths(world, rollout_id)) < 30  # none ran to step_max_duration
+    advanced = [e.message for e in world.store.events(rollout_id) if e.kind == "step_advanced"][1:]
+    assert advanced and all("ended early after" in message for message in advanced)
+    assert "canary no worse than 1.5x stable's error odds: evidence" in advanced[0]
+    assert "ended early after" in rollout.reason and rollout.no_worse_evidence is not None
+    assert rollout.no_worse_evidence >= 100
+
+
+def test_a_quiet_good_canary_runs_every_step_to_its_longest_length(world: World) -> None:
+    rollout_id = world.register("checkout", canary_error=0.005, rps=40, **EARLY_STEPS)  # no errors to learn from
+    rollout = world.run(rollout_id, 200)
+    assert rollout.phase is Phase.SUCCEEDED
+    assert step_lengths(world, rollout_id) == [30, 30, 30, 30]
+    assert "ended early" not in " ".join(e.message for e in world.store.events(rollout_id))
+    assert rollout.no_worse_evidence is not None and rollout.no_worse_evidence < 100
+
+
+def test_a_failure_during_a_step_that_could_end_early_still_rolls_back(world: World) -> None:
+    rollout_id = world.register("cart", canary_error=0.05, rps=50_000, **EARLY_STEPS)
+    rollout = world.run(rollout_id, 60)
+    assert rollout.phase is Phase.ROLLED_BACK
+    assert rollout.reason.startswith("errors: canary 5xx")
+    assert world.cluster.writes[-1] == ("cart", 100, 0)
+    assert world.kinds(rollout_id).count("step_advanced") == 1  # the first step only: none ended early
 
 
 def test_insufficient_traffic_holds_then_rolls_back(world: World) -> None:
