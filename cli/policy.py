@@ -43,12 +43,18 @@ def policy_list(server: OptionalServer = None, token: rollout_cli.Token = "") ->
         table.add_row(
             name,
             " ".join(str(step) if isinstance(step, int) else "match" for step in policy.steps),
-            format_duration(policy.step_min_duration),
+            _step_length(policy),
             format_duration(policy.interval),
             f"{policy.alpha_errors:g} / {policy.alpha_latency:g}",
             policy.description,
         )
     out.print(table)
+
+
+def _step_length(policy: Policy) -> str:
+    """`2m30s` for fixed steps; `30s-2m30s` for steps that end early once the canary is shown no worse."""
+    longest = format_duration(policy.step_max_duration)
+    return f"{format_duration(policy.step_min_duration)}-{longest}" if policy.ends_steps_early else longest
 
 
 @app.command("show")

@@ -25,6 +25,8 @@ def test_policy_list_shows_every_built_in() -> None:
     assert result.exit_code == 0
     for name in ("default", "conservative", "fast", "demo"):
         assert name in result.output
+    assert "30s-2m30s" in result.output  # default's steps end early; the others' are fixed
+    assert "5m " in result.output and "30s-5m" not in result.output
 
 
 def test_policy_show_prints_the_resolved_policy_as_json() -> None:
