@@ -8,6 +8,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from setuptools import find_packages
+
 from tests.deploy.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,9 +17,10 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def test_every_shipped_package_is_copied_into_the_image() -> None:
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = {pattern.removesuffix("*") for pattern in found["include"]}
     copied = set(re.findall(r"^COPY (\w+)/ \1/$", DOCKERFILE, re.MULTILINE))
-    assert copied == set(packages)
+    assert copied == packages
     assert "COPY pyproject.toml constraints.txt README.md ./" in DOCKERFILE
     assert "-c constraints.txt" in DOCKERFILE  # the versions CI tested
 
@@ -36,3 +39,20 @@ def test_the_image_runs_as_the_user_the_pods_require() -> None:
 def test_the_build_context_leaves_out_what_the_image_does_not_need() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv/", ".git/", "tests/"} <= set(ignored)
+
+
+def test_the_install_the_image_runs_ships_every_subpackage_and_the_dashboard_files() -> None:
+    setuptools_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = set(find_packages(where=str(ROOT), include=setuptools_config["packages"]["find"]["include"]))
+    for top in ("rollouts", "policies", "analyzer", "adapters", "workers", "api", "cli", "sandbox", "bench"):
+        packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / top).rglob("__init__.py")}
+        assert packages <= shipped, sorted(packages - shipped)
+    assert "tests" not in shipped
+    data = setuptools_config["package-data"]
+    assert data["policies"] == ["builtin/*.yaml"] and data["api.ui"] == ["static/*"]
+    assert {p.name for p in (ROOT / "api" / "ui" / "static").iterdir()} >= {
+        "index.html",
+        "app.js",
+        "chart.js",
+        "app.css",
+    }
