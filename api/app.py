@@ -15,10 +15,12 @@ from fastapi import FastAPI
 from api.auth import TokenBook
 from api.deps import Dependencies
 from api.errors import install_error_handlers
-from api.middleware import BodyLimit, CatchAll
+from api.middleware import BodyLimit, CatchAll, PageHeaders
 from api.routes import actions, operations, policies, rollouts
 from api.schemas import ErrorBody
 from api.settings import ApiSettings
+from api.ui import routes as dashboard
+from api.ui.session import SessionSigner
 from policies import EgressRules
 
 
@@ -39,10 +41,12 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
     app.state.deps = deps
     app.state.settings = settings
     app.state.tokens = TokenBook.load(settings.tokens, settings.tokens_file)
+    app.state.sessions = SessionSigner(app.state.tokens.secrets)
     app.state.egress = EgressRules.parse(settings.notify_allowed_hosts)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(PageHeaders, prefix=dashboard.router.prefix)
     app.add_middleware(CatchAll)  # added last: outermost of ours
     install_error_handlers(app)
-    for resource in (rollouts, actions, policies, operations):
+    for resource in (rollouts, actions, policies, operations, dashboard):
         app.include_router(resource.router)
     return app

@@ -73,8 +73,22 @@ class TokenBook:
                 found = principal
         if found is None:
             raise AuthError(401, "invalid token")
-        if found.role < needed:
-            raise AuthError(
-                403, f"token {found.name!r} has role {found.role.name.lower()}; this needs {needed.name.lower()}"
-            )
-        return found
+        return authorize(found, needed)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every token, to derive the dashboard's session key from (api/ui/session.py)."""
+        return [secret.decode() for secret, _ in self._tokens]
+
+    def holds(self, principal: Principal) -> bool:
+        """Whether a token of this name and role is still known (a session outlives no token)."""
+        return any(known == principal for _, known in self._tokens)
+
+
+def authorize(principal: Principal, needed: Role) -> Principal:
+    """The principal, if its role is enough; 403 naming both roles otherwise."""
+    if principal.role < needed:
+        raise AuthError(
+            403, f"token {principal.name!r} has role {principal.role.name.lower()}; this needs {needed.name.lower()}"
+        )
+    return principal

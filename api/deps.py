@@ -8,6 +8,7 @@ any of them with `app.dependency_overrides`.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,8 +17,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from adapters.redis_store import RolloutStore
-from api.auth import Principal, Role, TokenBook
+from api.auth import AuthError, Principal, Role, TokenBook, authorize
 from api.settings import ApiSettings
+from api.ui.session import COOKIE, CSRF_HEADER, SessionSigner
 from policies import EgressRules, Resolve, SitePolicies
 from rollouts.ports import Backends
 
@@ -39,12 +41,45 @@ class Dependencies:
     """Host name to addresses, for the notification egress check (`api.main` passes DNS)."""
 
 
-def _require(needed: Role) -> Callable[..., Principal]:
-    def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-        tokens: TokenBook = request.app.state.tokens
+def identify(request: Request, needed: Role) -> Principal:
+    """Who sends the request, by its bearer token or else its dashboard session; AuthError if
+    nobody known, or a role weaker than `needed`."""
+    tokens: TokenBook = request.app.state.tokens
+    authorization = request.headers.get("authorization")
+    if authorization or COOKIE not in request.cookies:
         return tokens.authenticate(authorization, needed)
+    return authorize(_session_principal(request, tokens), needed)
+
+
+def _require(needed: Role) -> Callable[..., Principal]:
+    # The header is declared so that the OpenAPI description shows it; `identify` reads it.
+    def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        return identify(request, needed)
 
     return check
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _session_principal(request: Request, tokens: TokenBook) -> Principal:
+    """Who a dashboard session cookie belongs to; a state-changing request also needs its CSRF token
+    and, when the browser says where it comes from, this origin."""
+    signer: SessionSigner = request.app.state.sessions
+    cookie = request.cookies[COOKIE]
+    session = signer.session(cookie, time.time())
+    if session is None or not tokens.holds(session.principal):
+        raise AuthError(401, "the dashboard session has expired or was signed out: sign in again")
+    unsafe = request.method not in _SAFE_METHODS
+    if unsafe and not (signer.csrf_matches(cookie, request.headers.get(CSRF_HEADER)) and same_origin(request)):
+        raise AuthError(403, f"a dashboard request that changes something needs the {CSRF_HEADER} header")
+    return session.principal
+
+
+def same_origin(request: Request) -> bool:
+    """False only when the browser names another origin than the one it asked (Origin header)."""
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
 Viewer = Annotated[Principal, Depends(_require(Role.VIEWER))]

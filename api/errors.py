@@ -15,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.auth import AuthError, Role, TokenBook
+from api.auth import AuthError, Role
+from api.deps import identify
 from policies import InvalidPolicy, field_path
 from rollouts.errors import (
     ActiveRolloutExists,
@@ -92,16 +93,15 @@ def install_error_handlers(app: FastAPI) -> None:
     # Anything else reaches `CatchAll`: one JSON 500, logged once, the connection kept.
 
 
-_OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/redoc")
+_OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/redoc", "/ui/")
 
 
 def _unauthenticated(request: Request) -> AuthError | None:
     """Why a request to a token-protected route has no valid token (None: it has one, or needs none)."""
     if request.url.path.startswith(_OPEN_PATHS):
         return None
-    tokens: TokenBook = request.app.state.tokens
     try:
-        tokens.authenticate(request.headers.get("authorization"), Role.VIEWER)
+        identify(request, Role.VIEWER)
     except AuthError as exc:
         return exc
     return None

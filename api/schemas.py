@@ -183,6 +183,8 @@ class RolloutPublic(BaseModel):
     checks: dict[str, int]
     last_verdicts: list[VerdictSummary]
     last_action: ManualAction | None
+    resolved_policy: Policy | None = None
+    """The policy as resolved when the rollout was registered (only when one rollout is read)."""
     created_at: datetime
     updated_at: datetime
     step_started_at: datetime | None

@@ -18,5 +18,7 @@ class ApiSettings(SharedSettings):
     """How long an event stream waits for news before checking whether the rollout ended."""
     metrics_token_required: bool = False
     """Require a viewer token on /metrics (it names every active rollout's namespace, service and revision)."""
+    ui_session_hours: float = 8.0
+    """How long a dashboard sign-in lasts (the session cookie's lifetime)."""
     policies_dir: str | None = None
     """A directory of the installation's own policies (`NAME.yaml`), e.g. a mounted ConfigMap."""

@@ -180,6 +180,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         phase: Phase | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        kind: str | None = None,
     ) -> Page:
         """Newest first, filtered; `cursor` continues after the last rollout of the previous page."""
         found: list[Rollout] = []
@@ -202,7 +203,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     else:
                         continue
                 for rollout in self.get_many(ids):
-                    if rollout is None or not _matches(rollout, namespace, service, phase):
+                    if rollout is None or not _matches(rollout, namespace, service, phase, kind):
                         continue
                     found.append(rollout)
                     if len(found) == limit:
@@ -322,11 +323,14 @@ def _parse_cursor(cursor: str | None) -> tuple[str, str | None]:
     return repr(value), skip_through
 
 
-def _matches(rollout: Rollout, namespace: str | None, service: str | None, phase: Phase | None) -> bool:
+def _matches(
+    rollout: Rollout, namespace: str | None, service: str | None, phase: Phase | None, kind: str | None
+) -> bool:
     return (
         (not namespace or rollout.namespace == namespace)
         and (not service or rollout.service == service)
         and (phase is None or rollout.phase is phase)
+        and (not kind or rollout.target_kind == kind)
     )
 
 

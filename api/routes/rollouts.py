@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 
@@ -84,9 +84,10 @@ def list_rollouts(
     phase: Phase | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[0-9.e+-]+:[A-Za-z0-9_-]+$")] = None,
+    kind: Annotated[Literal["knative", "istio"] | None, Query(description="The target kind.")] = None,
 ) -> RolloutList:
-    """Newest first; filter by namespace, service and phase; page with `cursor` (viewer)."""
-    page = deps.store.list_rollouts(namespace, service, phase, limit, cursor)
+    """Newest first; filter by namespace, service, phase and target kind; page with `cursor` (viewer)."""
+    page = deps.store.list_rollouts(namespace, service, phase, limit, cursor, kind)
     now = deps.clock()
     return RolloutList(items=[rollout_public(r, [], now) for r in page.rollouts], next_cursor=page.next_cursor)
 
@@ -95,7 +96,8 @@ def list_rollouts(
 def get_rollout(rollout_id: str, principal: Viewer, deps: Deps) -> RolloutPublic:
     """Phase, step, weights, time in step, the last verdicts with their numbers, the last manual action."""
     rollout = found(deps.store, rollout_id)
-    return rollout_public(rollout, deps.store.recent_events(rollout_id, 50), deps.clock())
+    shown = rollout_public(rollout, deps.store.recent_events(rollout_id, 50), deps.clock())
+    return shown.model_copy(update={"resolved_policy": rollout.policy})
 
 
 @router.get(

@@ -1,0 +1,1 @@
+"""The web dashboard, served by the API at `/ui`: sign-in sessions, the page shell and its assets."""
