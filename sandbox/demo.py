@@ -38,7 +38,7 @@ from sandbox.prometheus import free_port
 
 SERVICE, NAMESPACE = "helloworld-go", "default"
 HOST = f"{SERVICE}.{NAMESPACE}.example.com"
-PIPELINE, ONCALL = "demo-pipeline-token", "demo-oncall-token"
+PIPELINE, ONCALL, VIEWER = "demo-pipeline-token", "demo-oncall-token", "demo-viewer-token"
 console = Console(highlight=False)
 
 
@@ -150,7 +150,7 @@ def run(summary_file: Path | None = None) -> int:
                 "AUTOCANARY_REDIS_URL": redis.url,
                 "AUTOCANARY_KUBECONFIG": endpoints.kubeconfig,
                 "AUTOCANARY_PROMETHEUS_URL": endpoints.prometheus or "",
-                "AUTOCANARY_TOKENS": f"pipeline:deployer:{PIPELINE},on-call:operator:{ONCALL}",
+                "AUTOCANARY_TOKENS": f"pipeline:deployer:{PIPELINE},on-call:operator:{ONCALL},wall:viewer:{VIEWER}",
                 "AUTOCANARY_METRICS_LAG_SECONDS": "1",
                 "AUTOCANARY_METRICS_MIN_WINDOW_SECONDS": "2",
             }
@@ -162,6 +162,10 @@ def run(summary_file: Path | None = None) -> int:
             api = f"http://127.0.0.1:{port}"
             _wait(lambda: _up(f"{api}/healthz"), 30, "the API")
             console.print(f"sandbox, Prometheus, Redis, API ({api}), two workers and the scheduler are up")
+            console.print(
+                f"web dashboard: [bold]{api}/ui[/] while the demo runs; sign in with {ONCALL} (operator)"
+                f" or {VIEWER} (viewer)"
+            )
             demo = Demo(base, endpoints, api)
             results = _scenario(demo, lambda: BackgroundLoad(endpoints.gateway, [HOST], rate=100, max_seconds=170))
         finally:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything autocanary needs on a Debian machine, idempotently:
 #   - the system packages the tests and the demo start privately (redis-server, prometheus),
+#     and chromium for the dashboard's browser test,
 #   - a Python 3.11+ virtual environment in .venv with the project and its test extras,
 #     pinned by constraints.txt so that CI installs what the developers tested.
 # Safe to run again: it only installs what is missing.
@@ -15,6 +16,8 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # kubectl against the sandbox, as against a cluster (tests/contract): Debian ships it as kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+# The dashboard's browser test drives Debian's chromium through Playwright (no browser download).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 python_bin=""
 for candidate in python3.11 python3.12 python3.13 python3; do

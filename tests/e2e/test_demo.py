@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -27,6 +28,7 @@ def test_the_demo_promotes_rolls_back_and_aborts(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"web dashboard: http://127\.0\.0\.1:\d+/ui while the demo runs", result.stdout)
     cases = {case["case"]: case for case in json.loads(summary.read_text())}
 
     promote, rollback, abort = cases["promote"], cases["roll back"], cases["abort"]

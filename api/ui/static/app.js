@@ -74,7 +74,7 @@ function evidence(value) {
 }
 
 function show(...children) {
-  main.replaceChildren(...children);
+  main.replaceChildren(...children.flat());
   main.focus({ preventScroll: true });
 }
 
@@ -230,7 +230,8 @@ function follow(path, onEvent, onEnd) {
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
-          buffer += value;
+          // Lines end in CRLF, LF or CR (the spec allows all three); a CR that ends a chunk waits for the next.
+          buffer = (buffer + value).replace(/\r\n|\r(?!$)/g, "\n");
           let end;
           while ((end = buffer.indexOf("\n\n")) >= 0) {
             const frame = buffer.slice(0, end);
