@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
 ODDS_RATIO_GRID: tuple[float, ...] = tuple(float(v) for v in np.geomspace(1.25, 16.0, 16))
 """The alternatives mixed over: odds ratios from 1.25 (a subtle regression) to 16 (a gross one)."""
@@ -67,6 +67,15 @@ def log_likelihood_ratios(
     return result
 
 
+def log_sum_exp(values: NDArray[np.float64]) -> float:
+    """log(sum(exp(values))) without overflow. scipy's logsumexp does the same through its array-API
+    layer, which costs about 0.2 ms a call: more than the rest of a rollout's tick."""
+    peak = float(values.max())
+    if not math.isfinite(peak):
+        return peak
+    return peak + math.log(float(np.exp(values - peak).sum()))
+
+
 def _check_counts(canary_n: int, canary_bad: int, stable_n: int, stable_bad: int) -> None:
     if min(canary_n, canary_bad, stable_n, stable_bad) < 0:
         raise ValueError("counts must not be negative")
@@ -92,7 +101,7 @@ class EProcess:
     @property
     def log_value(self) -> float:
         """log of the e-value M_t = sum_k w_k prod_i LR_i(psi_k)."""
-        return float(logsumexp(np.asarray(self.log_products) + _LOG_WEIGHT))
+        return log_sum_exp(np.asarray(self.log_products) + _LOG_WEIGHT)
 
     @property
     def value(self) -> float:
@@ -112,4 +121,4 @@ def combined_log_value(processes: Sequence[EProcess]) -> float:
     """Equal-weight average of several e-processes (still an e-process), in log space."""
     if not processes:
         return 0.0
-    return float(logsumexp([p.log_value for p in processes]) - math.log(len(processes)))
+    return log_sum_exp(np.asarray([p.log_value for p in processes])) - math.log(len(processes))

@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp
 
-from analyzer.eprocess import ODDS_RATIO_GRID, EProcess, log_likelihood_ratios
+from analyzer.eprocess import ODDS_RATIO_GRID, EProcess, log_likelihood_ratios, log_sum_exp
 
 ALTERNATIVES: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4)
 """The odds ratios mixed over as alternatives: equal to the stable, or better."""
@@ -76,7 +75,7 @@ class NoWorseProcess:
     @property
     def log_value(self) -> float:
         """log of the e-value sum_k w_k prod_i LR_i(psi_k)."""
-        return float(logsumexp(np.asarray(self.log_products) + _LOG_WEIGHTS))
+        return log_sum_exp(np.asarray(self.log_products) + _LOG_WEIGHTS)
 
     @property
     def value(self) -> float:
