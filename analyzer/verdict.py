@@ -125,6 +125,7 @@ def judge(policy: Policy, state: AnalysisState, canary: RevisionCounts, stable: 
         outcome=Outcome.FAIL if failed else Outcome.PASS,
         checks=tuple(checks),
         evidence=_evidence(state),
+        evidence_by_test=_evidence_by_test(state),
         sentence=sentence,
         no_worse=no_worse is not None and no_worse.shown,
         no_worse_evidence=no_worse.evidence if no_worse else None,
@@ -290,6 +291,13 @@ def _evidence(state: AnalysisState) -> float:
     if state.latency:
         log_values.append(combined_log_value([EProcess(products) for products in state.latency]))
     return math.exp(min(max(log_values), 700.0))
+
+
+def _evidence_by_test(state: AnalysisState) -> dict[str, float]:
+    tests = {"errors": EProcess(state.errors).value}
+    for boundary, products in zip(state.latency_boundaries_ms, state.latency, strict=True):
+        tests[f"latency>{boundary:g}ms"] = EProcess(products).value
+    return tests
 
 
 def _share(bad: int, total: int) -> float | None:

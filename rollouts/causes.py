@@ -232,6 +232,7 @@ def log_entries(before: Rollout, event: Event, decision: Decision, now: datetime
                     "outcome": verdict.outcome.value,
                     "evidence": verdict.evidence,
                     "no_worse_evidence": verdict.no_worse_evidence,
+                    "tests": verdict.evidence_by_test,
                     "canary_requests": verdict.canary_requests,
                     "stable_requests": verdict.stable_requests,
                     "step": after.step_index + 1,

@@ -56,6 +56,9 @@ class Verdict(BaseModel):
     """The largest e-value of the rollout's statistical tests so far (1 means no evidence)."""
     sentence: str = ""
     """One sentence a person can read: metric, both revisions' values, sample sizes, threshold."""
+    evidence_by_test: dict[str, float] = Field(default_factory=dict)
+    """Each statistical test's evidence against the canary so far, by name (`errors`, and
+    `latency>200ms` for every latency boundary), for charts."""
     no_worse: bool = False
     """Every test that the canary is no worse than `max_odds_ratio` x the stable reached 1/beta: the
     step may end before `step_max_duration` (policies/model.py)."""

@@ -8,7 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from setuptools import find_packages
+from setuptools import find_packages  # type: ignore[import-untyped]
 
 from tests.deploy.kustomize import render
 

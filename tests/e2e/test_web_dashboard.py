@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
 from sandbox.cluster import Endpoints
 from sandbox.processes import BackgroundLoad, Processes
@@ -135,7 +135,12 @@ def _sign_in(page: Page, token: str) -> None:
 def _watched(page: Page) -> list[str]:
     """Fails the test on any dialog (an injected `alert` would open one) or page error."""
     problems: list[str] = []
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+
+    def dialog_opened(dialog: Dialog) -> None:
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", dialog_opened)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     return problems
 

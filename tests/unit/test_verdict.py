@@ -171,3 +171,13 @@ def test_a_state_saved_before_no_worse_tests_starts_them_fresh() -> None:
     )
     assert len(again.state.no_worse_latency) == len(again.state.latency_boundaries_ms)
     assert again.verdict.outcome is Outcome.PASS
+
+
+def test_the_verdict_carries_each_tests_evidence_every_latency_boundary_apart() -> None:
+    policy, state = load_policy("default"), AnalysisState()
+    canary = RevisionCounts.of(300, 30, histogram(300, SLOW))
+    judgement = judge(policy, state, canary, RevisionCounts.of(3000, 3, histogram(3000, FAST)))
+    tests = judgement.verdict.evidence_by_test
+    assert set(tests) == {"errors", "latency>200ms", "latency>800ms"}
+    assert tests["errors"] > 1 and all(value > 0 for value in tests.values())
+    assert judgement.verdict.evidence >= tests["errors"]  # the largest of the tests (latency averaged)

@@ -351,8 +351,9 @@ function rolloutPage(id) {
     if (event.kind === "verdict") {
       verdicts.prepend(el("li", {}, el("time", { datetime: event.at }, new Date(event.at).toLocaleTimeString()),
         el("span", { className: "kind" }, event.data.outcome || ""), event.message));
-      const tests = {};
-      for (const check of event.data.checks || []) if (check.evidence !== null && check.evidence !== undefined) tests[check.name] = check.evidence;
+      // Each test's evidence (every latency boundary apart); verdicts logged before that carry checks only.
+      const tests = { ...(event.data.tests || {}) };
+      if (!event.data.tests) for (const check of event.data.checks || []) if (check.evidence !== null && check.evidence !== undefined) tests[check.name] = check.evidence;
       points.push({ t: Date.parse(event.at), weight: event.data.canary_weight ?? 0, tests, noWorse: event.data.no_worse_evidence });
     }
     if (MANUAL.has(event.kind)) {
