@@ -68,7 +68,7 @@ class ReplayResult:
 
 
 def replay(policy: Policy, intervals: Iterable[TraceInterval]) -> ReplayResult:
-    state, steps, schedule = AnalysisState(), [], _Schedule(policy)
+    state, steps, schedule = AnalysisState(), [], Schedule(policy)
     for interval in intervals:
         judgement = judge(policy, state, interval.canary, interval.stable)
         state = judgement.state
@@ -81,8 +81,9 @@ def replay(policy: Policy, intervals: Iterable[TraceInterval]) -> ReplayResult:
     return ReplayResult("no_rollback", None, reason, tuple(steps), schedule.promote_t)
 
 
-class _Schedule:
-    """The engine stepping through the policy on the replayed verdicts, to tell when it promotes."""
+class Schedule:
+    """The engine stepping through a policy's steps on verdicts that come from elsewhere (a trace,
+    a simulation), on a clock that starts at t = 0, to tell when it would have promoted."""
 
     def __init__(self, policy: Policy) -> None:
         made = Rollout.new(

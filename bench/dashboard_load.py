@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import multiprocessing
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,13 +28,13 @@ import httpx
 
 from adapters.redis_store import RolloutStore
 from bench.results import write_section
-from bench.streams import TOKEN, _service, _wait
+from bench.stack import api_stack
+from bench.streams import TOKEN, _service
 from policies import load_policy
 from rollouts import Rollout
 from rollouts.log import LogEntry
 from sandbox.cluster import Endpoints
-from sandbox.processes import Processes, RedisProcess, SandboxProcess, stop_on_sigterm
-from sandbox.prometheus import free_port
+from sandbox.processes import stop_on_sigterm
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 REFRESH_AFTER_EVENT_S, REFRESH_EVERY_S = 0.5, 5.0
@@ -128,45 +127,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     stop_on_sigterm()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="autocanary-pages-") as folder:
-        base = Path(folder)
-        sandbox = SandboxProcess(
-            base / "sandbox", "--no-prometheus", "--reconcile-delay", "0.05", "--ready-after", "0.2"
-        )
-        (base / "redis").mkdir()
-        redis = RedisProcess(base / "redis", durable=False)
-        processes: Processes | None = None
-        try:
-            endpoints = sandbox.start()
-            redis.start()
-            port = free_port()
-            env = {
-                "AUTOCANARY_REDIS_URL": redis.url,
-                "AUTOCANARY_KUBECONFIG": endpoints.kubeconfig,
-                "AUTOCANARY_PROMETHEUS_URL": "http://127.0.0.1:9",  # no metrics: a verdict event every tick
-                "AUTOCANARY_TOKENS": f"bench:operator:{TOKEN}",
-            }
-            processes = Processes(env, base)
-            for process in ("worker-1", "worker-2"):
-                processes.start(process, ["worker"])
-            processes.start("scheduler", ["scheduler"])
-            processes.start("api", ["api", "--port", str(port)])
-            url = f"http://127.0.0.1:{port}"
-            _wait(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 30, "the API")
-            store = RolloutStore.from_url(redis.url)
-            for count in (int(n) for n in args.pages.split(",")):
-                figures = _one_size(endpoints, store, url, count, args.seconds)
-                row = (
-                    f"| {count} | {figures['reads']:.0f} | {figures['p50']:.1f} | {figures['p99']:.1f}"
-                    f" | {figures['events']:.0f} |"
-                )
-                print(row, flush=True)
-                rows.append(row)
-        finally:
-            if processes:
-                processes.stop_all()
-            redis.stop()
-            sandbox.stop()
+    with api_stack("autocanary-pages-", f"bench:operator:{TOKEN}") as stack:
+        for count in (int(n) for n in args.pages.split(",")):
+            figures = _one_size(stack.endpoints, stack.store, stack.url, count, args.seconds)
+            row = (
+                f"| {count} | {figures['reads']:.0f} | {figures['p50']:.1f} | {figures['p99']:.1f}"
+                f" | {figures['events']:.0f} |"
+            )
+            print(row, flush=True)
+            rows.append(row)
     table = (
         "| rollout pages open | timed reads | GET /v1/rollouts/{id} p50 ms | p99 ms | events the pages received |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows)

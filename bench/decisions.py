@@ -39,19 +39,18 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
 
+from analyzer.replay import Schedule
 from analyzer.verdict import AnalysisState, choose_boundaries, judge
 from bench.results import write_section
 from policies import Policy, load_policy
-from rollouts import Phase, Rollout, decide, handle
+from rollouts import Phase
 from rollouts.counts import RevisionCounts
-from rollouts.events import Begin, CanaryReady
 from sandbox.metrics import OPENCENSUS_BUCKETS_MS
 
 RATES = (20, 100, 1000)
@@ -63,7 +62,6 @@ FLAGGER_N = (1, 2, 5)
 FLAGGER_STEP, FLAGGER_MAX_WEIGHT, FLAGGER_THRESHOLD = 10, 50, 5
 ARGO_FAILURE_LIMIT = 3
 MAX_SECONDS = 1800  # a rollout still running then (steps held for traffic) counts as neither
-T0 = datetime(2026, 12, 1, tzinfo=UTC)
 MEDIAN_MS, SIGMA = 100.0, 0.6
 
 
@@ -121,42 +119,35 @@ class EngineRun:
     """One rollout decided by the analyzer and the engine themselves, on a clock of its own."""
 
     def __init__(self, policy: Policy) -> None:
-        made = Rollout.new(
-            id="bench",
-            namespace="bench",
-            service="svc",
-            stable_revision="svc-00001",
-            canary_revision="svc-00002",
-            policy=policy,
-            now=T0,
-        )
-        self.rollout = handle(handle(made, Begin(), T0).rollout, CanaryReady(), T0).rollout
+        self.schedule = Schedule(policy)
         self.state = AnalysisState()
         self.step_started = 0.0
         self.ending = Ending()
 
     @property
     def running(self) -> bool:
-        return self.rollout.phase is Phase.PROGRESSING
+        return self.schedule.rollout.phase is Phase.PROGRESSING
 
     @property
     def canary_share(self) -> float:
-        return self.rollout.canary_weight / 100
+        return self.schedule.rollout.canary_weight / 100
 
     def observe(self, canary: RevisionCounts, stable: RevisionCounts, t: float) -> None:
-        judgement = judge(self.rollout.policy, self.state, canary, stable)
+        policy = self.schedule.rollout.policy
+        judgement = judge(policy, self.state, canary, stable)
         self.state = judgement.state
-        before = self.rollout.step_index
-        self.rollout = decide(self.rollout, judgement.verdict, T0 + timedelta(seconds=t)).rollout
-        stepped = self.rollout.step_index != before or self.rollout.phase is Phase.PROMOTING
+        before = self.schedule.rollout.step_index
+        self.schedule.judged(judgement.verdict, t)
+        rollout = self.schedule.rollout
+        stepped = rollout.step_index != before or rollout.phase is Phase.PROMOTING
         early = self.ending.ended_a_step_early or (
-            stepped and t - self.step_started < self.rollout.policy.step_max_duration.total_seconds()
+            stepped and t - self.step_started < policy.step_max_duration.total_seconds()
         )
         if stepped:
             self.step_started = t
-        if self.rollout.phase is Phase.PROMOTING:
+        if rollout.phase is Phase.PROMOTING:
             self.ending = Ending(promoted_at=t, ended_a_step_early=early)
-        elif self.rollout.phase is Phase.ROLLING_BACK:
+        elif rollout.phase is Phase.ROLLING_BACK:
             self.ending = Ending(rolled_back_at=t, ended_a_step_early=early)
         else:
             self.ending = Ending(ended_a_step_early=early)

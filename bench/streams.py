@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -26,29 +25,17 @@ from kubernetes import client, config
 
 from adapters.redis_store import RolloutStore
 from bench.results import write_section
+from bench.stack import api_stack, wait_until
 from policies import load_policy
 from rollouts import Rollout
 from rollouts.log import LogEntry
 from sandbox.cluster import Endpoints
-from sandbox.processes import Processes, RedisProcess, SandboxProcess, stop_on_sigterm
-from sandbox.prometheus import free_port
+from sandbox.processes import stop_on_sigterm
 from sandbox.watchers import EventStreams
 
 GROUP, VERSION = "serving.knative.dev", "v1"
 TOKEN = "bench-secret"  # noqa: S105 (a bench's own token)
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _wait(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if callable(check) and check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"bench.streams: timed out waiting for {what}")
 
 
 def _service(endpoints: Endpoints, namespace: str, name: str) -> client.CustomObjectsApi:
@@ -62,11 +49,11 @@ def _service(endpoints: Endpoints, namespace: str, name: str) -> client.CustomOb
         "spec": {"template": {"spec": {"containers": [{"image": "hello", "env": env}]}}},
     }
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, "services", body)
-    _wait(lambda: _latest(api, namespace, name) == f"{name}-00001", 30, "the first revision")
+    wait_until(lambda: _latest(api, namespace, name) == f"{name}-00001", 30, "the first revision")
     v2 = {"spec": {"containers": [{"image": "hello", "env": [{"name": "TARGET", "value": "v2"}]}]}}
     pinned: dict[str, Any] = {"spec": {"traffic": [{"revisionName": f"{name}-00001", "percent": 100}], "template": v2}}
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "services", name, pinned)
-    _wait(lambda: _latest(api, namespace, name) == f"{name}-00002", 30, "the second revision")
+    wait_until(lambda: _latest(api, namespace, name) == f"{name}-00002", 30, "the second revision")
     return api
 
 
@@ -97,7 +84,7 @@ def _one_size(endpoints: Endpoints, store: RolloutStore, url: str, streams: int,
         now=now,
     )
     store.create(rollout, LogEntry("created", "bench", now, "pending"))
-    _wait(lambda: _canary_percent(api, namespace, name) == 50, 60, "the canary at 50 %")
+    wait_until(lambda: _canary_percent(api, namespace, name) == 50, 60, "the canary at 50 %")
     watchers = EventStreams(url, rollout.id, TOKEN, streams).start()
     try:
         if not watchers.wait_connected(60):
@@ -110,7 +97,7 @@ def _one_size(endpoints: Endpoints, store: RolloutStore, url: str, streams: int,
                 timings.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
             http.post(f"/v1/rollouts/{rollout.id}/abort", json={"reason": "bench"}).raise_for_status()
-            _wait(lambda: _canary_percent(api, namespace, name) == 0, 30, "stable 100 %")
+            wait_until(lambda: _canary_percent(api, namespace, name) == 0, 30, "stable 100 %")
             abort_ms = (time.perf_counter() - started) * 1000
         lost = streams - watchers.connected
     finally:
@@ -127,45 +114,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     stop_on_sigterm()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="autocanary-streams-") as folder:
-        base = Path(folder)
-        sandbox = SandboxProcess(
-            base / "sandbox", "--no-prometheus", "--reconcile-delay", "0.05", "--ready-after", "0.2"
-        )
-        (base / "redis").mkdir()
-        redis = RedisProcess(base / "redis", durable=False)
-        processes: Processes | None = None
-        try:
-            endpoints = sandbox.start()
-            redis.start()
-            port = free_port()
-            env = {
-                "AUTOCANARY_REDIS_URL": redis.url,
-                "AUTOCANARY_KUBECONFIG": endpoints.kubeconfig,
-                "AUTOCANARY_PROMETHEUS_URL": "http://127.0.0.1:9",  # no metrics: the rollout holds at 50 %
-                "AUTOCANARY_TOKENS": f"bench:operator:{TOKEN}",
-            }
-            processes = Processes(env, base)
-            for process in ("worker-1", "worker-2"):
-                processes.start(process, ["worker"])
-            processes.start("scheduler", ["scheduler"])
-            processes.start("api", ["api", "--port", str(port)])
-            url = f"http://127.0.0.1:{port}"
-            _wait(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 30, "the API")
-            store = RolloutStore.from_url(redis.url)
-            for count in (int(n) for n in args.streams.split(",")):
-                figures = _one_size(endpoints, store, url, count, args.reads)
-                row = (
-                    f"| {count} | {figures['p50']:.1f} | {figures['p99']:.1f} | {figures['abort']:.0f}"
-                    f" | {figures['lost']:.0f} |"
-                )
-                print(row, flush=True)
-                rows.append(row)
-        finally:
-            if processes:
-                processes.stop_all()
-            redis.stop()
-            sandbox.stop()
+    with api_stack("autocanary-streams-", f"bench:operator:{TOKEN}") as stack:
+        for count in (int(n) for n in args.streams.split(",")):
+            figures = _one_size(stack.endpoints, stack.store, stack.url, count, args.reads)
+            row = (
+                f"| {count} | {figures['p50']:.1f} | {figures['p99']:.1f} | {figures['abort']:.0f}"
+                f" | {figures['lost']:.0f} |"
+            )
+            print(row, flush=True)
+            rows.append(row)
     table = (
         "| open streams | GET /v1/rollouts/{id} p50 ms | p99 ms | abort to stable 100 % ms | streams lost |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows)
