@@ -77,9 +77,12 @@ def _session_principal(request: Request, tokens: TokenBook) -> Principal:
 
 
 def same_origin(request: Request) -> bool:
-    """False only when the browser names another origin than the one it asked (Origin header)."""
+    """False only when the browser names another site than the one it asked (Origin header).
+
+    Host and port are compared, not the scheme: behind an ingress that ends TLS the API sees
+    plain HTTP for a page the browser loaded over HTTPS."""
     origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+    return origin is None or origin.partition("://")[2] == request.headers.get("host", request.url.netloc)
 
 
 Viewer = Annotated[Principal, Depends(_require(Role.VIEWER))]

@@ -20,5 +20,8 @@ class ApiSettings(SharedSettings):
     """Require a viewer token on /metrics (it names every active rollout's namespace, service and revision)."""
     ui_session_hours: float = 8.0
     """How long a dashboard sign-in lasts (the session cookie's lifetime)."""
+    ui_secure_cookie: bool = False
+    """Mark the session cookie `Secure` even when the API sees plain HTTP (TLS ended at an ingress);
+    it is always marked when the request came over HTTPS."""
     policies_dir: str | None = None
     """A directory of the installation's own policies (`NAME.yaml`), e.g. a mounted ConfigMap."""

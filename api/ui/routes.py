@@ -74,7 +74,7 @@ def sign_in(body: SignIn, request: Request, response: Response, settings: Settin
         cookie,
         max_age=int(settings.ui_session_hours * 3600),
         path="/",
-        secure=request.url.scheme == "https",
+        secure=settings.ui_secure_cookie or request.url.scheme == "https",
         httponly=True,
         samesite="strict",
     )
@@ -97,10 +97,11 @@ def current_session(
 
 
 @router.delete("/session", status_code=204)
-def sign_out(request: Request) -> Response:
+def sign_out(request: Request, settings: Settings) -> Response:
     """Forget the session cookie."""
     response = Response(status_code=204)
-    response.delete_cookie(COOKIE, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict")
+    secure = settings.ui_secure_cookie or request.url.scheme == "https"
+    response.delete_cookie(COOKIE, path="/", secure=secure, httponly=True, samesite="strict")
     return response
 
 

@@ -8,10 +8,14 @@ import time
 from fastapi.testclient import TestClient
 
 from adapters.redis_store import RolloutStore
+from api.app import create_app
 from api.auth import Principal, Role
+from api.deps import Dependencies
 from api.middleware import CONTENT_SECURITY_POLICY
+from api.settings import ApiSettings
 from api.ui.session import COOKIE, SessionSigner
 from tests.api.test_api import DEPLOY, OPERATE, VIEW, api, cluster, create, queue
+from tests.fakes import FakeCluster
 
 __all__ = ["api", "cluster", "queue"]  # the fixtures, shared with test_api
 
@@ -45,6 +49,8 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_never_echoes_the_token(api: 
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert "Secure" not in cookie  # plain HTTP here; over TLS the cookie is Secure
+    # The page was served over TLS by an ingress; the API sees HTTP: still the same site.
+    assert api.post("/ui/session", json={"token": "op-secret"}, headers={"Origin": "https://testserver"}).is_success
     assert "op-secret" not in cookie and "op-secret" not in response.text
     assert api.get("/ui/session").json()["name"] == "oncall"
     assert api.delete("/ui/session").status_code == 204
@@ -115,3 +121,13 @@ def test_the_pages_read_the_resolved_policy_and_filter_by_target_kind(api: TestC
     assert api.get("/v1/rollouts?kind=istio", headers=VIEW).json()["items"] == []
     bad = api.get("/v1/rollouts?kind=nginx", headers=OPERATE)
     assert (bad.status_code, bad.json()["field"]) == (422, "kind")
+
+
+def test_the_cookie_can_be_marked_secure_behind_an_ingress_that_ends_tls(store: RolloutStore) -> None:
+    app = create_app(
+        ApiSettings(tokens="oncall:operator:op-secret", ui_secure_cookie=True),
+        Dependencies(store, FakeCluster().backends(), lambda *_: None, {}),
+    )
+    with TestClient(app) as client:
+        cookie = client.post("/ui/session", json={"token": "op-secret"}).headers["set-cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie
