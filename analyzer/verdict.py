@@ -80,7 +80,13 @@ class AnalysisState(BaseModel):
         return cls.model_validate(stored) if stored else cls()
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """As stored in the rollout; the no-worse e-processes only once they hold something, so a
+        rollout with fixed steps is still read by the workers of the release before them."""
+        unused = {name for name in _NO_WORSE_FIELDS if getattr(self, name) == AnalysisState.model_fields[name].default}
+        return self.model_dump(mode="json", exclude=unused)
+
+
+_NO_WORSE_FIELDS = ("no_worse_errors", "no_worse_latency")
 
 
 @dataclass(frozen=True)

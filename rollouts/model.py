@@ -159,8 +159,16 @@ class Rollout(BaseModel):
     def to_stored(self) -> str:
         """The JSON document the store keeps. The fields the release before Istio targets and match
         steps did not know are left out while they hold their defaults, so a Knative rollout with
-        weight steps is still read by that release's workers during a rolling upgrade."""
-        unused = {name for name in _NEWER_FIELDS if getattr(self, name) == Rollout.model_fields[name].default}
+        weight steps is still read by that release's workers during a rolling upgrade; so are the
+        policy fields of steps that end early while the policy's steps are fixed."""
+        unused: dict[str, Any] = {
+            name: True for name in _NEWER_FIELDS if getattr(self, name) == Rollout.model_fields[name].default
+        }
+        early_fields = ("step_max_duration", "beta", "max_odds_ratio")
+        if not self.policy.ends_steps_early and all(
+            getattr(self.policy, name) == Policy.model_fields[name].default for name in early_fields[1:]
+        ):
+            unused["policy"] = set(early_fields)  # step_max_duration is read back as step_min_duration
         return self.model_dump_json(exclude=unused)
 
     @classmethod

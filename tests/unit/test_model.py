@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from policies import FieldProblem, InvalidPolicy
+from analyzer.verdict import AnalysisState, judge
+from policies import FieldProblem, InvalidPolicy, load_policy
 from rollouts import PHASE_DOCS, Phase, Rollout, SetTraffic, ValidationError
+from rollouts.counts import RevisionCounts
 from tests.factories import T0, policy, rollout
 
 
@@ -70,3 +74,22 @@ def test_validation_error_carries_policy_problems_under_the_request_field() -> N
         "policy_overrides.steps[1]: too big",
         "policy_overrides: not a mapping",
     ]
+
+
+def test_a_rollout_with_fixed_steps_is_stored_without_the_fields_of_steps_that_end_early() -> None:
+    fixed = rollout(policy(step_min_duration="150s"))
+    stored = json.loads(fixed.to_stored())
+    assert not {"step_max_duration", "beta", "max_odds_ratio"} & set(stored["policy"])
+    assert Rollout.from_stored(fixed.to_stored()) == fixed  # read back: fixed steps of 150 s
+    early = rollout(policy())
+    assert {"step_max_duration", "beta", "max_odds_ratio"} <= set(json.loads(early.to_stored())["policy"])
+    assert Rollout.from_stored(early.to_stored()) == early
+
+
+def test_an_analysis_state_with_fixed_steps_is_stored_as_before_no_worse_tests() -> None:
+    fixed = load_policy("conservative")
+    judged = judge(fixed, AnalysisState(), RevisionCounts.of(500, 5), RevisionCounts.of(4500, 40)).state
+    assert not {"no_worse_errors", "no_worse_latency"} & set(judged.dump())
+    assert AnalysisState.load(judged.dump()) == judged
+    early = judge(load_policy("default"), AnalysisState(), RevisionCounts.of(500, 5), RevisionCounts.of(4500, 40))
+    assert "no_worse_errors" in early.state.dump() and AnalysisState.load(early.state.dump()) == early.state
