@@ -180,10 +180,15 @@ def test_on_call_signs_in_watches_a_rollout_advance_and_aborts_it(
         expect(page.locator(".log li").first).to_be_visible()
         page.screenshot(path=str(screenshots / "dashboard-rollout.png"), full_page=True)
 
-        # Abort with a reason, confirmed; the answer in words, then the end, live.
-        page.get_by_role("button", name="Abort").click()
-        page.get_by_label("Reason (recorded with your name)").fill("pager: p99 up on checkout")
-        page.locator("#confirm-ok").click()
+        # Abort by keyboard alone, with a reason, confirmed; the answer in words, then the end, live.
+        page.get_by_role("button", name="Abort").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_label("Reason (recorded with your name)")).to_be_focused()
+        page.keyboard.type("pager: p99 up on checkout")
+        page.keyboard.press("Tab")  # Cancel
+        page.keyboard.press("Tab")  # Abort, the confirming button
+        expect(page.locator("#confirm-ok")).to_be_focused()
+        page.keyboard.press("Enter")
         expect(page.locator(".result")).to_contain_text("Abort accepted (202) from oncall")
         expect(page.get_by_role("heading", level=1)).to_contain_text("aborted", timeout=30_000)
         expect(page.get_by_role("list", name="Actions by hand")).to_contain_text("by oncall: pager: p99 up on checkout")

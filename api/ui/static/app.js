@@ -17,6 +17,7 @@ const MANUAL = new Set(["abort", "pause", "resume", "promote"]);
 
 let session = null; // {name, role, csrf}: who is signed in (the token itself is never kept)
 let leavePage = () => {}; // stops the current page's timers and streams
+let shown = 0; // which page is on screen: a page that finished loading after another was opened stops at once
 
 class HttpError extends Error {
   constructor(status, body) {
@@ -371,7 +372,9 @@ function rolloutPage(id) {
       el("section", {}, el("h2", {}, "Event log"), streamState, log)),
     el("h2", {}, "By hand"), manual,
     el("h2", {}, "Policy as resolved"), policy);
+  const page = shown;
   refresh().then(() => {
+    if (page !== shown) return; // the user went elsewhere meanwhile
     const stop = follow(`/v1/rollouts/${encodeURIComponent(id)}/events`, onEvent, () => {
       streamState.textContent = "The rollout has ended; the log is complete.";
       soon();
@@ -398,6 +401,7 @@ async function policiesPage() {
 function route() {
   leavePage();
   leavePage = () => {};
+  shown += 1;
   if (!session) return signInPage();
   const path = location.pathname.replace(/\/+$/, "");
   const one = path.match(/^\/ui\/rollouts\/([A-Za-z0-9_-]{1,64})$/);
