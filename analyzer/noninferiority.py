@@ -49,12 +49,27 @@ def log_likelihood_ratios_no_worse(
     max_odds_ratio: float, canary_n: int, canary_bad: int, stable_n: int, stable_bad: int
 ) -> NDArray[np.float64]:
     """log LR(psi_a vs max_odds_ratio) of one interval for every alternative (zeros without information)."""
+    # Both against the central hypergeometric, in one pass over the interval's support.
+    against_central = log_likelihood_ratios(
+        canary_n, canary_bad, stable_n, stable_bad, (*ALTERNATIVES, _above_one(max_odds_ratio))
+    )
+    return _against_boundary(against_central)
+
+
+def _above_one(max_odds_ratio: float) -> float:
     if not max_odds_ratio > 1.0:
         raise ValueError(f"max_odds_ratio must be above 1, got {max_odds_ratio}")
-    # Both against the central hypergeometric, in one pass over the interval's support.
-    against_central = log_likelihood_ratios(canary_n, canary_bad, stable_n, stable_bad, (*ALTERNATIVES, max_odds_ratio))
+    return max_odds_ratio
+
+
+def _against_boundary(against_central: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each alternative's log LR against the central law (all but the last) minus the boundary's (the last)."""
     result: NDArray[np.float64] = against_central[:-1] - against_central[-1]
     return result
+
+
+def _plus(log_products: tuple[float, ...], step: NDArray[np.float64]) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(log_products) + step)
 
 
 @dataclass(frozen=True)
@@ -68,9 +83,7 @@ class NoWorseProcess:
         self, max_odds_ratio: float, canary_n: int, canary_bad: int, stable_n: int, stable_bad: int
     ) -> NoWorseProcess:
         step = log_likelihood_ratios_no_worse(max_odds_ratio, canary_n, canary_bad, stable_n, stable_bad)
-        if not step.any():
-            return self
-        return NoWorseProcess(tuple(float(v) for v in np.asarray(self.log_products) + step))
+        return NoWorseProcess(_plus(self.log_products, step)) if step.any() else self
 
     @property
     def log_value(self) -> float:
@@ -94,13 +107,10 @@ def updated_both(
 ) -> tuple[EProcess, NoWorseProcess]:
     """Both e-processes of one comparison updated with one interval's counts (canary n, canary bad,
     stable n, stable bad), from one pass over the interval's hypergeometric support."""
-    if not max_odds_ratio > 1.0:
-        raise ValueError(f"max_odds_ratio must be above 1, got {max_odds_ratio}")
-    step = log_likelihood_ratios(*counts, (*ODDS_RATIO_GRID, *ALTERNATIVES, max_odds_ratio))
+    step = log_likelihood_ratios(*counts, (*ODDS_RATIO_GRID, *ALTERNATIVES, _above_one(max_odds_ratio)))
     if not step.any():
         return against, no_worse
-    rollback_step, alternatives, boundary = step[: len(ODDS_RATIO_GRID)], step[len(ODDS_RATIO_GRID) : -1], step[-1]
-    return (
-        EProcess(tuple(float(v) for v in np.asarray(against.log_products) + rollback_step)),
-        NoWorseProcess(tuple(float(v) for v in np.asarray(no_worse.log_products) + alternatives - boundary)),
+    rollback_step, no_worse_step = step[: len(ODDS_RATIO_GRID)], _against_boundary(step[len(ODDS_RATIO_GRID) :])
+    return EProcess(_plus(against.log_products, rollback_step)), NoWorseProcess(
+        _plus(no_worse.log_products, no_worse_step)
     )

@@ -242,7 +242,7 @@ def _no_worse(state: AnalysisState, policy: Policy) -> NoWorse:
         shown = process.shown(policy.beta)
         parts.append(
             f"canary {'' if shown else 'not yet shown '}no worse than {ratio} {what}:"
-            f" evidence {_number(process.value)} {'>=' if shown else '<'} {_number(threshold)}"
+            f" evidence {format_evidence(process.value)} {'>=' if shown else '<'} {format_evidence(threshold)}"
             f" over {tally.canary_n + tally.stable_n:,} requests"
         )
     weakest = min(process.value for process, _, _ in tests)
@@ -263,7 +263,7 @@ def _error_check(state: AnalysisState, alpha: float) -> Check:
             f"canary 5xx {_percent(tally.canary_bad, tally.canary_n)} vs stable"
             f" {_percent(tally.stable_bad, tally.stable_n)}"
             f" over {tally.canary_n + tally.stable_n:,} requests;"
-            f" evidence {_number(process.value)} {'>=' if crossed else '<'} {_number(1 / alpha)}"
+            f" evidence {format_evidence(process.value)} {'>=' if crossed else '<'} {format_evidence(1 / alpha)}"
         ),
     )
 
@@ -287,7 +287,7 @@ def _latency_check(state: AnalysisState, alpha: float) -> Check | None:
         sentence=(
             f"canary slower than {boundary:g} ms {_percent(tally.canary_bad, tally.canary_n)} vs stable"
             f" {_percent(tally.stable_bad, tally.stable_n)} over {tally.canary_n + tally.stable_n:,} requests;"
-            f" evidence {_number(value)} {'>=' if crossed else '<'} {_number(1 / alpha)}"
+            f" evidence {format_evidence(value)} {'>=' if crossed else '<'} {format_evidence(1 / alpha)}"
         ),
     )
 
@@ -314,5 +314,6 @@ def _percent(bad: int, total: int) -> str:
     return f"{100 * bad / total:.2f} % ({bad:,} of {total:,})" if total else "n/a (no requests)"
 
 
-def _number(value: float) -> str:
+def format_evidence(value: float) -> str:
+    """An e-value as the sentences write it: whole numbers in the hundreds of thousands, else 3 digits."""
     return f"{value:,.0f}" if 100 <= value < 1e6 else f"{value:.3g}"

@@ -16,6 +16,7 @@ from rich.table import Table
 from tenacity import RetryCallState
 
 from adapters import retry
+from analyzer.verdict import format_evidence
 from cli.client import AutocanaryClient, ClientError
 from rollouts.model import ManualActionKind
 
@@ -221,9 +222,7 @@ def _evidence_line(rollout: dict[str, Any]) -> str:
 
 
 def _e_value(value: object) -> str:
-    if not isinstance(value, int | float):
-        return "n/a"
-    return f"{value:,.0f}" if 100 <= value < 1e6 else f"{value:.3g}"
+    return format_evidence(value) if isinstance(value, int | float) else "n/a"
 
 
 @app.command("list")

@@ -1,8 +1,8 @@
 """`/ui`: the web dashboard's page shell, its static assets and its sign-in session.
 
 The pages are one HTML shell and one script that draws them from the API's own routes
-(`/v1/rollouts`, their event streams, `/v1/policies`) with the browser's `fetch`, `EventSource`
-and SVG. Nothing is built: the files under `static/` are served as they are. Sign-in exchanges a
+(`/v1/rollouts`, their event streams, `/v1/policies`) with the browser's `fetch` (its streams
+read the event stream) and SVG. Nothing is built: the files under `static/` are served as they are. Sign-in exchanges a
 token for a session cookie (api/ui/session.py); the token is not kept anywhere in the browser.
 """
 
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import AuthError, Principal, Role, TokenBook
 from api.deps import Settings, same_origin
+from api.settings import ApiSettings
 from api.ui.session import COOKIE, SessionSigner
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -74,7 +75,7 @@ def sign_in(body: SignIn, request: Request, response: Response, settings: Settin
         cookie,
         max_age=int(settings.ui_session_hours * 3600),
         path="/",
-        secure=settings.ui_secure_cookie or request.url.scheme == "https",
+        secure=_secure(request, settings),
         httponly=True,
         samesite="strict",
     )
@@ -100,9 +101,13 @@ def current_session(
 def sign_out(request: Request, settings: Settings) -> Response:
     """Forget the session cookie."""
     response = Response(status_code=204)
-    secure = settings.ui_secure_cookie or request.url.scheme == "https"
-    response.delete_cookie(COOKIE, path="/", secure=secure, httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path="/", secure=_secure(request, settings), httponly=True, samesite="strict")
     return response
+
+
+def _secure(request: Request, settings: ApiSettings) -> bool:
+    """The cookie is `Secure` over HTTPS, and behind an ingress that ends TLS when configured so."""
+    return settings.ui_secure_cookie or request.url.scheme == "https"
 
 
 def _public(principal: Principal, csrf: str, expires: float) -> SessionPublic:
