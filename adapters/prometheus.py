@@ -24,9 +24,9 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from analyzer.dialects import queries_for
-from policies import Dialect
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import PermanentError, TransientError
+from rollouts.ports import MetricsSource
 
 T = TypeVar("T")
 
@@ -86,34 +86,41 @@ class PrometheusMetrics:
         self.session = session
 
     def fetch(
-        self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
+        self, source: MetricsSource, targets: Sequence[RevisionRef], window: timedelta, at: datetime
     ) -> dict[RevisionRef, RevisionCounts]:
-        """Counts of every target revision over the `window` ending at `at`: two queries in all."""
+        """Counts of every target revision over the `window` ending at `at`: two queries in all
+        (one when a custom dialect reads no latency buckets)."""
         if not targets:
             return {}
-        queries = queries_for(dialect)
+        queries = queries_for(source)
         seconds = _whole_seconds(window)
         params = {"time": f"{at.timestamp():.3f}"}
-        counts_query, buckets_query = queries.counts_query(targets, seconds), queries.buckets_query(targets, seconds)
+        counts_query = queries.counts_query(targets, seconds)
         counts = self._query(lambda: self.client.custom_query(counts_query, params=params))
-        buckets = self._query(lambda: self.client.custom_query(buckets_query, params=params))
+        buckets: list[dict[str, Any]] = []
+        if queries.has_buckets:
+            buckets_query = queries.buckets_query(targets, seconds)
+            buckets = self._query(lambda: self.client.custom_query(buckets_query, params=params))
         return queries.parse(counts, buckets, targets)
 
     def fetch_range(
         self,
-        dialect: Dialect,
+        source: MetricsSource,
         targets: Sequence[RevisionRef],
         start: datetime,
         end: datetime,
         step: timedelta,
     ) -> list[Sample]:
         """Consecutive windows of length `step` ending at start+step, start+2*step, ... <= end (for replay)."""
-        queries = queries_for(dialect)
+        queries = queries_for(source)
         seconds = _whole_seconds(step)
         first = start + step
-        counts_query, buckets_query = queries.counts_query(targets, seconds), queries.buckets_query(targets, seconds)
+        counts_query = queries.counts_query(targets, seconds)
         counts = self._query(lambda: self.client.custom_query_range(counts_query, first, end, f"{seconds}s"))
-        buckets = self._query(lambda: self.client.custom_query_range(buckets_query, first, end, f"{seconds}s"))
+        buckets: list[dict[str, Any]] = []
+        if queries.has_buckets:
+            buckets_query = queries.buckets_query(targets, seconds)
+            buckets = self._query(lambda: self.client.custom_query_range(buckets_query, first, end, f"{seconds}s"))
         samples = []
         moment = first
         while moment <= end:

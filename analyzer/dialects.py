@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies import Dialect
+from policies import CustomMetrics, Dialect
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.names import require_dns1123_label
 
@@ -42,6 +42,11 @@ class DialectQueries:
     def _keys(self) -> str:
         labels = [self.namespace_label, *([self.service_label] if self.service_label else []), self.revision_label]
         return ", ".join(labels)
+
+    @property
+    def has_buckets(self) -> bool:
+        """Whether latency buckets are read at all (a custom dialect may judge errors only)."""
+        return True
 
     def counts_query(self, targets: Sequence[RevisionRef], window_seconds: int) -> str:
         """Requests per namespace, revision and status over the window ending at the query time."""
@@ -86,9 +91,13 @@ class DialectQueries:
         A revision with no series served no requests in the window: zero counts, not an error.
         """
 
-        # Keys as the series name them: without a service label, a target's service is no part of it.
+        # Keys as the series name them: without a service (or namespace) label, that is no part of it.
         def key(ref: RevisionRef) -> RevisionRef:
-            return ref if self.service_label else RevisionRef(ref.namespace, ref.revision)
+            return RevisionRef(
+                ref.namespace if self.namespace_label else "",
+                ref.revision,
+                ref.service if self.service_label else "",
+            )
 
         requests: dict[RevisionRef, float] = defaultdict(float)
         errors: dict[RevisionRef, float] = defaultdict(float)
@@ -116,7 +125,62 @@ class DialectQueries:
 
     def _ref(self, labels: Mapping[str, Any]) -> RevisionRef:
         service = str(labels.get(self.service_label, "")) if self.service_label else ""
-        return RevisionRef(str(labels.get(self.namespace_label, "")), str(labels.get(self.revision_label, "")), service)
+        namespace = str(labels.get(self.namespace_label, "")) if self.namespace_label else ""
+        return RevisionRef(namespace, str(labels.get(self.revision_label, "")), service)
+
+
+_PLACEHOLDER_VALUE = re.compile(r'(=~?)\s*"\$(namespace|versions)"')
+_PLACEHOLDER_WINDOW = re.compile(r"\[\s*\$window\s*\]")
+
+
+@dataclass(frozen=True)
+class CustomQueries(DialectQueries):
+    """A policy's own templates (`policies.custom_metrics`), filled in for one batch.
+
+    `$namespace` and `$versions` become alternations of the batch's names, checked as DNS-1123
+    labels and escaped exactly as the built-in dialects' selectors, and the matcher becomes `=~`;
+    `$window` becomes the window in seconds. The template was checked when the policy was
+    loaded: these are its only placeholders, each standing where this substitution is safe.
+    """
+
+    requests_template: str = ""
+    buckets_template: str | None = None
+
+    @classmethod
+    def of(cls, spec: CustomMetrics) -> CustomQueries:
+        return cls(
+            dialect=Dialect.CUSTOM,
+            namespace_label=spec.namespace_label,
+            revision_label=spec.version_label,
+            status_label=spec.status_label,
+            count_metric="",
+            bucket_metric="",
+            ms_per_unit=spec.ms_per_unit,
+            requests_template=spec.requests,
+            buckets_template=spec.latency_buckets,
+        )
+
+    @property
+    def has_buckets(self) -> bool:
+        return self.buckets_template is not None
+
+    def counts_query(self, targets: Sequence[RevisionRef], window_seconds: int) -> str:
+        return self._filled(self.requests_template, targets, window_seconds)
+
+    def buckets_query(self, targets: Sequence[RevisionRef], window_seconds: int) -> str:
+        if self.buckets_template is None:
+            raise ValueError("this custom dialect reads no latency buckets")
+        return self._filled(self.buckets_template, targets, window_seconds)
+
+    def _filled(self, template: str, targets: Sequence[RevisionRef], window_seconds: int) -> str:
+        if not targets:
+            raise ValueError("a query needs at least one revision")
+        names = {
+            "namespace": sorted({require_dns1123_label(t.namespace, "namespace") for t in targets}),
+            "versions": sorted({require_dns1123_label(t.revision, "revision") for t in targets}),
+        }
+        filled = _PLACEHOLDER_VALUE.sub(lambda m: f'=~"{_alternatives(names[m.group(2)])}"', template)
+        return _PLACEHOLDER_WINDOW.sub(f"[{int(window_seconds)}s]", filled)
 
 
 DIALECTS: dict[Dialect, DialectQueries] = {
@@ -163,8 +227,13 @@ DIALECTS: dict[Dialect, DialectQueries] = {
 }
 
 
-def queries_for(dialect: Dialect) -> DialectQueries:
-    return DIALECTS[dialect]
+def queries_for(source: Dialect | CustomMetrics) -> DialectQueries:
+    """The queries of a built-in dialect, or of a policy's `custom_metrics`."""
+    if isinstance(source, CustomMetrics):
+        return CustomQueries.of(source)
+    if source is Dialect.CUSTOM:
+        raise ValueError("the custom dialect's queries come from the policy's custom_metrics")
+    return DIALECTS[source]
 
 
 def _alternatives(values: Sequence[str]) -> str:

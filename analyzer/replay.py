@@ -25,12 +25,13 @@ from typing import Any, Literal
 
 from analyzer.dialects import queries_for
 from analyzer.verdict import AnalysisState, judge
-from policies import Dialect, Policy
+from policies import Policy
 from rollouts.counts import RevisionCounts
 from rollouts.engine import decide, handle
 from rollouts.events import Begin, CanaryReady
 from rollouts.model import Rollout
 from rollouts.phase import Phase
+from rollouts.ports import MetricsSource
 from rollouts.verdict import Outcome, Verdict
 
 _START = datetime(2000, 1, 1, tzinfo=UTC)
@@ -106,7 +107,7 @@ class Schedule:
             self.promote_t = t
 
 
-def parse_trace(lines: Iterable[str], dialect: Dialect, source: str = "trace") -> list[TraceInterval]:
+def parse_trace(lines: Iterable[str], dialect: MetricsSource, source: str = "trace") -> list[TraceInterval]:
     intervals: list[TraceInterval] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -129,12 +130,12 @@ def parse_trace(lines: Iterable[str], dialect: Dialect, source: str = "trace") -
     return intervals
 
 
-def trace_record(t: float, canary: RevisionCounts, stable: RevisionCounts, dialect: Dialect) -> dict[str, Any]:
+def trace_record(t: float, canary: RevisionCounts, stable: RevisionCounts, dialect: MetricsSource) -> dict[str, Any]:
     """One trace line's object, with `le` in the dialect's unit (the inverse of `parse_trace`)."""
     return {"t": t, "canary": _revision_record(canary, dialect), "stable": _revision_record(stable, dialect)}
 
 
-def _revision_record(counts: RevisionCounts, dialect: Dialect) -> dict[str, Any]:
+def _revision_record(counts: RevisionCounts, dialect: MetricsSource) -> dict[str, Any]:
     record: dict[str, Any] = {"requests": counts.requests, "errors": counts.errors}
     if counts.buckets:
         unit = queries_for(dialect).ms_per_unit
@@ -143,7 +144,7 @@ def _revision_record(counts: RevisionCounts, dialect: Dialect) -> dict[str, Any]
     return record
 
 
-def _revision(value: object, dialect: Dialect, where: str) -> RevisionCounts:
+def _revision(value: object, dialect: MetricsSource, where: str) -> RevisionCounts:
     if not isinstance(value, Mapping):
         raise TraceError(f"{where}: must be an object with requests and errors")
     requests, errors = value.get("requests"), value.get("errors", 0)
@@ -157,7 +158,7 @@ def _revision(value: object, dialect: Dialect, where: str) -> RevisionCounts:
     return RevisionCounts.of(requests, errors, _buckets(value.get("buckets"), requests, dialect, where))
 
 
-def _buckets(value: object, requests: int, dialect: Dialect, where: str) -> dict[float, int]:
+def _buckets(value: object, requests: int, dialect: MetricsSource, where: str) -> dict[float, int]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):

@@ -127,7 +127,10 @@ def check_steps(policy: Policy, backends: Backends, target: TargetRef, body: Rol
 def policy_for(policy: Policy, target: TargetRef) -> Policy:
     """The dialect that measures this target. An Istio canary is measured by Istio's metrics per
     version label (Knative's queue-proxy series do not exist for Deployments); a Knative revision
-    with `istio` (Knative behind a mesh) by Istio's canonical service and revision labels."""
+    with `istio` (Knative behind a mesh) by Istio's canonical service and revision labels. A
+    policy's own queries (`custom`) measure any target as written."""
+    if policy.dialect is Dialect.CUSTOM:
+        return policy
     if target.kind == ISTIO_KIND and policy.dialect is not Dialect.ISTIO:
         return policy.model_copy(update={"dialect": Dialect.ISTIO})
     if target.kind == KNATIVE_KIND and policy.dialect is Dialect.ISTIO:

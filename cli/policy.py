@@ -93,22 +93,27 @@ def policy_validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the resolved policy as JSON.")] = False,
 ) -> None:
     """Check a policy file; print the resolved policy, or every problem by field path (exit 1)."""
+    policy = read_policy_file(file, exit_code=1)
+    err.print(f"[green]{file}: valid[/]")
+    _print_policy(policy, as_json)
+
+
+def read_policy_file(file: Path, *, exit_code: int) -> Policy:
+    """A YAML policy file resolved (`extends:` honoured); its problems printed, then exit."""
     try:
         with file.open(encoding="utf-8") as stream:  # a stream, so YAML errors name the file
             document = yaml.safe_load(stream)
     except OSError as exc:
         err.print(f"[red]cannot read {file}[/]: {exc.strerror or exc}")
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=exit_code) from None
     except yaml.YAMLError as exc:
         err.print(f"[red]{file} is not valid YAML[/]: {exc}")
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=exit_code) from None
     try:
-        policy = parse_policy_document(document, source=str(file))
+        return parse_policy_document(document, source=str(file))
     except InvalidPolicy as exc:
         _print_problems(exc)
-        raise typer.Exit(code=1) from None
-    err.print(f"[green]{file}: valid[/]")
-    _print_policy(policy, as_json)
+        raise typer.Exit(code=exit_code) from None
 
 
 def _print_policy(policy: Policy, as_json: bool) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError as PydanticValidationError
 from rich.console import Console
 
 from adapters.prometheus import PrometheusMetrics, PrometheusSettings
 from analyzer.replay import ReplayResult, TraceError, TraceInterval, parse_trace, replay, trace_record
 from policies import Dialect, InvalidPolicy, Policy, load_policy, parse_duration
+from cli.policy import read_policy_file
 from rollouts.counts import RevisionRef
 from rollouts.errors import AutocanaryError, ValidationError
 from rollouts.names import require_dns1123_label
@@ -32,7 +34,9 @@ _COLOURS = {
 
 def replay_command(
     traces: Annotated[list[Path] | None, typer.Argument(help="JSON Lines traces, one interval per line.")] = None,
-    policy: Annotated[str, typer.Option(help="Built-in policy to replay.")] = "default",
+    policy: Annotated[
+        str, typer.Option(help="Built-in policy to replay, or a YAML policy file (`extends:` honoured).")
+    ] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per trace: decision, t, reason.")] = False,
     prometheus: Annotated[str | None, typer.Option(help="Build the trace from this Prometheus instead.")] = None,
     namespace: Annotated[str | None, typer.Option(help="With --prometheus: the namespace.")] = None,
@@ -60,8 +64,13 @@ def replay_command(
     trace already holds the traffic each revision got.
     """
     try:
-        resolved = load_policy(policy, {"dialect": dialect.value} if dialect else None)
-    except InvalidPolicy as exc:
+        if policy.endswith((".yaml", ".yml")):
+            resolved = read_policy_file(Path(policy), exit_code=2)
+            if dialect:
+                resolved = Policy.model_validate({**resolved.model_dump(), "dialect": dialect})
+        else:
+            resolved = load_policy(policy, {"dialect": dialect.value} if dialect else None)
+    except (InvalidPolicy, PydanticValidationError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(code=2) from None
     try:
@@ -77,7 +86,7 @@ def replay_command(
         for path in traces:
             try:
                 with path.open(encoding="utf-8") as stream:
-                    intervals = parse_trace(stream, resolved.dialect, str(path))
+                    intervals = parse_trace(stream, resolved.metrics_source, str(path))
             except OSError as exc:
                 raise ValidationError.single(str(path), f"cannot read: {exc.strerror or exc}") from None
             _report(resolved, str(path), replay(resolved, intervals), as_json)
@@ -140,13 +149,13 @@ def _from_prometheus(
     if finish <= begin:
         raise ValidationError.single("end", "must be after --start")
     samples = PrometheusMetrics(PrometheusSettings(url)).fetch_range(
-        policy.dialect, [canary_ref, stable_ref], begin, finish, length
+        policy.metrics_source, [canary_ref, stable_ref], begin, finish, length
     )
     intervals = [
         TraceInterval((s.at - begin).total_seconds(), s.counts[canary_ref], s.counts[stable_ref]) for s in samples
     ]
     if save:
-        lines = [json.dumps(trace_record(i.t, i.canary, i.stable, policy.dialect)) for i in intervals]
+        lines = [json.dumps(trace_record(i.t, i.canary, i.stable, policy.metrics_source)) for i in intervals]
         save.write_text("\n".join(lines) + "\n", encoding="utf-8")
         err.print(f"trace of {len(intervals)} intervals saved to {save}")
     return intervals

@@ -1,5 +1,6 @@
 """Rollout policies: the `Policy` model and the built-in library (pure; imports nothing of ours)."""
 
+from policies.custom_metrics import CustomMetrics
 from policies.durations import Duration, format_duration, parse_duration
 from policies.egress import SECRET_ENV_PREFIX, EgressRules, Resolve
 from policies.errors import FieldProblem, InvalidPolicy
@@ -27,6 +28,7 @@ from policies.model import (
 
 __all__ = [
     "SECRET_ENV_PREFIX",
+    "CustomMetrics",
     "Dialect",
     "Duration",
     "EgressRules",

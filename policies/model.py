@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
+from policies.custom_metrics import CustomMetrics
 from policies.durations import Duration
 from policies.matches import MatchStep, RequestMatchSpec
 
@@ -31,6 +32,8 @@ class Dialect(StrEnum):
     ISTIO_KNATIVE = "istio-knative"
     """The same series for Knative revisions behind Istio: per canonical service and canonical
     revision, which net-istio labels Knative's pods with (the Service and the revision name)."""
+    CUSTOM = "custom"
+    """The policy's own PromQL (`custom_metrics`), for series of the service's or its ingress's own."""
 
 
 class InsufficientTrafficAction(StrEnum):
@@ -167,7 +170,9 @@ class Policy(BaseModel):
     min_requests_per_step: Annotated[int, Field(ge=0)] = 100
     """Canary requests a step must have served before it may advance."""
     dialect: Dialect = Dialect.KNATIVE_OPENCENSUS
-    """Which queue-proxy metric names the cluster's Prometheus holds."""
+    """Which metric names the cluster's Prometheus holds (`custom`: the queries in `custom_metrics`)."""
+    custom_metrics: Annotated[CustomMetrics | None, Field(validate_default=True)] = None
+    """With `dialect: custom`: the PromQL for each version's requests and latency buckets."""
     alpha_errors: Annotated[float, Field(gt=0, le=0.5)] = 0.005
     """Chance of rolling back a canary whose error rate equals the stable's (bounds false rollbacks)."""
     alpha_latency: Annotated[float, Field(gt=0, le=0.5)] = 0.005
@@ -206,6 +211,23 @@ class Policy(BaseModel):
         if isinstance(floor, timedelta) and value < floor:
             raise ValueError(f"must not be shorter than step_min_duration ({floor.total_seconds():g}s)")
         return value
+
+    @field_validator("custom_metrics")
+    @classmethod
+    def _custom_metrics_with_custom_dialect(
+        cls, value: CustomMetrics | None, info: ValidationInfo
+    ) -> CustomMetrics | None:
+        dialect = info.data.get("dialect")
+        if dialect is Dialect.CUSTOM and value is None:
+            raise ValueError("required with dialect custom: the queries for requests and latency buckets")
+        if value is not None and dialect is not None and dialect is not Dialect.CUSTOM:
+            raise ValueError(f"given, but dialect is {dialect.value}; set dialect: custom to use these queries")
+        return value
+
+    @property
+    def metrics_source(self) -> Dialect | CustomMetrics:
+        """What the metrics provider reads: a built-in dialect, or this policy's own queries."""
+        return self.custom_metrics if self.custom_metrics is not None else self.dialect
 
     @property
     def ends_steps_early(self) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from policies import Dialect, NotificationTarget
+from policies import CustomMetrics, Dialect, NotificationTarget
 from rollouts.actions import Notify, RequestMatch, SetTraffic
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import TransientError, UnknownTargetKind
@@ -236,12 +236,18 @@ class Router(Protocol):
         ...
 
 
+MetricsSource = Dialect | CustomMetrics
+"""Which series measure a rollout: a built-in dialect, or a policy's own PromQL."""
+
+
 class MetricsProvider(Protocol):
     """Per-version counts of a batch of versions over the window that ends at `at`."""
 
     def fetch(
-        self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
-    ) -> Mapping[RevisionRef, RevisionCounts]: ...
+        self, source: MetricsSource, targets: Sequence[RevisionRef], window: timedelta, at: datetime
+    ) -> Mapping[RevisionRef, RevisionCounts]:
+        """`source` is the policy's `metrics_source`: a built-in dialect or its own queries."""
+        ...
 
 
 class Notifier(Protocol):

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from adapters.knative import resolve_revisions
-from policies import Dialect
 from rollouts import PermanentError, SetTraffic, TransientError
 from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import ActiveRolloutExists
@@ -22,6 +21,7 @@ from rollouts.model import ManualActionKind, Rollout
 from rollouts.ports import (
     Backends,
     KindBackends,
+    MetricsSource,
     Observation,
     RequestMatch,
     RoutePlan,
@@ -213,7 +213,7 @@ class FakeMetrics:
     """More clusters measured by the same Prometheus (the fakes of other target kinds)."""
 
     def fetch(
-        self, dialect: Dialect, targets: Sequence[RevisionRef], window: timedelta, at: datetime
+        self, dialect: MetricsSource, targets: Sequence[RevisionRef], window: timedelta, at: datetime
     ) -> dict[RevisionRef, RevisionCounts]:
         self.fetches += 1
         if self.down:

@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from analyzer.verdict import AnalysisState, error_verdict, judge
-from policies import Dialect
 from rollouts import causes, engine
 from rollouts.actions import Promote, SetTraffic
 from rollouts.counts import RevisionRef
@@ -50,7 +49,7 @@ from rollouts.events import (
 )
 from rollouts.model import Rollout
 from rollouts.phase import Phase
-from rollouts.ports import Backends, MetricsProvider, Observation, RolloutStore, RoutePlan, TargetState
+from rollouts.ports import Backends, MetricsProvider, MetricsSource, Observation, RolloutStore, RoutePlan, TargetState
 from rollouts.records import SaveItem, SaveResult
 from workers.manual import ManualCommands
 from workers.report import TickReport
@@ -173,21 +172,21 @@ class Runner(ManualCommands):
     def _judge(
         self, rollouts: list[Rollout], now: datetime, report: TickReport
     ) -> list[tuple[Rollout, EngineEvent | None]]:
-        """One batched fetch per (dialect, window) for every rollout being judged."""
+        """One batched fetch per (dialect or custom queries, window) for every rollout being judged."""
         at = (now - self.metrics_lag).replace(microsecond=0)
-        groups: dict[tuple[Dialect, int], list[Rollout]] = defaultdict(list)
+        groups: dict[tuple[MetricsSource, int], list[Rollout]] = defaultdict(list)
         observed: list[tuple[Rollout, EngineEvent | None]] = []
         for rollout in rollouts:
             window = causes.judging_window(rollout, at, self.min_window)
             if window is None:
                 observed.append((rollout, None))
                 continue
-            groups[(rollout.policy.dialect, window)].append(rollout)
-        for (dialect, window), members in groups.items():
+            groups[(rollout.policy.metrics_source, window)].append(rollout)
+        for (source, window), members in groups.items():
             refs = [ref for r in members for ref in _refs(r)]
             report.metric_fetches += 1
             try:
-                counts = self.metrics.fetch(dialect, refs, timedelta(seconds=window), at)
+                counts = self.metrics.fetch(source, refs, timedelta(seconds=window), at)
             except TransientError as exc:
                 observed.extend((r, Tick(error_verdict(str(exc)))) for r in members)
                 continue

@@ -414,6 +414,22 @@ def test_one_batch_fetches_metrics_once_for_many_rollouts(world: World) -> None:
     assert report.decided == 20
 
 
+def custom_metrics(metric: str) -> dict[str, object]:
+    template = f'sum by (namespace, version, code)(increase({metric}{{version=~"$versions"}}[$window]))'
+    return {"dialect": "custom", "custom_metrics": {"requests": template}}
+
+
+def test_rollouts_of_one_custom_dialect_share_a_fetch_and_other_queries_get_their_own(world: World) -> None:
+    ids = [world.register(f"own{i}", **custom_metrics("http_requests_total")) for i in range(6)]
+    ids += [world.register(f"edge{i}", **custom_metrics("edge_requests_total")) for i in range(4)]
+    ids += [world.register(f"kn{i}") for i in range(3)]
+    world.run(ids[0], 4)
+    now = world.clock.advance(1)
+    due = world.store.claim_due(now, 100, now + timedelta(seconds=15))
+    report = world.runner.tick([i for i, _ in due], dict(due))
+    assert (report.metric_fetches, report.decided) == (3, 13)  # one per set of queries, whatever the batch
+
+
 @respx.mock
 def test_a_dead_webhook_does_not_slow_or_fail_a_rollout(redis_world: RedisWorld) -> None:
     world = redis_world
