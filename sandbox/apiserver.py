@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from sandbox.admission import default_service, denial_message, validate_service
 from sandbox.discovery import add_discovery
+from sandbox.gateway_api_admission import validate_core_service, validate_http_route
 from sandbox.istio_admission import (
     istio_denial,
     validate_deployment,
@@ -29,7 +31,7 @@ from sandbox.istio_admission import (
 )
 from sandbox.openapi import FIELD_VALIDATION_DIRECTIVES, group_version_bytes, root_document, unknown_fields
 from sandbox.patches import PatchError, json_patch, merge_patch
-from sandbox.resources import GROUP_VERSIONS, RESOURCES, of_group
+from sandbox.resources import CORE, GROUP_VERSIONS, RESOURCES, of_group
 from sandbox.store import GROUP, KINDS, VERSION, ApiError, ClusterStore
 from sandbox.tables import as_table, wants_table
 
@@ -75,7 +77,7 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
 
     _add_core_api(app, store)
     add_discovery(app)
-    for group, version in GROUP_VERSIONS:
+    for group, version in (*GROUP_VERSIONS, (CORE, "v1")):
         _add_resource_api(app, store, group, version)
     _add_openapi(app)
 
@@ -89,61 +91,65 @@ def create_apiserver(store: ClusterStore) -> FastAPI:
 
 def _add_resource_api(app: FastAPI, store: ClusterStore, group: str, version: str) -> None:
     """One group-version's objects: list, get, create, replace, patch, delete, each write admitted
-    as the real cluster admits it (Knative's webhook, istiod's, the API server's own checks)."""
-    base = f"/apis/{group}/{version}"
+    as the real cluster admits it (Knative's webhook, istiod's, the API server's own checks).
+    The core group's are under `/api/v1`; the store knows each kind by its key (`RESOURCES`)."""
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
     served = of_group(group, version)
 
     def resource(plural: str, write: bool = False) -> str:
         if plural not in served:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if write and not served[plural].writable:
+        if write and not RESOURCES[served[plural]].writable:
             raise _not_allowed()
-        return plural
+        return served[plural]
 
     @app.get(base + "/{plural}")
     async def list_all(plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
-        return _printed(_list(store, resource(plural), None, labelSelector), plural, request)
+        key = resource(plural)
+        return _printed(_list(store, key, None, labelSelector), key, request)
 
     @app.get(base + "/namespaces/{namespace}/{plural}")
     async def list_namespaced(namespace: str, plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
-        return _printed(_list(store, resource(plural), namespace, labelSelector), plural, request)
+        key = resource(plural)
+        return _printed(_list(store, key, namespace, labelSelector), key, request)
 
     @app.post(base + "/namespaces/{namespace}/{plural}")
     async def create(namespace: str, plural: str, request: Request) -> JSONResponse:
-        resource(plural, write=True)
+        key = resource(plural, write=True)
         body = await _json_body(request)
         _check_identity(body, namespace, None)
-        warnings = _field_warnings(plural, body, request)
-        created = store.create(plural, namespace, admit(plural, body))
+        warnings = _field_warnings(key, body, request)
+        created = store.create(key, namespace, admit(key, body))
         return JSONResponse(created, status_code=201, headers=warnings)
 
     @app.get(base + "/namespaces/{namespace}/{plural}/{name}")
     async def get(namespace: str, plural: str, name: str, request: Request) -> dict[str, Any]:
-        return _printed_one(store.get(resource(plural), namespace, name), plural, request, store.latest_version)
+        key = resource(plural)
+        return _printed_one(store.get(key, namespace, name), key, request, store.latest_version)
 
     @app.put(base + "/namespaces/{namespace}/{plural}/{name}")
     async def replace(namespace: str, plural: str, name: str, request: Request, response: Response) -> dict[str, Any]:
-        resource(plural, write=True)
+        key = resource(plural, write=True)
         body = await _json_body(request)
         _check_identity(body, namespace, name)
         if not (body.get("metadata") or {}).get("resourceVersion"):
             raise ApiError.invalid(
-                plural,
+                key,
                 name,
                 "metadata.resourceVersion",
                 "Invalid value: 0x0: must be specified for an update",
             )
-        store.get(plural, namespace, name)  # 404 before admission, as the real server
-        response.headers.update(_field_warnings(plural, body, request))
-        return store.replace(plural, namespace, name, admit(plural, body))
+        store.get(key, namespace, name)  # 404 before admission, as the real server
+        response.headers.update(_field_warnings(key, body, request))
+        return store.replace(key, namespace, name, admit(key, body))
 
     @app.patch(base + "/namespaces/{namespace}/{plural}/{name}")
     async def patch(namespace: str, plural: str, name: str, request: Request, response: Response) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type not in (MERGE_PATCH, JSON_PATCH):
             raise ApiError(415, "UnsupportedMediaType", UNSUPPORTED_PATCH)
-        resource(plural, write=True)
-        current = store.get(plural, namespace, name)
+        key = resource(plural, write=True)
+        current = store.get(key, namespace, name)
         body = await _json_body(request, allow_list=content_type == JSON_PATCH)
         try:
             patched = merge_patch(current, body) if content_type == MERGE_PATCH else json_patch(current, body)
@@ -152,15 +158,16 @@ def _add_resource_api(app: FastAPI, store: ClusterStore, group: str, version: st
         if not isinstance(patched, dict):
             raise ApiError(422, "Invalid", "the patch must leave an object")
         _check_identity(patched, namespace, name)
-        response.headers.update(_field_warnings(plural, patched, request))
+        response.headers.update(_field_warnings(key, patched, request))
         # The patched object's resourceVersion is a precondition, as in Kubernetes: a patch that
         # carries metadata.resourceVersion only applies to that version.
-        return store.replace(plural, namespace, name, admit(plural, patched))
+        return store.replace(key, namespace, name, admit(key, patched))
 
     @app.delete(base + "/namespaces/{namespace}/{plural}/{name}")
     async def delete(namespace: str, plural: str, name: str) -> dict[str, Any]:
-        removed = store.delete(resource(plural), namespace, name)
-        if plural == "services":  # owner references: the service's revisions go with it
+        key = resource(plural)
+        removed = store.delete(key, namespace, name)
+        if key == "services":  # owner references: the service's revisions go with it
             for revision in store.list("revisions", namespace, {"serving.knative.dev/service": name}):
                 store.delete("revisions", namespace, revision["metadata"]["name"])
         return removed
@@ -191,10 +198,22 @@ def _add_core_api(app: FastAPI, store: ClusterStore) -> None:
     @app.get("/api/v1")
     async def core_resources() -> dict[str, Any]:
         event = {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event"}
+        service = RESOURCES["core-services"]
         return {
             "kind": "APIResourceList",
             "groupVersion": "v1",
-            "resources": [{**event, "verbs": ["create", "get", "list"], "shortNames": ["ev"]}],
+            "resources": [
+                {**event, "verbs": ["create", "get", "list"], "shortNames": ["ev"]},
+                {
+                    "name": service.plural,
+                    "singularName": "service",
+                    "namespaced": True,
+                    "kind": service.kind,
+                    "verbs": service.verbs,
+                    "shortNames": list(service.short_names),
+                    "categories": list(service.categories),
+                },
+            ],
         }
 
     @app.post("/api/v1/namespaces/{namespace}/events")
@@ -292,6 +311,14 @@ def _check_identity(body: dict[str, Any], namespace: str, name: str | None) -> N
         raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
 
 
+_API_SERVER_CHECKS: dict[str, Callable[[dict[str, Any]], ApiError | None]] = {
+    "deployments": validate_deployment,
+    "httproutes": validate_http_route,
+    "core-services": validate_core_service,
+}
+"""The API server's own checks (a built-in type's validation, a CRD's schema): 422 `Invalid`."""
+
+
 def admit(plural: str, obj: dict[str, Any]) -> dict[str, Any]:
     """The object as the cluster stores it (Knative defaults Services), or the refusal."""
     if plural == "services":
@@ -305,8 +332,11 @@ def admit(plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         problems = validate_virtual_service(obj)
     elif plural == "destinationrules":
         problems = validate_destination_rule(obj)
-    elif plural == "deployments" and (invalid := validate_deployment(obj)):
-        raise invalid
+    else:
+        check = _API_SERVER_CHECKS.get(plural)
+        refusal = check(obj) if check is not None else None
+        if refusal is not None:
+            raise refusal
     if problems:
         raise istio_denial(problems)
     return obj

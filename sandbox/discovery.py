@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from sandbox.resources import GROUP_VERSIONS, of_group
+from sandbox.resources import GROUP_VERSIONS, RESOURCES, of_group
 
 
 def add_discovery(app: FastAPI) -> None:
@@ -55,6 +55,6 @@ def _add_group(app: FastAPI, group: str, version: str) -> None:
                     "shortNames": list(resource.short_names),
                     "categories": list(resource.categories),
                 }
-                for resource in of_group(group, version).values()
+                for resource in (RESOURCES[key] for key in of_group(group, version).values())
             ],
         }

@@ -1,6 +1,7 @@
 """The sandbox's ingress: routes by `Host: {service}.{namespace}.example.com` across revisions,
-and a host one of Istio's VirtualServices claims (`Host: reviews`) by that VirtualService
-(sandbox/mesh.py) to the pods of a Deployment.
+a host one of Istio's VirtualServices claims (`Host: reviews`) by that VirtualService
+(sandbox/mesh.py), and one of a Gateway API HTTPRoute's `hostnames` by that route
+(sandbox/http_routes.py), each to the pods of a Deployment.
 
 Each Knative request goes to a revision drawn at random with the weights of the Service's live
 `status.traffic` (what the controller last reconciled, as a real ingress would), answers
@@ -29,6 +30,7 @@ from urllib.parse import parse_qsl
 
 from sandbox.controller import revision_env
 from sandbox.deployments import pod_env
+from sandbox.http_routes import HttpRoutes
 from sandbox.istio_metrics import MeshKey
 from sandbox.mesh import Mesh, Request, Served
 from sandbox.metrics import Receive, RequestStats, Scope, Send, SeriesKey
@@ -62,6 +64,7 @@ class Gateway:
         self.stats = stats
         self.rng = rng or random.Random()
         self.mesh = Mesh(store, self.rng)
+        self.http_routes = HttpRoutes(store, self.rng)
         self._behaviours: dict[tuple[str, str], Behaviour] = {}  # revisions are immutable
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,7 +72,8 @@ class Gateway:
             return
         started = time.perf_counter()
         host = next((v.decode() for k, v in scope["headers"] if k == b"host"), "")
-        served = self.mesh.route(host, _request(scope))
+        request = _request(scope)
+        served = self.mesh.route(host, request) or self.http_routes.route(host, request)
         if served is not None:
             await self._serve_mesh(send, served, started)
             return
@@ -98,7 +102,7 @@ class Gateway:
 
     async def _serve_mesh(self, send: Send, served: Served, started: float) -> None:
         if served.deployment is None:
-            await _respond(send, 503, f"no healthy upstream: {served.problem}\n")
+            await _respond(send, served.status, f"no healthy upstream: {served.problem}\n")
             return
         found = self.store.peek("deployments", served.namespace, served.deployment)
         # A Deployment's template may change, so its behaviour is read each time (it is small).

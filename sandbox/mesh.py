@@ -46,6 +46,8 @@ class Served:
     version: str
     deployment: str | None
     problem: str = ""
+    status: int = 503
+    """The answer when nothing serves it (503 no healthy upstream; a Gateway API route's 404 or 500)."""
 
 
 def host_names(host: str, namespace: str) -> list[str]:

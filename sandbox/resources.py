@@ -3,7 +3,8 @@
 One row per resource: its API group and version, plural, kind, the short names and categories
 its CRD (or the built-in type) declares, and whether clients may write it (Knative Revisions
 are made by the controller). The store, discovery, the routes and `kubectl get` all read this
-table, so a new kind is one row here plus its admission rules.
+table, so a new kind is one row here plus its admission rules. Rows are keyed by plural, except
+core Services (`core-services`): Knative's Services have the plural `services` too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 KNATIVE = "serving.knative.dev"
 ISTIO = "networking.istio.io"
 APPS = "apps"
+GATEWAY = "gateway.networking.k8s.io"
+CORE = ""
+"""The core group, served under `/api/v1` rather than `/apis/{group}/{version}`."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,12 @@ class Resource:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        """`services.serving.knative.dev`, `deployments.apps`, `services`: how the API server names it."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
     @property
     def verbs(self) -> list[str]:
@@ -49,14 +58,18 @@ RESOURCES: dict[str, Resource] = {
         ISTIO, "v1", "destinationrules", "DestinationRule", ("dr",), ("istio-io", "networking-istio-io")
     ),
     "deployments": Resource(APPS, "v1", "deployments", "Deployment", ("deploy",), ("all",)),
+    "httproutes": Resource(GATEWAY, "v1", "httproutes", "HTTPRoute", (), ("gateway-api",)),
+    "core-services": Resource(CORE, "v1", "services", "Service", ("svc",), ("all",)),
 }
-"""By the store's key for each kind (its plural: no two kinds here share one)."""
+"""By the store's key for each kind (its plural, but for core Services)."""
 
 
-def of_group(group: str, version: str) -> dict[str, Resource]:
-    """The resources served under `/apis/{group}/{version}`, by plural."""
-    return {key: r for key, r in RESOURCES.items() if r.group == group and r.version == version}
+def of_group(group: str, version: str) -> dict[str, str]:
+    """The resources served under a group-version: the store's key of each, by plural."""
+    return {r.plural: key for key, r in RESOURCES.items() if r.group == group and r.version == version}
 
 
-GROUP_VERSIONS: tuple[tuple[str, str], ...] = tuple(dict.fromkeys((r.group, r.version) for r in RESOURCES.values()))
-"""Every API group-version the sandbox serves, Knative's first."""
+GROUP_VERSIONS: tuple[tuple[str, str], ...] = tuple(
+    dict.fromkeys((r.group, r.version) for r in RESOURCES.values() if r.group != CORE)
+)
+"""Every named API group-version the sandbox serves, Knative's first (the core group apart)."""

@@ -73,7 +73,7 @@ class ApiError(Exception):
     @classmethod
     def invalid(cls, plural: str, name: str, field: str, problem: str) -> ApiError:
         resource = RESOURCES.get(plural)
-        kind = f"{resource.kind}.{resource.group}" if resource else plural
+        kind = (f"{resource.kind}.{resource.group}" if resource.group else resource.kind) if resource else plural
         return cls(
             422,
             "Invalid",
@@ -87,13 +87,17 @@ class ApiError(Exception):
 
 def _details(plural: str, name: str) -> dict[str, Any]:
     resource = RESOURCES.get(plural)
-    return {"name": name, "group": resource.group if resource else GROUP, "kind": plural}
+    return {
+        "name": name,
+        "group": resource.group if resource else GROUP,
+        "kind": resource.plural if resource else plural,
+    }
 
 
 def _qualified(plural: str) -> str:
     """`services.serving.knative.dev`, `deployments.apps`: how the API server names a resource."""
     resource = RESOURCES.get(plural)
-    return f"{plural}.{resource.group}" if resource else plural
+    return resource.qualified if resource else plural
 
 
 def now_rfc3339() -> str:

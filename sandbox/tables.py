@@ -65,6 +65,25 @@ COLUMNS: dict[str, Sequence[Column]] = {
         ("Up-to-date", "integer", lambda o: _status(o, "updatedReplicas") or 0),
         ("Available", "integer", lambda o: _status(o, "availableReplicas") or 0),
     ),
+    # The Gateway API CRD's printer column, and kubectl's for core Services.
+    "httproutes": (
+        ("Hostnames", "string", lambda o: ", ".join(map(str, (o.get("spec") or {}).get("hostnames") or []))),
+    ),
+    "core-services": (
+        ("Type", "string", lambda o: (o.get("spec") or {}).get("type", "ClusterIP")),
+        (
+            "Ports",
+            "string",
+            lambda o: ",".join(
+                f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in (o.get("spec") or {}).get("ports") or []
+            ),
+        ),
+        (
+            "Selector",
+            "string",
+            lambda o: ",".join(f"{k}={v}" for k, v in ((o.get("spec") or {}).get("selector") or {}).items()),
+        ),
+    ),
 }
 
 

@@ -249,7 +249,12 @@ def test_the_readiness_check_passes_against_the_sandbox(kube: KubernetesApi) -> 
 
 def test_discovery_answers_the_kubernetes_client(sandbox: Endpoints, api: client.CustomObjectsApi) -> None:
     groups = client.ApisApi(api.api_client).get_api_versions()
-    assert [group.name for group in groups.groups] == ["serving.knative.dev", "networking.istio.io", "apps"]
+    assert [group.name for group in groups.groups] == [
+        "serving.knative.dev",
+        "networking.istio.io",
+        "apps",
+        "gateway.networking.k8s.io",
+    ]
     resources = httpx.get(f"{sandbox.apiserver}/apis/serving.knative.dev/v1").json()
     assert {r["name"] for r in resources["resources"]} == {"services", "revisions"}
 
