@@ -290,7 +290,7 @@ def _subset_labels_of(rule: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 class IstioRouter:
     """The managed route's two weights, and autocanary's own match route before it."""
 
-    match_fields: frozenset[str] = frozenset({"header", "cookie", "uri", "query"})
+    match_fields: frozenset[str] = frozenset({"header", "cookie", "uri", "query", "method"})
 
     def __init__(self, api: KubernetesApi, *, conflict_retries: int = 5, backoff: float = 0.05) -> None:
         self.api = api
@@ -384,6 +384,8 @@ def istio_match(matches: Sequence[RequestMatch]) -> dict[str, Any]:
             found["uri"] = {match.how: match.value}
         elif match.field == "query":
             found.setdefault("queryParams", {})[match.name] = {match.how: match.value}
+        elif match.field == "method":
+            found["method"] = {"exact": match.value}
         else:
             raise PermanentError(f"the Istio router cannot route by {match.field}")
     return found

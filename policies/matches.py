@@ -11,7 +11,7 @@ must hold. Targets that cannot route by request content refuse such steps at reg
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -67,11 +67,13 @@ class RequestMatchSpec(BaseModel):
     """By query parameter, e.g. {"canary": {"exact": "1"}}."""
     cookie: dict[CookieName, Value] = Field(default_factory=dict, max_length=16)
     """Cookie name to exact value, e.g. {"beta": "yes"} (a regex on the Cookie header underneath)."""
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] | None = None
+    """The HTTP method, e.g. "GET" (Istio and Gateway API targets)."""
 
     @model_validator(mode="after")
     def _something(self) -> RequestMatchSpec:
-        if not (self.headers or self.uri or self.query_params or self.cookie):
-            raise ValueError("a match needs at least one of headers, uri, query_params or cookie")
+        if not (self.headers or self.uri or self.query_params or self.cookie or self.method):
+            raise ValueError("a match needs at least one of headers, uri, query_params, cookie or method")
         return self
 
     def describe(self) -> str:
@@ -82,6 +84,8 @@ class RequestMatchSpec(BaseModel):
             parts.append(f"uri {words[self.uri.how]} {self.uri.value}")
         parts += [f"query {name} {words[m.how]} {m.value}" for name, m in self.query_params.items()]
         parts += [f"cookie {name} = {value}" for name, value in self.cookie.items()]
+        if self.method is not None:
+            parts.append(f"method {self.method}")
         return ", ".join(parts)
 
 

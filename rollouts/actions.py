@@ -19,7 +19,7 @@ class RequestMatch:
     parameter compared `exact`ly, by `prefix` or by `regex` (or a Knative tag)."""
 
     field: str
-    """`header`, `cookie`, `uri`, `query` or `tag`."""
+    """`header`, `cookie`, `uri`, `query`, `method` or `tag`."""
     value: str
     name: str = ""
     """The header, cookie or query parameter (empty for `uri` and `tag`)."""

@@ -13,4 +13,6 @@ def request_matches(spec: RequestMatchSpec) -> tuple[RequestMatch, ...]:
         found.append(RequestMatch("uri", spec.uri.value, "", spec.uri.how))
     found += [RequestMatch("query", m.value, name, m.how) for name, m in spec.query_params.items()]
     found += [RequestMatch("cookie", value, name) for name, value in spec.cookie.items()]
+    if spec.method is not None:
+        found.append(RequestMatch("method", spec.method))
     return tuple(found)
