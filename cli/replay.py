@@ -14,8 +14,8 @@ from rich.console import Console
 
 from adapters.prometheus import PrometheusMetrics, PrometheusSettings
 from analyzer.replay import ReplayResult, TraceError, TraceInterval, parse_trace, replay, trace_record
-from policies import Dialect, InvalidPolicy, Policy, load_policy, parse_duration
 from cli.policy import read_policy_file
+from policies import Dialect, InvalidPolicy, Policy, load_policy, parse_duration
 from rollouts.counts import RevisionRef
 from rollouts.errors import AutocanaryError, ValidationError
 from rollouts.names import require_dns1123_label
