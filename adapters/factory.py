@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters import istio, knative
+from adapters import gateway_api, istio, knative
 from adapters.kubernetes.api import KubernetesApi
 from adapters.kubernetes.events import InvolvedKind, KubernetesEvents
 from adapters.notifiers.http import HttpPoster
@@ -34,6 +34,13 @@ def kubernetes_backends(api: KubernetesApi, *, settle_timeout: float = 10.0, rea
                 router=istio.IstioRouter(api),
                 events=KubernetesEvents(
                     api, InvolvedKind(istio.GROUP, istio.VERSION, "virtualservices", "VirtualService")
+                ),
+            ),
+            gateway_api.KIND: KindBackends(
+                target=gateway_api.GatewayApiTarget(api, read_concurrency=read_concurrency),
+                router=gateway_api.GatewayApiRouter(api),
+                events=KubernetesEvents(
+                    api, InvolvedKind(gateway_api.GROUP, gateway_api.VERSION, gateway_api.PLURAL, "HTTPRoute")
                 ),
             ),
         }

@@ -63,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
         elif isinstance(exc, RequestValidationError):
             first = exc.errors()[0]
             location = tuple(part for part in first["loc"] if part not in ("body", "query", "path", "header"))
-            if location[:1] == ("target",) and location[1:2] in (("knative",), ("istio",)):
+            if location[:1] == ("target",) and location[1:2] in (("knative",), ("istio",), ("gateway-api",)):
                 location = location[:1] + location[2:]  # the union's tag: the body has no such level
             status = 422
             body = {"error": "validation_error", "message": str(first["msg"]), "field": field_path(location) or None}

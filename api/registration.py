@@ -1,13 +1,13 @@
 """What registering a rollout checks before anything is stored: the policy resolves, the body is
 text, notification targets reach only allowed hosts, the target and both versions exist (a
 Knative Service and its revisions; a VirtualService, its route, the DestinationRule's subsets
-and their Deployments)."""
+and their Deployments; an HTTPRoute, its rule and both backend Services)."""
 
 from __future__ import annotations
 
 from adapters.redis_store import RolloutStore
 from api.errors import ApiError
-from api.schemas import IstioTargetIn, KnativeTargetIn, RolloutCreate
+from api.schemas import GatewayApiTargetIn, IstioTargetIn, KnativeTargetIn, RolloutCreate
 from policies import (
     Dialect,
     EgressRules,
@@ -24,7 +24,7 @@ from rollouts.matching import request_matches
 from rollouts.model import Rollout
 from rollouts.ports import Backends, TargetRef, TargetRequest
 
-KNATIVE_KIND, ISTIO_KIND = "knative", "istio"
+KNATIVE_KIND, ISTIO_KIND, GATEWAY_API_KIND = "knative", "istio", "gateway-api"
 
 
 def resolved_policy(body: RolloutCreate, site: SitePolicies) -> Policy:
@@ -75,7 +75,16 @@ def resolved_target(backends: Backends, body: RolloutCreate) -> TargetRef:
     if target is not None and legacy:
         raise ValidationError.single(legacy[0], "give the target either as `target` or by these fields, not both")
     prefix = "target." if target is not None else ""
-    if isinstance(target, IstioTargetIn):
+    if isinstance(target, GatewayApiTargetIn):
+        request = TargetRequest(
+            GATEWAY_API_KIND,
+            target.namespace,
+            target.http_route,
+            target.stable_backend,
+            target.canary_backend,
+            target.rule or "",
+        )
+    elif isinstance(target, IstioTargetIn):
         request = TargetRequest(
             ISTIO_KIND,
             target.namespace,
@@ -120,7 +129,7 @@ def check_steps(policy: Policy, backends: Backends, target: TargetRef, body: Rol
             raise ValidationError.single(
                 field,
                 f"step {index + 1} routes by {', '.join(sorted(unsupported))}, which a {target.kind} target cannot"
-                f" express ({detail}); match steps need an istio target",
+                f" express ({detail}); match steps need an istio or gateway-api target",
             )
 
 
@@ -131,6 +140,12 @@ def policy_for(policy: Policy, target: TargetRef) -> Policy:
     policy's own queries (`custom`) measure any target as written."""
     if policy.dialect is Dialect.CUSTOM:
         return policy
+    if target.kind == GATEWAY_API_KIND:
+        raise ValidationError.single(
+            "policy",
+            f"a gateway-api target is measured by its implementation's own series: give a policy with"
+            f" dialect custom (e.g. gateway-api-istio), not {policy.dialect.value}",
+        )
     if target.kind == ISTIO_KIND and policy.dialect is not Dialect.ISTIO:
         return policy.model_copy(update={"dialect": Dialect.ISTIO})
     if target.kind == KNATIVE_KIND and policy.dialect is Dialect.ISTIO:

@@ -75,7 +75,24 @@ class IstioTargetIn(BaseModel):
     """Default: the one DestinationRule for the route's host."""
 
 
-TargetIn = Annotated[KnativeTargetIn | IstioTargetIn, Field(discriminator="kind")]
+class GatewayApiTargetIn(BaseModel):
+    """Two backend Services of a Gateway API HTTPRoute rule."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    kind: Literal["gateway-api"]
+    namespace: Name
+    http_route: Name
+    """The HTTPRoute (gateway.networking.k8s.io/v1) whose rule splits traffic between the backends."""
+    stable_backend: Name
+    """The Service serving now; what a rollback returns to."""
+    canary_backend: Name
+    """The Service being judged."""
+    rule: Annotated[str, Field(pattern=r"^([0-9]{1,2}|[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$")] | None = None
+    """The rule to manage: its `name`, or its index. Default: the one rule whose backendRefs name both Services."""
+
+
+TargetIn = Annotated[KnativeTargetIn | IstioTargetIn | GatewayApiTargetIn, Field(discriminator="kind")]
 
 
 class RolloutCreate(BaseModel):
@@ -85,7 +102,7 @@ class RolloutCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     target: TargetIn | None = None
-    """What is rolled out; its `kind` says which fields it has (`knative` or `istio`)."""
+    """What is rolled out; its `kind` says which fields it has (`knative`, `istio` or `gateway-api`)."""
     namespace: Name | None = None
     """Knative, without `target`: the Service's namespace."""
     service: Name | None = None
@@ -135,16 +152,17 @@ class VerdictSummary(BaseModel):
 
 class TargetPublic(BaseModel):
     kind: str
-    """`knative` or `istio`."""
+    """`knative`, `istio` or `gateway-api`."""
     namespace: str
     name: str
-    """The Knative Service, or the VirtualService."""
+    """The Knative Service, the VirtualService, or the HTTPRoute."""
     stable: str
-    """The stable revision, or subset."""
+    """The stable revision, subset, or backend Service."""
     canary: str
-    """The canary revision, or subset."""
+    """The canary revision, subset, or backend Service."""
     route: str | None = None
-    """Istio: the managed http route (null: the one to both subsets)."""
+    """Istio: the managed http route (null: the one to both subsets). Gateway API: the managed
+    rule's name (null: the one rule to both backends)."""
     host: str | None = None
     """Istio: the subsets' destination host."""
 

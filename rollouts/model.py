@@ -88,8 +88,9 @@ class Rollout(BaseModel):
     """The revision that served 100 % when the rollout was registered; what a rollback returns to."""
     canary_revision: str
     """The new revision being judged."""
-    target_kind: Literal["knative", "istio"] = "knative"
-    """What is rolled out: a Knative Service, or two Deployments behind an Istio VirtualService."""
+    target_kind: Literal["knative", "istio", "gateway-api"] = "knative"
+    """What is rolled out: a Knative Service, two Deployments behind an Istio VirtualService, or
+    two backend Services of a Gateway API HTTPRoute rule."""
     route: str = ""
     """Istio: the name of the VirtualService `http` route autocanary manages (empty: the one route
     whose destinations are the two subsets, found again at every write)."""
@@ -183,7 +184,7 @@ class Rollout(BaseModel):
         policy: Policy,
         now: datetime,
         labels: dict[str, str] | None = None,
-        target_kind: Literal["knative", "istio"] = "knative",
+        target_kind: Literal["knative", "istio", "gateway-api"] = "knative",
         route: str = "",
         host: str = "",
         route_match: str = "",

@@ -35,6 +35,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+TARGET_KINDS: dict[str, Literal["knative", "istio", "gateway-api"]] = {
+    "knative": "knative",
+    "istio": "istio",
+    "gateway-api": "gateway-api",
+}
+"""The target kinds a rollout can store, by the name the backends know them by."""
+
+
 @router.post("", status_code=201, response_model=RolloutPublic, responses=_ERRORS)
 def create_rollout(
     body: RolloutCreate,
@@ -44,8 +52,8 @@ def create_rollout(
     egress: Egress,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RolloutPublic:
-    """Register a canary rollout (deployer): a Knative Service's revisions or an Istio VirtualService's
-    subsets, validated against the cluster before anything is stored."""
+    """Register a canary rollout (deployer): a Knative Service's revisions, an Istio VirtualService's
+    subsets or a Gateway API HTTPRoute's backends, validated against the cluster before anything is stored."""
     refuse_unencodable(body.model_dump(mode="python"))
     policy = resolved_policy(body, deps.site_policies)
     check_notifications(body, policy, deps.site_policies, egress, deps.resolve)
@@ -61,7 +69,7 @@ def create_rollout(
         policy=policy_for(policy, target),
         now=now,
         labels=dict(body.labels),
-        target_kind="istio" if target.kind == "istio" else "knative",
+        target_kind=TARGET_KINDS[target.kind],
         route=target.route,
         host=target.host,
         route_match=target.route_match,
@@ -84,7 +92,7 @@ def list_rollouts(
     phase: Phase | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[0-9.e+-]+:[A-Za-z0-9_-]+$")] = None,
-    kind: Annotated[Literal["knative", "istio"] | None, Query(description="The target kind.")] = None,
+    kind: Annotated[Literal["knative", "istio", "gateway-api"] | None, Query(description="The target kind.")] = None,
 ) -> RolloutList:
     """Newest first; filter by namespace, service, phase and target kind; page with `cursor` (viewer)."""
     page = deps.store.list_rollouts(namespace, service, phase, limit, cursor, kind)

@@ -6,7 +6,7 @@ their fields; and the sandbox routing requests by the rules as written."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -140,7 +140,7 @@ def test_a_foreign_edit_seen_by_the_guard_writes_nothing(
 def test_a_conflict_is_re_read_and_retried(
     kube: KubernetesApi, custom: client.CustomObjectsApi, shop: TargetRef
 ) -> None:
-    interfered = []
+    interfered: list[str] = []
 
     def guard(state: TargetState) -> None:
         if not interfered:  # someone else writes between our read and our write, once
@@ -184,7 +184,7 @@ def test_registration_names_the_field_at_fault(
     with pytest.raises((ValidationError, TargetNotFound)) as refused:
         GatewayApiTarget(kube).resolve(request)
     error = refused.value
-    found = error.field if isinstance(error, TargetNotFound) else error.problems[0].field
+    found = error.field if isinstance(error, TargetNotFound) else cast(ValidationError, error).problems[0].field
     assert found == field and words in str(error)
 
 
@@ -216,6 +216,6 @@ def test_the_sandbox_refuses_what_the_crd_schema_refuses(
 ) -> None:
     with pytest.raises(client.exceptions.ApiException) as refused:
         custom.create_namespaced_custom_object(GATEWAY, GATEWAY_VERSION, namespace, "httproutes", http_route(rule))
-    message = json.loads(refused.value.body)["message"]
+    message = json.loads(str(refused.value.body))["message"]
     assert refused.value.status == 422 and words in message
     assert message.startswith('HTTPRoute.gateway.networking.k8s.io "shop" is invalid: spec.rules[0]')

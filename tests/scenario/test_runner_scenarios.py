@@ -414,7 +414,7 @@ def test_one_batch_fetches_metrics_once_for_many_rollouts(world: World) -> None:
     assert report.decided == 20
 
 
-def custom_metrics(metric: str) -> dict[str, object]:
+def custom_metrics(metric: str) -> dict[str, Any]:
     template = f'sum by (namespace, version, code)(increase({metric}{{version=~"$versions"}}[$window]))'
     return {"dialect": "custom", "custom_metrics": {"requests": template}}
 

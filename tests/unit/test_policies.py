@@ -19,7 +19,7 @@ from policies import (
 
 
 def test_the_four_built_ins_exist() -> None:
-    assert builtin_names() == ["conservative", "default", "demo", "fast"]
+    assert builtin_names() == ["conservative", "default", "demo", "fast", "gateway-api-istio"]
 
 
 @pytest.mark.parametrize("name", builtin_names())
