@@ -47,20 +47,15 @@ class KnativeTarget:
     def get(self, namespace: str, name: str) -> TargetState:
         return service_state(self.api.get(GROUP, VERSION, "services", namespace, name))
 
-    def list(self, namespace: str) -> dict[str, TargetState]:
-        """Every Service of a namespace in one request."""
-        return {
-            item["metadata"]["name"]: service_state(item)
-            for item in self.api.list(GROUP, VERSION, "services", namespace)
-        }
-
     def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
         """One LIST per namespace with many rollouts, single GETs otherwise; namespaces concurrently."""
         return observe_by_namespace(
             refs,
-            get=lambda ref: self._get_or_none(ref.namespace, ref.name),
-            list_namespace=self.list,
-            state=lambda found, _: found,
+            get=self._get_or_none,
+            list_namespace=lambda namespace: {
+                item["metadata"]["name"]: item for item in self.api.list(GROUP, VERSION, "services", namespace)
+            },
+            state=lambda found, ref: service_state(found, ref.tag),
             concurrency=self.read_concurrency,
         )
 
@@ -79,9 +74,9 @@ class KnativeTarget:
     def resolve(self, request: TargetRequest) -> TargetRef:
         return resolve_revisions(self, request)
 
-    def _get_or_none(self, namespace: str, name: str) -> TargetState | None:
+    def _get_or_none(self, ref: TargetRef) -> dict[str, Any] | None:
         try:
-            return self.get(namespace, name)
+            return self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
         except PermanentError:
             return None  # not found: the rollout fails as "deleted"
 
@@ -115,9 +110,16 @@ def resolve_revisions(target: Target, request: TargetRequest) -> TargetRef:
 
 
 class KnativeRouter:
-    """Weights in the Service's `spec.traffic`, both revisions pinned by name."""
+    """Weights in the Service's `spec.traffic`, both revisions pinned by name; the canary's tag.
 
-    match_fields: frozenset[str] = frozenset()  # tag routes (by URL or header) come with Knative tags
+    A rollout whose policy names a `canary_tag` gives the canary's entry that tag from its first
+    write (stable 100 %, canary 0 %) on, so the canary is reachable at its tag URL (and, where the
+    cluster enables `tag-header-based-routing`, by the `Knative-Serving-Tag` header) before any
+    user traffic reaches it. A tag match step is just that: weight 0 and the tag. The final write
+    takes the tag out, unless the rollout keeps it.
+    """
+
+    match_fields: frozenset[str] = frozenset({"tag"})
 
     def __init__(
         self,
@@ -139,7 +141,11 @@ class KnativeRouter:
         self._monotonic = monotonic
 
     def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
-        """Pin `stable` and `canary` with these weights; return the Service once the controller saw it.
+        return self.set_match_route(ref, RoutePlan(weights), guard)
+
+    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
+        """Pin `stable` and `canary` with the plan's weights (the canary tagged, but after the final
+        write of a rollout that does not keep its tag); return the Service once the controller saw it.
 
         `guard` sees the Service after each read, before the write conditioned on that read's
         resourceVersion. Whatever lands between the read and the write (a newer owner's split,
@@ -149,10 +155,13 @@ class KnativeRouter:
         """
         if ref.stable == ref.canary:
             raise PermanentError(f"stable and canary are the same revision {ref.stable!r}")
-        traffic = [
-            {"revisionName": ref.stable, "percent": weights.stable, "latestRevision": False},
-            {"revisionName": ref.canary, "percent": weights.canary, "latestRevision": False},
-        ]
+        unsupported = [m for m in plan.matches if m.field != "tag" or m.value != ref.tag]
+        if unsupported:
+            raise PermanentError(
+                f"{ref.where}: the Knative router routes by the canary's tag {ref.tag or '(none)'} only,"
+                f" not by {unsupported[0].field} {unsupported[0].value}"
+            )
+        traffic = planned_traffic(ref, plan)
         try:
             for attempt in retry.conflicts(self.conflict_retries, self.backoff, Conflict, self._sleep):
                 with attempt:
@@ -167,26 +176,29 @@ class KnativeRouter:
         """Read, show the guard what was read, write conditioned on it (`Conflict` if it moved)."""
         current = self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
         if guard is not None:
-            guard(service_state(current))
+            guard(service_state(current, ref.tag))
         patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "spec": {"traffic": traffic}}
         return self.api.patch(GROUP, VERSION, "services", ref.namespace, ref.name, patch)
 
-    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
-        if plan.matches:
-            raise PermanentError(f"{ref.where}: the Knative router splits by weight only; match routes come with tags")
-        return self.set_weight(ref, plan.weights, guard)
-
     def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
-        state = service_state(self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name))
-        return not plan.matches and state.is_live(plan.weights, ref.stable, ref.canary)
+        found = self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
+        state = service_state(found, ref.tag)
+        written = (found.get("spec") or {}).get("traffic") or []
+        return written == planned_traffic(ref, plan) and state.is_live(plan.weights, ref.stable, ref.canary)
 
     def remove_managed_routes(self, ref: TargetRef, guard: WriteGuard | None = None) -> None:
-        """Nothing to remove: weights pin the two revisions, and no route is added beside them."""
+        """Take the canary's tag out, the weights as they are."""
+        if not ref.tag:
+            return
+        state = service_state(self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name), ref.tag)
+        pinned = state.pinned(ref.stable, ref.canary) or {}
+        weights = SetTraffic(stable=pinned.get(ref.stable, 100), canary=pinned.get(ref.canary, 0))
+        self.set_match_route(ref, RoutePlan(weights, final=True), guard)
 
     def _await_observed(self, ref: TargetRef, generation: int) -> TargetState:
         deadline = self._monotonic() + self.settle_timeout
         while True:
-            state = service_state(self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name))
+            state = service_state(self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name), ref.tag)
             if state.observed_generation >= generation:
                 return state
             if self._monotonic() >= deadline:
@@ -197,6 +209,15 @@ class KnativeRouter:
             self._sleep(self.poll_interval)
 
 
+def planned_traffic(ref: TargetRef, plan: RoutePlan) -> list[dict[str, Any]]:
+    """`spec.traffic` carrying the plan: both revisions pinned by name, the canary tagged unless
+    this is the final write of a rollout that does not keep its tag."""
+    canary: dict[str, Any] = {"revisionName": ref.canary, "percent": plan.weights.canary, "latestRevision": False}
+    if ref.tag and not (plan.final and not ref.keep_tag):
+        canary["tag"] = ref.tag
+    return [{"revisionName": ref.stable, "percent": plan.weights.stable, "latestRevision": False}, canary]
+
+
 def _targets(entries: list[dict[str, Any]] | None) -> tuple[TrafficTarget, ...]:
     return tuple(
         TrafficTarget(
@@ -204,21 +225,26 @@ def _targets(entries: list[dict[str, Any]] | None) -> tuple[TrafficTarget, ...]:
             percent=int(entry.get("percent") or 0),
             latest=bool(entry.get("latestRevision")),
             tag=entry.get("tag"),
+            url=str(entry.get("url") or ""),
         )
         for entry in entries or []
     )
 
 
-def service_state(found: dict[str, Any]) -> TargetState:
+def service_state(found: dict[str, Any], tag: str = "") -> TargetState:
+    """The Service as a rollout sees it; with the rollout's `tag`, the tag's entry is its own route."""
     metadata, spec, status = found["metadata"], found.get("spec") or {}, found.get("status") or {}
     routes = condition(found, "RoutesReady")
+    spec_traffic = _targets(spec.get("traffic"))
+    own = next((t for t in spec_traffic if tag and t.tag == tag), None)
     return TargetState(
+        own_route=f"tag {tag} on {own.version}" if own else "",
         namespace=metadata["namespace"],
         name=metadata["name"],
         generation=int(metadata.get("generation", 0)),
         observed_generation=int(status.get("observedGeneration", 0)),
         resource_version=str(metadata.get("resourceVersion", "")),
-        spec_traffic=_targets(spec.get("traffic")),
+        spec_traffic=spec_traffic,
         status_traffic=_targets(status.get("traffic")),
         newest_version=status.get("latestCreatedRevisionName"),
         newest_ready_version=status.get("latestReadyRevisionName"),

@@ -126,10 +126,12 @@ def check_steps(policy: Policy, backends: Backends, target: TargetRef, body: Rol
             field = f"policy_overrides.steps[{index}]" if overridden else "policy"
             supported = ", ".join(sorted(router.match_fields))
             detail = f"it routes by {supported} only" if supported else "it routes by weight only"
+            needs = "tag steps need a knative target" if unsupported == {"tag"} else "match steps by request"
+            needs += "" if unsupported == {"tag"} else " content need an istio or gateway-api target"
             raise ValidationError.single(
                 field,
                 f"step {index + 1} routes by {', '.join(sorted(unsupported))}, which a {target.kind} target cannot"
-                f" express ({detail}); match steps need an istio or gateway-api target",
+                f" express ({detail}); {needs}",
             )
 
 

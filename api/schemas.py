@@ -163,6 +163,11 @@ class TargetPublic(BaseModel):
     route: str | None = None
     """Istio: the managed http route (null: the one to both subsets). Gateway API: the managed
     rule's name (null: the one rule to both backends)."""
+    tag: str | None = None
+    """Knative: the traffic tag the canary carries during the rollout (null: none)."""
+    canary_url: str | None = None
+    """Knative: the canary's tag URL, where people can try it whatever its weight (null until the
+    controller has given the tag one, or without a tag)."""
     host: str | None = None
     """Istio: the subsets' destination host."""
 

@@ -26,6 +26,8 @@ def rollout_public(rollout: Rollout, recent: list[LogEntry], now: datetime) -> R
             canary=target.canary,
             route=target.route or None,
             host=target.host or None,
+            tag=target.tag or None,
+            canary_url=rollout.canary_url or None,
         ),
         namespace=rollout.namespace,
         service=rollout.service,

@@ -22,6 +22,8 @@ HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za
 ParamName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s&=#]+$")]
 CookieName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
 Value = Annotated[str, Field(max_length=1024)]
+TagName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+"""A Knative traffic tag: a DNS-1123 label (it becomes part of a host name)."""
 
 
 class StringMatch(BaseModel):
@@ -69,11 +71,16 @@ class RequestMatchSpec(BaseModel):
     """Cookie name to exact value, e.g. {"beta": "yes"} (a regex on the Cookie header underneath)."""
     method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] | None = None
     """The HTTP method, e.g. "GET" (Istio and Gateway API targets)."""
+    tag: TagName | None = None
+    """Knative targets: only requests to the canary's tag (its tag URL, or the main URL with the
+    `Knative-Serving-Tag` header) reach the canary. It stands alone, and names the policy's `canary_tag`."""
 
     @model_validator(mode="after")
     def _something(self) -> RequestMatchSpec:
-        if not (self.headers or self.uri or self.query_params or self.cookie or self.method):
-            raise ValueError("a match needs at least one of headers, uri, query_params, cookie or method")
+        if self.tag is not None and (self.headers or self.uri or self.query_params or self.cookie or self.method):
+            raise ValueError("a tag match stands alone: Knative routes a tag by its URL or header, nothing else")
+        if not (self.headers or self.uri or self.query_params or self.cookie or self.method or self.tag):
+            raise ValueError("a match needs at least one of headers, uri, query_params, cookie, method or tag")
         return self
 
     def describe(self) -> str:
@@ -86,6 +93,8 @@ class RequestMatchSpec(BaseModel):
         parts += [f"cookie {name} = {value}" for name, value in self.cookie.items()]
         if self.method is not None:
             parts.append(f"method {self.method}")
+        if self.tag is not None:
+            parts.append(f"tag {self.tag} (its URL or Knative-Serving-Tag header)")
         return ", ".join(parts)
 
 

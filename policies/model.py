@@ -151,6 +151,11 @@ class Policy(BaseModel):
     """Name of the policy this one was resolved from (informational)."""
     description: str = ""
     """One line for people choosing a policy."""
+    canary_tag: Annotated[str, Field(max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")] = "canary"
+    """Knative targets: the traffic tag the canary revision carries during the rollout, so people can
+    reach it at its tag URL from the first moment, even at 0 % (empty: no tag)."""
+    keep_canary_tag: bool = False
+    """Knative targets: leave the tag on the canary revision when the rollout ends (default: removed)."""
     steps: Annotated[tuple[Step, ...], Field(min_length=1, max_length=20)] = (
         5,
         10,
@@ -236,7 +241,14 @@ class Policy(BaseModel):
 
     @field_validator("steps")
     @classmethod
-    def _steps_increase(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    def _steps_increase(cls, steps: tuple[Step, ...], info: ValidationInfo) -> tuple[Step, ...]:
+        tag = info.data.get("canary_tag", "canary")
+        for position, step in enumerate(steps):
+            if isinstance(step, MatchStep) and step.match.tag is not None and step.match.tag != tag:
+                raise ValueError(
+                    f"step {position + 1} routes by tag {step.match.tag}, but the canary carries"
+                    f" {'no tag' if not tag else 'the tag ' + repr(tag)} (canary_tag)"
+                )
         for position in range(1, len(steps)):
             step, before = steps[position], steps[position - 1]
             if isinstance(step, MatchStep) and isinstance(before, int):

@@ -101,6 +101,9 @@ def foreign_change(rollout: Rollout, state: TargetState) -> str | None:
         return f"the request matches of {route} were edited to {state.route_match or 'none'}"
     if rollout.match_applied and state.own_route != rollout.applied_route:
         return f"autocanary's match route was {'edited' if state.own_route else 'removed'} by someone else"
+    tag_change = _tag_change(rollout, state)
+    if tag_change:
+        return tag_change
     pinned = state.pinned(rollout.stable_revision, rollout.canary_revision)
     if pinned is None:
         described = ", ".join(
@@ -113,6 +116,20 @@ def foreign_change(rollout: Rollout, state: TargetState) -> str | None:
         return (
             f"traffic was set to {canary} % canary by someone else (autocanary wrote {rollout.applied_canary_weight} %)"
         )
+    return None
+
+
+def _tag_change(rollout: Rollout, state: TargetState) -> str | None:
+    """The canary's Knative tag moved to another revision, or taken off once it was confirmed in
+    place (its URL recorded) while no final write, which takes it off itself, is under way."""
+    tag = rollout.target.tag
+    if not tag:
+        return None
+    tagged = state.tags.get(tag)
+    if tagged is not None and tagged != rollout.canary_revision:
+        return f"tag {tag} was moved to {tagged or 'the latest revision'} by someone else"
+    if tagged is None and rollout.canary_url and pending_write(rollout) is None:
+        return f"tag {tag} was taken off {rollout.canary_revision} by someone else"
     return None
 
 

@@ -15,4 +15,6 @@ def request_matches(spec: RequestMatchSpec) -> tuple[RequestMatch, ...]:
     found += [RequestMatch("cookie", value, name) for name, value in spec.cookie.items()]
     if spec.method is not None:
         found.append(RequestMatch("method", spec.method))
+    if spec.tag is not None:
+        found.append(RequestMatch("tag", spec.tag))
     return tuple(found)

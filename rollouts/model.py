@@ -68,7 +68,7 @@ class CheckCounters(BaseModel):
         return self.model_copy(update={field: getattr(self, field) + 1})
 
 
-_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "applied_route", "no_worse_evidence")
+_NEWER_FIELDS = ("target_kind", "route", "host", "route_match", "applied_route", "no_worse_evidence", "canary_url")
 
 
 class Rollout(BaseModel):
@@ -121,6 +121,8 @@ class Rollout(BaseModel):
     applied_route: str = ""
     """During a match step: the match route as the router confirmed it (`TargetState.own_route`;
     empty until then, and reset when a step starts), to tell someone else's edit."""
+    canary_url: str = ""
+    """Knative: the canary's tag URL, once the controller has given the tag one."""
     analyzed_until: AwareDatetime | None = None
     """End of the last interval the analyzer judged; the next one starts here."""
     metrics_down_since: AwareDatetime | None = None
@@ -161,15 +163,23 @@ class Rollout(BaseModel):
         """The JSON document the store keeps. The fields the release before Istio targets and match
         steps did not know are left out while they hold their defaults, so a Knative rollout with
         weight steps is still read by that release's workers during a rolling upgrade; so are the
-        policy fields of steps that end early while the policy's steps are fixed."""
+        policy fields of steps that end early while the policy's steps are fixed, and its Knative tag
+        fields while they hold their defaults."""
         unused: dict[str, Any] = {
             name: True for name in _NEWER_FIELDS if getattr(self, name) == Rollout.model_fields[name].default
         }
         early_fields = ("step_max_duration", "beta", "max_odds_ratio")
+        unused_policy = {
+            name
+            for name in ("canary_tag", "keep_canary_tag")
+            if getattr(self.policy, name) == Policy.model_fields[name].default
+        }
         if not self.policy.ends_steps_early and all(
             getattr(self.policy, name) == Policy.model_fields[name].default for name in early_fields[1:]
         ):
-            unused["policy"] = set(early_fields)  # step_max_duration is read back as step_min_duration
+            unused_policy |= set(early_fields)  # step_max_duration is read back as step_min_duration
+        if unused_policy:
+            unused["policy"] = unused_policy
         return self.model_dump_json(exclude=unused)
 
     @classmethod
@@ -234,6 +244,8 @@ class Rollout(BaseModel):
             self.route,
             self.host,
             self.route_match,
+            self.policy.canary_tag if self.target_kind == "knative" else "",
+            self.policy.keep_canary_tag,
         )
 
     @property
@@ -317,9 +329,13 @@ class Rollout(BaseModel):
         action = ManualAction(kind=kind, actor=actor, reason=reason, at=now)
         return self.model_copy(update={"last_action": action})
 
-    def with_applied(self, canary_weight: int, route: str = "") -> Rollout:
-        """The router confirmed this canary weight (and, for a match step, its match `route`)."""
-        return self.model_copy(update={"applied_canary_weight": canary_weight, "applied_route": route})
+    def with_applied(self, canary_weight: int, route: str = "", canary_url: str | None = None) -> Rollout:
+        """The router confirmed this canary weight (and, for a match step, its match `route`; for a
+        Knative tag, the URL the controller gave it)."""
+        update: dict[str, Any] = {"applied_canary_weight": canary_weight, "applied_route": route}
+        if canary_url:
+            update["canary_url"] = canary_url
+        return self.model_copy(update=update)
 
     @property
     def match_applied(self) -> bool:

@@ -58,6 +58,10 @@ class TargetRef:
     host: str = ""
     route_match: str = ""
     """Istio: the managed route's request matches as registered (`TargetState.route_match`)."""
+    tag: str = ""
+    """Knative: the traffic tag the canary carries during the rollout (empty: none)."""
+    keep_tag: bool = False
+    """Knative: the tag stays on the canary after the rollout's final write."""
 
     @property
     def where(self) -> str:
@@ -87,6 +91,9 @@ class RoutePlan:
 
     weights: SetTraffic
     matches: tuple[RequestMatch, ...] = ()
+    final: bool = False
+    """The rollout's last write (promotion, rollback): every route it manages is taken out with it
+    (a Knative tag, unless the rollout keeps it)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class TrafficTarget:
     percent: int
     latest: bool = False
     tag: str | None = None
+    url: str = ""
+    """Knative, in `status.traffic`: the tag's own URL."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,15 @@ class TargetState:
     def observed(self) -> bool:
         """The controller has reconciled the latest spec."""
         return self.observed_generation >= self.generation
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The spec's tags: each with the revision it names."""
+        return {t.tag: t.version for t in self.spec_traffic if t.tag}
+
+    def tag_url(self, tag: str) -> str:
+        """The URL the controller gives a tag (empty until it has reconciled it)."""
+        return next((t.url for t in self.status_traffic if t.tag == tag and t.url), "")
 
     @property
     def split(self) -> dict[str, int]:

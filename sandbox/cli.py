@@ -37,6 +37,13 @@ def up(
     reconcile_delay: Annotated[float, typer.Option(help="Seconds the controller waits after a change.")] = 0.2,
     ready_after: Annotated[float, typer.Option(help="Default seconds until a new revision is Ready.")] = 0.5,
     seed: Annotated[int | None, typer.Option(help="Seed the gateway's random choices.")] = None,
+    tag_header_routing: Annotated[
+        bool,
+        typer.Option(
+            help="Route `Knative-Serving-Tag: TAG` on a Service's URL to the tagged revision, as Knative does"
+            " with `tag-header-based-routing: Enabled` in config-features."
+        ),
+    ] = True,
 ) -> None:
     """Start the sandbox; print the endpoints; stop cleanly on Ctrl-C or SIGTERM."""
     options = SandboxOptions(
@@ -50,6 +57,7 @@ def up(
         reconcile_delay=reconcile_delay,
         ready_after=ready_after,
         seed=seed,
+        tag_header_routing=tag_header_routing,
     )
 
     async def main() -> None:

@@ -46,6 +46,8 @@ class SandboxOptions:
     reconcile_delay: float = 0.2
     ready_after: float = 0.5
     seed: int | None = None
+    tag_header_routing: bool = True
+    """Knative's `tag-header-based-routing` feature (config-features), on here by default."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ async def run_sandbox(
     DeploymentController(store, options.reconcile_delay, options.ready_after)
     apps: dict[str, Any] = {
         "apiserver": create_apiserver(store),
-        "gateway": Gateway(store, stats, random.Random(options.seed)),
+        "gateway": Gateway(store, stats, random.Random(options.seed), tag_header_routing=options.tag_header_routing),
         "metrics": create_metrics_app(stats),
     }
     ports = {

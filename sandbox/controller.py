@@ -3,7 +3,8 @@
 Like the real one it acts a moment after each change (`reconcile_delay`): it creates a Revision
 `{service}-{n:05d}` whenever the template changes, marks revisions Ready after their
 `SANDBOX_READY_AFTER_S` (never, with `SANDBOX_NEVER_READY`), and reconciles the Service's status:
-traffic resolved to revision names, latest created and ready revisions, observedGeneration, and
+traffic resolved to revision names (a tagged entry with its own URL, `{tag}-{service}.{namespace}.
+example.com`), latest created and ready revisions, observedGeneration, and
 the ConfigurationsReady / RoutesReady / Ready conditions (`RevisionMissing` when traffic names a
 revision that does not exist or is not ready; the route then keeps serving its previous split).
 """
@@ -20,6 +21,11 @@ SERVICE_LABEL = "serving.knative.dev/service"
 CONFIGURATION_LABEL = "serving.knative.dev/configuration"
 GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
 DOMAIN = "example.com"
+
+
+def tag_host(tag: str, service: str, namespace: str) -> str:
+    """The host a traffic tag answers at: `{tag}-{service}.{namespace}.{domain}`."""
+    return f"{tag}-{service}.{namespace}.{DOMAIN}"
 
 
 def revision_env(revision: dict[str, Any]) -> dict[str, str]:
@@ -144,6 +150,9 @@ class Controller:
         traffic, routes = self._route(
             service, {r["metadata"]["name"] for r in revisions}, set(ready_names), latest_ready
         )
+        for entry in traffic or []:
+            if entry.get("tag"):  # Knative's default domain template for a tag: {tag}-{service}.{namespace}
+                entry["url"] = f"http://{tag_host(entry['tag'], name, namespace)}"
         status: dict[str, Any] = {
             "observedGeneration": service["metadata"]["generation"],
             "latestCreatedRevisionName": latest_created,

@@ -3,7 +3,10 @@ a host one of Istio's VirtualServices claims (`Host: reviews`) by that VirtualSe
 (sandbox/mesh.py), and one of a Gateway API HTTPRoute's `hostnames` by that route
 (sandbox/http_routes.py), each to the pods of a Deployment.
 
-Each Knative request goes to a revision drawn at random with the weights of the Service's live
+A tag's host (`{tag}-{service}.{namespace}.example.com`) reaches the revision the live traffic
+tags with it, and so does the Service's own host with `Knative-Serving-Tag: {tag}` (when the
+sandbox runs with `tag-header-based-routing`, as it does by default; an unknown tag takes the
+default route). Every other Knative request goes to a revision drawn at random with the weights of the Service's live
 `status.traffic` (what the controller last reconciled, as a real ingress would), answers
 `Hello {TARGET}!` after the revision's simulated latency, or a 500 with its error rate, and is
 counted in `RequestStats` with the time it really took. Revision behaviour comes from the
@@ -59,8 +62,16 @@ def behaviour_of(revision_name: str, env: dict[str, str]) -> Behaviour:
 
 
 class Gateway:
-    def __init__(self, store: ClusterStore, stats: RequestStats, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        store: ClusterStore,
+        stats: RequestStats,
+        rng: random.Random | None = None,
+        *,
+        tag_header_routing: bool = True,
+    ) -> None:
         self.store = store
+        self.tag_header_routing = tag_header_routing
         self.stats = stats
         self.rng = rng or random.Random()
         self.mesh = Mesh(store, self.rng)
@@ -83,10 +94,16 @@ class Gateway:
             return
         service_name, namespace = parts[0], parts[1]
         service = self.store.peek("services", namespace, service_name)
+        tagged = None
+        if service is None:  # a tag's own host, `{tag}-{service}.{namespace}.example.com`
+            service_name, tagged = self._tag_host(namespace, parts[0])
+            service = self.store.peek("services", namespace, service_name) if tagged else None
+        elif self.tag_header_routing and "knative-serving-tag" in request.headers:
+            tagged = _tagged(service, request.headers["knative-serving-tag"])  # an unknown tag: the default route
         if service is None:
             await _respond(send, 404, f"service {namespace}/{service_name} not found\n")
             return
-        revision = self._pick(service.get("status", {}).get("traffic") or [])
+        revision = tagged or self._pick(service.get("status", {}).get("traffic") or [])
         behaviour = self._behaviour(namespace, revision) if revision else None
         if revision is None or behaviour is None:
             await _respond(send, 503, f"service {namespace}/{service_name} has no ready traffic target\n")
@@ -132,6 +149,15 @@ class Gateway:
                 return name
         return next(name for name, weight in reversed(targets) if weight > 0)
 
+    def _tag_host(self, namespace: str, label: str) -> tuple[str, str | None]:
+        """The Service and revision whose tag answers at `{label}.{namespace}`, if any does."""
+        for name in self.store.names("services", namespace):
+            if label.endswith(f"-{name}") and len(label) > len(name) + 1:
+                revision = _tagged(self.store.peek("services", namespace, name) or {}, label[: -len(name) - 1])
+                if revision:
+                    return name, revision
+        return label, None
+
     def _behaviour(self, namespace: str, revision: str) -> Behaviour | None:
         cached = self._behaviours.get((namespace, revision))
         if cached is None:
@@ -140,6 +166,16 @@ class Gateway:
                 return None
             cached = self._behaviours[(namespace, revision)] = behaviour_of(revision, revision_env(found))
         return cached
+
+
+def _tagged(service: dict[str, object], tag: str) -> str | None:
+    """The revision the Service's live traffic tags with `tag` (None: no such tag)."""
+    status = service.get("status")
+    traffic = status.get("traffic") if isinstance(status, dict) else None
+    for entry in traffic if isinstance(traffic, list) else []:
+        if isinstance(entry, dict) and entry.get("tag") == tag and entry.get("revisionName"):
+            return str(entry["revisionName"])
+    return None
 
 
 def _request(scope: Scope) -> Request:

@@ -82,6 +82,8 @@ class FakeCluster:
     """What its router's match routes can express; empty: weights only, as Knative."""
     matches: list[tuple[str, tuple[RequestMatch, ...]]] = field(default_factory=list)
     """(service, matches) for every match route autocanary wrote, in order."""
+    final_writes: list[str] = field(default_factory=list)
+    """Services whose rollout ended with a write that takes every managed route out."""
 
     def add(self, namespace: str, name: str, revisions: dict[str, float], rps: float = 100.0) -> None:
         """A service whose first revision serves 100 %; `revisions` maps name -> error rate."""
@@ -181,7 +183,10 @@ class FakeCluster:
             raise PermanentError("match routes are not supported (fake)")
         weights = plan.weights
         state = self.set_weight(ref, SetTraffic(weights.stable, weights.canary, plan.matches), guard)
-        self.matches.append((ref.name, plan.matches))
+        if plan.matches:
+            self.matches.append((ref.name, plan.matches))
+        if plan.final:
+            self.final_writes.append(ref.name)
         return state
 
     def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:

@@ -272,7 +272,7 @@ class Runner(ManualCommands):
                 written = self._write(rollout, token, action, report)
                 return self._record_applied(rollout, token, action, written)
             split = SetTraffic(stable=0, canary=100) if isinstance(action, Promote) else SetTraffic(100, 0)
-            self._write(rollout, token, split, report)
+            self._write(rollout, token, split, report, final=True)
             return self._confirm(rollout.with_applied(split.canary), token)
         except FencedOut as exc:
             report.count(dropped=1)
@@ -285,7 +285,9 @@ class Runner(ManualCommands):
             return self._fail(rollout, token, f"cannot write traffic: {exc}")
         return rollout
 
-    def _write(self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport) -> TargetState:
+    def _write(
+        self, rollout: Rollout, token: int, weights: SetTraffic, report: TickReport, *, final: bool = False
+    ) -> TargetState:
         def guard(state: TargetState) -> None:
             if not self.store.holds_token(rollout.id, token):
                 raise FencedOut(f"{rollout.namespace}/{rollout.service}: another worker owns this rollout now")
@@ -294,8 +296,8 @@ class Runner(ManualCommands):
                 raise ForeignChange(change)
 
         router = self.backends.of(rollout.target.kind).router
-        if weights.matches:  # a match step: its route before the managed one, the weights as they are
-            plan = RoutePlan(SetTraffic(weights.stable, weights.canary), weights.matches)
+        if weights.matches or final:  # a match step's route, or the last write that takes every route out
+            plan = RoutePlan(SetTraffic(weights.stable, weights.canary), weights.matches, final=final)
             written = router.set_match_route(rollout.target, plan, guard=guard)
         else:
             written = router.set_weight(rollout.target, weights, guard=guard)
@@ -303,7 +305,12 @@ class Runner(ManualCommands):
         return written
 
     def _record_applied(self, rollout: Rollout, token: int, written: SetTraffic, state: TargetState) -> Rollout:
-        applied = rollout.with_applied(written.canary, route=state.own_route if written.matches else "")
+        tag = rollout.target.tag
+        applied = rollout.with_applied(
+            written.canary,
+            route=state.own_route if written.matches else "",
+            canary_url=state.tag_url(tag) if tag else None,
+        )
         result, saved = self.store.save(applied, token=token, next_tick=None)
         return saved if result is SaveResult.OK else rollout
 

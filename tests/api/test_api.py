@@ -295,7 +295,13 @@ def test_events_in_order_as_json_and_as_a_live_stream(api: TestClient, store: Ro
 
 
 def test_policies_are_listed_and_shown(api: TestClient) -> None:
-    assert set(api.get("/v1/policies", headers=VIEW).json()) == {"default", "conservative", "fast", "demo"}
+    assert set(api.get("/v1/policies", headers=VIEW).json()) == {
+        "default",
+        "conservative",
+        "fast",
+        "demo",
+        "gateway-api-istio",
+    }
     assert api.get("/v1/policies/fast", headers=VIEW).json()["steps"] == [10, 30, 60]
     missing = api.get("/v1/policies/nope", headers=VIEW)
     assert (missing.status_code, missing.json()["field"]) == (404, "name")

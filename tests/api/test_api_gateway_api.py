@@ -67,6 +67,8 @@ def test_a_gateway_api_rollout_is_registered_with_its_rule_and_custom_dialect(
         "canary": "shop-canary",
         "route": "main",
         "host": None,
+        "tag": None,
+        "canary_url": None,
     }
     assert shown["resolved_policy"]["custom_metrics"]["version_label"] == "destination_service_name"
     stored = store.get(shown["id"])

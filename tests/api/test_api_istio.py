@@ -67,6 +67,8 @@ def test_an_istio_rollout_is_registered_with_its_route_host_and_dialect(
         "canary": "v2",
         "route": "primary",
         "host": "reviews",
+        "tag": None,
+        "canary_url": None,
     }
     assert (shown["service"], shown["stable_revision"], shown["canary_revision"]) == ("reviews", "v1", "v2")
     stored = store.get(shown["id"])

@@ -25,6 +25,8 @@ ALLOWED_RBAC = (
     | {("networking.istio.io", "virtualservices", verb) for verb in ("get", "list", "watch", "patch", "update")}
     | {("networking.istio.io", "destinationrules", verb) for verb in ("get", "list", "watch")}
     | {("apps", "deployments", verb) for verb in ("get", "list", "watch")}
+    | {("gateway.networking.k8s.io", "httproutes", verb) for verb in ("get", "list", "patch")}
+    | {("", "services", "get")}
     | {("", "events", "create")}
 )
 USER_CREATED_SECRETS = {"autocanary-tokens", "autocanary-redis"}

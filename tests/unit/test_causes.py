@@ -270,3 +270,47 @@ def test_an_edited_or_removed_match_route_is_foreign_once_autocanary_wrote_it() 
     removed = service((STABLE, 100), (CANARY, 0))
     assert foreign_change(in_match_step, removed) == "autocanary's match route was removed by someone else"
     assert foreign_change(at_step(0), removed) is None  # before the route is confirmed, nothing to compare
+
+
+def tagged(*entries: tuple[str, int, str | None]) -> TargetState:
+    """The Service with tags on its traffic entries."""
+    return replace(AS_LEFT, spec_traffic=tuple(TrafficTarget(r, p, tag=t) for r, p, t in entries))
+
+
+@pytest.mark.parametrize(
+    ("state", "canary_url", "change"),
+    [
+        pytest.param(tagged((STABLE, 90, None), (CANARY, 10, "canary")), "http://u", None, id="as-written"),
+        pytest.param(tagged((STABLE, 90, None), (CANARY, 10, None)), "", None, id="not-yet-written"),
+        pytest.param(
+            tagged((STABLE, 90, "canary"), (CANARY, 10, None)),
+            "http://u",
+            f"tag canary was moved to {STABLE} by someone else",
+            id="moved-to-the-stable",
+        ),
+        pytest.param(
+            tagged((STABLE, 90, None), (CANARY, 10, None)),
+            "http://u",
+            f"tag canary was taken off {CANARY} by someone else",
+            id="taken-off",
+        ),
+        pytest.param(
+            tagged((STABLE, 90, "current"), (CANARY, 10, "canary")), "http://u", None, id="another-tag-is-not-ours"
+        ),
+    ],
+)
+def test_a_tag_someone_else_moved_is_a_foreign_change(state: TargetState, canary_url: str, change: str | None) -> None:
+    rollout_ = at_step(10).model_copy(update={"canary_url": canary_url})
+    assert foreign_change(rollout_, state) == change
+
+
+def test_a_tag_taken_off_by_the_final_write_is_no_foreign_change() -> None:
+    promoting = rollout(phase=Phase.PROMOTING, canary_weight=100, applied_canary_weight=50, canary_url="http://u")
+    assert engine.pending_write(promoting) is not None  # a final write, perhaps done before a crash
+    assert foreign_change(promoting, tagged((STABLE, 0, None), (CANARY, 100, None))) is None
+
+
+def test_a_policy_without_a_tag_watches_no_tag() -> None:
+    untagged = rollout(policy(canary_tag=""), phase=Phase.PROGRESSING, canary_weight=10, applied_canary_weight=10)
+    assert untagged.target.tag == ""
+    assert foreign_change(untagged, tagged((STABLE, 90, "canary"), (CANARY, 10, None))) is None

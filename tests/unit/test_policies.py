@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -16,9 +17,11 @@ from policies import (
     parse_duration,
     parse_policy_document,
 )
+from rollouts.model import Rollout
+from tests.factories import policy, rollout
 
 
-def test_the_four_built_ins_exist() -> None:
+def test_the_built_ins_exist() -> None:
     assert builtin_names() == ["conservative", "default", "demo", "fast", "gateway-api-istio"]
 
 
@@ -200,3 +203,27 @@ def test_bad_early_step_fields_are_refused_naming_the_field(
         load_policy("default", overrides)
     problems = {problem.field: problem.message for problem in caught.value.problems}
     assert field in problems and words in problems[field], problems
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"steps": [{"match": {"tag": "beta"}}, 50]}, "steps", "routes by tag beta, but the canary carries the tag"),
+        ({"canary_tag": "", "steps": [{"match": {"tag": "canary"}}, 50]}, "steps", "carries no tag"),
+        ({"steps": [{"match": {"tag": "canary", "method": "GET"}}, 50]}, "steps[0].match", "a tag match stands alone"),
+        ({"canary_tag": "Canary"}, "canary_tag", "should match pattern"),
+        ({"steps": [{"match": {"tag": "-x"}}, 50]}, "steps[0].match.tag", "should match pattern"),
+    ],
+)
+def test_a_tag_step_names_the_canary_tag_and_stands_alone(overrides: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(InvalidPolicy) as refused:
+        load_policy("default", overrides)
+    assert refused.value.problems[0].field == field and words in refused.value.problems[0].message
+
+
+def test_a_rollout_with_the_default_tag_is_stored_as_the_release_before_tags_stored_it() -> None:
+    stored = json.loads(rollout().to_stored())
+    assert "canary_tag" not in stored["policy"] and "keep_canary_tag" not in stored["policy"]
+    kept = json.loads(rollout(policy(keep_canary_tag=True)).to_stored())
+    assert kept["policy"]["keep_canary_tag"] is True
+    assert Rollout.from_stored(rollout(policy(canary_tag="try")).to_stored()).target.tag == "try"

@@ -1,6 +1,7 @@
-"""Gateway API canaries end to end: the API, a worker and the scheduler as real processes, the
-sandbox's HTTPRoute, Services and Deployments over HTTP, its gateway serving load by the route's
-rules, and a real Prometheus holding the Istio series per backend Service, read through the
+"""Knative tags and Gateway API canaries end to end: the API, a worker and the scheduler as real
+processes, the sandbox over HTTP (a Knative Service whose canary is tried at its tag URL first; an
+HTTPRoute, its Services and Deployments), its gateway serving load, and a real Prometheus holding
+the queue-proxy series and the Istio series per backend Service, the latter read through the
 `gateway-api-istio` policy's custom dialect."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sandbox.prometheus import free_port
 from tests.e2e.test_istio_e2e import Stack, _answers
 from tests.gateway import GATEWAY, GATEWAY_VERSION, host, shop_app
 from tests.istio import api_client
-from tests.knative import wait_for
+from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -70,23 +71,25 @@ def stack(sandbox: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Itera
         redis_process.stop()
 
 
-def _register(stack: Stack, namespace: str, **overrides: Any) -> str:
+def _register(stack: Stack, namespace: str, target: dict[str, Any] | None = None, **overrides: Any) -> str:
     body = {
-        "target": {
+        "target": target
+        or {
             "kind": "gateway-api",
             "namespace": namespace,
             "http_route": "shop",
             "stable_backend": "shop-stable",
             "canary_backend": "shop-canary",
         },
-        "policy": "gateway-api-istio",
+        "policy": "gateway-api-istio" if target is None else "default",
         "policy_overrides": {**OVERRIDES, **overrides},
     }
-    created = httpx.post(
-        f"{stack.api}/v1/rollouts", json=body, headers={"Authorization": f"Bearer {DEPLOYER}"}, timeout=30
-    )
+    created = httpx.post(f"{stack.api}/v1/rollouts", json=body, headers=_DEPLOY, timeout=30)
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
+
+
+_DEPLOY = {"Authorization": f"Bearer {DEPLOYER}"}
 
 
 def _rules(stack: Stack, namespace: str) -> list[dict[str, Any]]:
@@ -150,3 +153,39 @@ def test_a_header_step_then_weights_promotes_and_removes_its_rule(stack: Stack, 
     assert rollout.phase is Phase.SUCCEEDED, rollout.reason
     assert [r.get("name") for r in _rules(stack, namespace)] == ["main"]
     assert _weights(stack, namespace) == {"shop-stable": 0, "shop-canary": 100}
+
+
+def test_a_knative_canary_tried_at_its_tag_first_then_by_weight_is_promoted(stack: Stack, namespace: str) -> None:
+    api = custom_objects(stack.endpoints)
+    create(api, namespace, hello_service("hello", "World"))
+    service_ready(api, namespace, "hello", "hello-00001")
+    new_revision(api, namespace, "hello", "Knative", pin="hello-00001")
+    service_ready(api, namespace, "hello", "hello-00002")
+    users = BackgroundLoad(stack.endpoints.gateway, [f"hello.{namespace}"], rate=25)
+    testers = BackgroundLoad(stack.endpoints.gateway, [f"canary-hello.{namespace}"], rate=10)
+    target = {"kind": "knative", "namespace": namespace, "service": "hello"}
+    steps = [{"match": {"tag": "canary"}}, 50]
+    try:
+        rollout_id = _register(stack, namespace, target, steps=steps)
+
+        def tag_url() -> str | None:
+            shown = httpx.get(f"{stack.api}/v1/rollouts/{rollout_id}", headers=_DEPLOY, timeout=10).json()
+            url = shown["target"]["canary_url"]
+            return str(url) if url else None
+
+        url = wait_for(tag_url, timeout=60, what="the canary's tag URL")
+        assert url == f"http://canary-hello.{namespace}.example.com"
+        tried = httpx.get(stack.endpoints.gateway, headers={"Host": url.removeprefix("http://")}, timeout=10)
+        assert tried.text.strip() == "Hello Knative!"  # reachable at its tag before any user traffic
+        rollout = stack.wait_terminal(rollout_id, timeout=120)
+    finally:
+        users.stop()
+        testers.stop()
+    assert rollout.phase is Phase.SUCCEEDED, rollout.reason
+    events = [e.message for e in stack.store.events(rollout.id) if e.kind == "step_advanced"]
+    assert "tag canary" in events[0] and "50 %" in events[1]
+    service = get(api, namespace, "services", "hello")
+    assert service["spec"]["traffic"] == [
+        {"revisionName": "hello-00001", "percent": 0, "latestRevision": False},
+        {"revisionName": "hello-00002", "percent": 100, "latestRevision": False},
+    ]  # the tag is taken out with the final write
