@@ -129,7 +129,8 @@ class DialectQueries:
         return RevisionRef(namespace, str(labels.get(self.revision_label, "")), service)
 
 
-_PLACEHOLDER_VALUE = re.compile(r'(=~?)\s*"\$(namespace|versions)"')
+_MATCHER_VALUE = re.compile(r'(=~?)(\s*)"((?:[^"\\]|\\.)*)"')
+_IN_VALUE = re.compile(r"\$\{(namespace|versions)\}|\$(namespace|versions)\b")
 _PLACEHOLDER_WINDOW = re.compile(r"\[\s*\$window\s*\]")
 
 
@@ -138,8 +139,9 @@ class CustomQueries(DialectQueries):
     """A policy's own templates (`policies.custom_metrics`), filled in for one batch.
 
     `$namespace` and `$versions` become alternations of the batch's names, checked as DNS-1123
-    labels and escaped exactly as the built-in dialects' selectors, and the matcher becomes `=~`;
-    `$window` becomes the window in seconds. The template was checked when the policy was
+    labels and escaped exactly as the built-in dialects' selectors, and the matcher becomes `=~`
+    (inside a regex, `${versions}` becomes the group `(?:a|b)`); `$window` becomes the window in
+    seconds. The template was checked when the policy was
     loaded: these are its only placeholders, each standing where this substitution is safe.
     """
 
@@ -179,7 +181,18 @@ class CustomQueries(DialectQueries):
             "namespace": sorted({require_dns1123_label(t.namespace, "namespace") for t in targets}),
             "versions": sorted({require_dns1123_label(t.revision, "revision") for t in targets}),
         }
-        filled = _PLACEHOLDER_VALUE.sub(lambda m: f'=~"{_alternatives(names[m.group(2)])}"', template)
+
+        def matcher(found: re.Match[str]) -> str:
+            operator, space, value = found.groups()
+            if "$" not in value:
+                return found.group(0)
+            whole = _IN_VALUE.fullmatch(value)
+            if whole:  # the value is one placeholder: "any of these names"
+                return f'=~{space}"{_alternatives(names[whole.group(1) or whole.group(2)])}"'
+            grouped = _IN_VALUE.sub(lambda m: f"(?:{_alternatives(names[m.group(1) or m.group(2)])})", value)
+            return f'{operator}{space}"{grouped}"'
+
+        filled = _MATCHER_VALUE.sub(matcher, template)
         return _PLACEHOLDER_WINDOW.sub(f"[{int(window_seconds)}s]", filled)
 
 

@@ -7,7 +7,8 @@ every due rollout at once:
 - `$namespace`: the namespaces of the batch; `$versions`: the versions (revisions, subsets,
   backend Services) of the batch. Each stands for the whole value of a label matcher,
   `version=~"$versions"` (or `="$versions"`: both mean "one of these", as the value becomes an
-  alternation of every due rollout's names);
+  alternation of every due rollout's names), or, braced, for a group inside the regex of an `=~`
+  matcher: `envoy_cluster_name=~"${namespace}_${versions}_[0-9]+"`;
 - `$window`: the interval, as the whole of a range selector, `[$window]`.
 
 The templates are checked here, when the policy is loaded, by a small PromQL lexer: brackets
@@ -164,27 +165,37 @@ def _is_range(tokens: list[Token], index: int) -> bool:
     return 0 < index < len(tokens) - 1 and tokens[index - 1].text == "[" and tokens[index + 1].text == "]"
 
 
+PLACEHOLDER_IN_TEXT = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+"""`$name` or `${name}` inside a string (`$1` and `${1}`, label_replace's groups, are not placeholders)."""
+
+
 def _string_placeholders(tokens: list[Token], index: int) -> set[str]:
-    """A list placeholder is the whole value of an `=` or `=~` matcher; elsewhere `$` is text."""
+    """A list placeholder is the whole value of an `=` or `=~` matcher, or `${name}` inside the
+    regex of an `=~` matcher (it becomes a group of the batch's names); elsewhere `$` is text."""
     token = tokens[index]
     inner = token.text[1:-1]
-    named = re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", inner)
-    if not named:
+    found = [(m.group(0), m.group(1) or m.group(2)) for m in PLACEHOLDER_IN_TEXT.finditer(inner)]
+    if not found:
         return set()  # `$1` in label_replace's replacement, a literal dollar
-    for name in named:
+    for written, name in found:
         if name not in LIST_PLACEHOLDERS:
             raise TemplateError(
-                f"unknown placeholder ${name} in {token.text} (a label value may hold $namespace or $versions)"
+                f"unknown placeholder {written} in {token.text} (a label value may hold $namespace or $versions)"
             )
-    if token.text[0] != '"' or inner != f"${named[0]}" or len(named) != 1:
-        raise TemplateError(
-            f'a placeholder must be the whole of a double-quoted label value, e.g. "${named[0]}", not {token.text}'
-        )
     operator = tokens[index - 1] if index >= 2 else None
     label = tokens[index - 2] if index >= 2 else None
-    if operator is None or label is None or label.kind != "ident" or operator.text not in ("=", "=~"):
+    whole = len(found) == 1 and inner == found[0][0]
+    if token.text[0] != '"' or operator is None or label is None or label.kind != "ident":
+        raise TemplateError(f"a placeholder belongs in a double-quoted label matcher's value, not {token.text}")
+    if whole and operator.text not in ("=", "=~"):
         raise TemplateError(f"{token.text} must be matched with = or =~ (it stands for any of the batch's names)")
-    return {named[0]}
+    if not whole:
+        if operator.text != "=~":
+            raise TemplateError(f"{token.text}: placeholders inside a value need a regex matcher, =~")
+        bare = [written for written, _ in found if not written.startswith("${")]
+        if bare:
+            raise TemplateError(f"{token.text}: inside a regex write {bare[0][0]}{{{bare[0][1:]}}}, braced")
+    return {name for _, name in found}
 
 
 def _check_grouping(tokens: list[Token], index: int, kept_labels: tuple[str, ...]) -> None:

@@ -202,3 +202,18 @@ def test_replay_reads_a_custom_dialect_from_a_policy_file(prometheus: Prometheus
     broken.write_text(yaml.safe_dump({**document, "custom_metrics": {"requests": "sum(x"}}), encoding="utf-8")
     refused = CliRunner().invoke(app, [*arguments, "--policy", str(broken)])
     assert refused.exit_code == 2 and "custom_metrics.requests" in refused.output
+
+
+def test_a_placeholder_inside_a_regex_is_a_group_prometheus_reads(prometheus: PrometheusServer) -> None:
+    spec = CustomMetrics(
+        namespace_label="namespace_name",
+        version_label="revision_name",
+        status_label="response_code_class",
+        requests=(
+            "sum by (namespace_name, revision_name, response_code_class) (increase(revision_app_request_count"
+            '{namespace_name="$namespace", revision_name=~"(${versions})"}[$window]))'
+        ),
+    )
+    targets = [RevisionRef("shop", "checkout-00002"), RevisionRef("blog", "web-00003")]
+    counts = PrometheusMetrics(PrometheusSettings(prometheus.url)).fetch(spec, targets, timedelta(seconds=10), at(100))
+    assert [(counts[t].requests, counts[t].errors) for t in targets] == [(50, 10), (50, 20)]

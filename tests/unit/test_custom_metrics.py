@@ -49,7 +49,7 @@ def test_label_replace_dollars_and_spacing_are_left_alone() -> None:
         ' envoy_cluster_name=~".+", version = "$versions"}[ $window ]), "version", "$1", "envoy_cluster_name", "(.*)"))'
     )
     query = queries_for(CustomMetrics(requests=template)).counts_query(TARGETS[:1], 10)
-    assert 'namespace =~"shop"' in query and 'version =~"checkout\\\\-v1"' in query
+    assert 'namespace =~ "shop"' in query and 'version =~ "checkout\\\\-v1"' in query
     assert "[10s]" in query and '"$1"' in query
 
 
@@ -70,8 +70,13 @@ def test_label_replace_dollars_and_spacing_are_left_alone() -> None:
             "drops version",
         ),
         ({"requests": REQUESTS, "latency_buckets": BUCKETS.replace("le)", "code)")}, "latency_buckets", "drops le"),
-        ({"requests": REQUESTS.replace('"$versions"', '"$versions|evil"')}, "requests", "whole of a double-quoted"),
-        ({"requests": REQUESTS.replace('"$versions"', "'$versions'")}, "requests", "whole of a double-quoted"),
+        ({"requests": REQUESTS.replace('"$versions"', '"$versions|evil"')}, "requests", "write ${versions}, braced"),
+        ({"requests": REQUESTS.replace('"$versions"', "'$versions'")}, "requests", "double-quoted label matcher"),
+        (
+            {"requests": REQUESTS.replace('version=~"$versions"', 'version="${versions}-v.*"')},
+            "requests",
+            "need a regex matcher, =~",
+        ),
         ({"requests": REQUESTS.replace('version=~"$versions"', 'version!~"$versions"')}, "requests", "with = or =~"),
         ({"requests": REQUESTS.replace("$namespace", "$ns")}, "requests", "unknown placeholder $ns"),
         ({"requests": REQUESTS.replace("[$window]", "[$window:1m]")}, "requests", "whole of a range selector"),
@@ -136,3 +141,16 @@ def test_without_a_namespace_label_versions_are_read_by_name_alone() -> None:
     queries = queries_for(CustomMetrics(requests=template, version_label="svc", namespace_label=""))
     got = queries.parse([{"metric": {"svc": "web-v2", "code": "5xx"}, "value": [0, "3"]}], [], TARGETS[2:])
     assert (got[TARGETS[2]].requests, got[TARGETS[2]].errors, queries.has_buckets) == (3, 3, False)
+
+
+def test_a_braced_placeholder_inside_a_regex_becomes_a_group_of_the_batch() -> None:
+    template = (
+        "sum by (namespace, version, envoy_response_code) (label_replace(label_replace("
+        'increase(envoy_cluster_upstream_rq{envoy_cluster_name=~"${namespace}_${versions}_[0-9]+"}[$window]),'
+        ' "namespace", "$1", "envoy_cluster_name", "([^_]+)_.*"),'
+        ' "version", "$1", "envoy_cluster_name", "[^_]+_(.+)_[0-9]+"))'
+    )
+    spec = CustomMetrics(requests=template, status_label="envoy_response_code")
+    query = queries_for(spec).counts_query(TARGETS[:2], 10)
+    assert 'envoy_cluster_name=~"(?:shop)_(?:checkout\\\\-v1|checkout\\\\-v2)_[0-9]+"' in query
+    assert '"$1"' in query and "[10s]" in query
