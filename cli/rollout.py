@@ -76,6 +76,15 @@ def create(
     destination_rule: Annotated[
         str | None, typer.Option(help="With --istio. Default: the one DestinationRule for the route's host.")
     ] = None,
+    http_route: Annotated[
+        str | None,
+        typer.Option("--http-route", metavar="HTTP_ROUTE", help="Roll out two backend Services of this HTTPRoute."),
+    ] = None,
+    stable_backend: Annotated[str | None, typer.Option(help="With --http-route: the Service serving now.")] = None,
+    canary_backend: Annotated[str | None, typer.Option(help="With --http-route: the Service to judge.")] = None,
+    rule: Annotated[
+        str | None, typer.Option(help="With --http-route: the rule's name or index. Default: the one to both.")
+    ] = None,
     policy: Annotated[str, typer.Option(help="A policy: built-in or the installation's own.")] = "default",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Policy override FIELD=YAML, e.g. steps=[10,50].")
@@ -85,11 +94,19 @@ def create(
     watch_: Annotated[bool, typer.Option("--watch", help="Then follow it (exit 0 only if it succeeds).")] = False,
     reconnect_seconds: Reconnect = 300.0,
 ) -> None:
-    """Register a canary rollout: of a Knative Service (NAMESPACE SERVICE), or of two Deployments
-    behind an Istio VirtualService (NAMESPACE --istio VS --stable-subset v1 --canary-subset v2)."""
+    """Register a canary rollout: of a Knative Service (NAMESPACE SERVICE), of two Deployments
+    behind an Istio VirtualService (NAMESPACE --istio VS --stable-subset v1 --canary-subset v2), or
+    of two backend Services of a Gateway API HTTPRoute (NAMESPACE --http-route ROUTE
+    --stable-backend SVC --canary-backend SVC)."""
+    if http_route is not None and (istio is not None or service is not None):
+        err.print("give one of a Knative SERVICE, --istio or --http-route")
+        raise typer.Exit(code=2)
     mesh_target = _istio_target(namespace, service, istio, stable_subset, canary_subset, route, destination_rule)
+    mesh_target = _gateway_target(namespace, http_route, stable_backend, canary_backend, rule) or mesh_target
     if mesh_target is None and service is None:
-        err.print("name the Knative SERVICE, or --istio VIRTUAL_SERVICE with its subsets")
+        err.print(
+            "name the Knative SERVICE, --istio VIRTUAL_SERVICE with its subsets, or --http-route with its backends"
+        )
         raise typer.Exit(code=2)
     overrides: dict[str, Any] = {}
     for item in set_ or []:
@@ -126,6 +143,12 @@ def create(
 
 def _target_line(target: dict[str, Any]) -> str:
     """Where the rollout moves traffic, in the words of its kind."""
+    if target.get("kind") == "gateway-api":
+        rule = target.get("route") or "the rule to both backends"
+        return (
+            f"gateway-api HTTPRoute {target['namespace']}/{target['name']} ({rule}):"
+            f" Service {target['canary']} replacing {target['stable']}"
+        )
     if target.get("kind") == "istio":
         route = target.get("route") or "the route to both subsets"
         return (
@@ -134,7 +157,35 @@ def _target_line(target: dict[str, Any]) -> str:
         )
     if not target:
         return ""
-    return f"knative Service {target['namespace']}/{target['name']}: {target['canary']} replacing {target['stable']}"
+    line = f"knative Service {target['namespace']}/{target['name']}: {target['canary']} replacing {target['stable']}"
+    if target.get("canary_url"):
+        line += f" (try it at {target['canary_url']}, tag {target.get('tag')})"
+    return line
+
+
+def _gateway_target(
+    namespace: str, http_route: str | None, stable: str | None, canary: str | None, rule: str | None
+) -> dict[str, Any] | None:
+    """The Gateway API target the options name, or None without --http-route."""
+    if http_route is None:
+        given = [f for f, v in (("--stable-backend", stable), ("--canary-backend", canary), ("--rule", rule)) if v]
+        if given:
+            err.print(f"{given[0]} goes with --http-route")
+            raise typer.Exit(code=2)
+        return None
+    if not stable or not canary:
+        err.print("--http-route needs --stable-backend and --canary-backend")
+        raise typer.Exit(code=2)
+    target: dict[str, Any] = {
+        "kind": "gateway-api",
+        "namespace": namespace,
+        "http_route": http_route,
+        "stable_backend": stable,
+        "canary_backend": canary,
+    }
+    if rule:
+        target["rule"] = rule
+    return target
 
 
 def _istio_target(

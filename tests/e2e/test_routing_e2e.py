@@ -6,6 +6,8 @@ the queue-proxy series and the Istio series per backend Service, the latter read
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from kubernetes import client
 from adapters.redis_store import RolloutStore
 from rollouts import Phase
 from sandbox.cluster import Endpoints
-from sandbox.processes import BackgroundLoad, Processes, RedisProcess
+from sandbox.processes import AUTOCANARY, BackgroundLoad, Processes, RedisProcess
 from sandbox.prometheus import free_port
 from tests.e2e.test_istio_e2e import Stack, _answers
 from tests.gateway import GATEWAY, GATEWAY_VERSION, host, shop_app
@@ -92,6 +94,22 @@ def _register(stack: Stack, namespace: str, target: dict[str, Any] | None = None
 _DEPLOY = {"Authorization": f"Bearer {DEPLOYER}"}
 
 
+def _create_with_cli(stack: Stack, namespace: str) -> str:
+    """As a pipeline registers it: `autocanary rollout create NS --http-route ...`."""
+    backends = ["--stable-backend", "shop-stable", "--canary-backend", "shop-canary", "--policy", "gateway-api-istio"]
+    settings = [f"--set={key}={json.dumps(value)}" for key, value in OVERRIDES.items()]
+    done = subprocess.run(  # noqa: S603 (our own command line)
+        [AUTOCANARY, "rollout", "create", namespace, "--http-route", "shop", *backends, *settings],
+        env={"AUTOCANARY_SERVER": stack.api, "AUTOCANARY_TOKEN": DEPLOYER, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def _rules(stack: Stack, namespace: str) -> list[dict[str, Any]]:
     custom = client.CustomObjectsApi(api_client(stack.endpoints))
     found = custom.get_namespaced_custom_object(GATEWAY, GATEWAY_VERSION, namespace, "httproutes", "shop")
@@ -125,7 +143,7 @@ def _shop(stack: Stack, namespace: str, **canary_env: str) -> BackgroundLoad:
 def test_a_failing_gateway_api_canary_is_rolled_back_on_its_custom_series(stack: Stack, namespace: str) -> None:
     load = _shop(stack, namespace, SANDBOX_ERROR_RATE="0.9")
     try:
-        rollout = stack.wait_terminal(_register(stack, namespace), timeout=120)
+        rollout = stack.wait_terminal(_create_with_cli(stack, namespace), timeout=120)
     finally:
         load.stop()
     assert rollout.phase is Phase.ROLLED_BACK, rollout.reason

@@ -72,7 +72,7 @@ def test_policy_validate_reports_broken_yaml_and_missing_files(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        pytest.param(["test"], "name the Knative SERVICE, or --istio", id="nothing-to-roll-out"),
+        pytest.param(["test"], "name the Knative SERVICE, --istio", id="nothing-to-roll-out"),
         pytest.param(["test", "reviews", "--istio", "reviews"], "not both", id="service-and-istio"),
         pytest.param(
             ["test", "--istio", "reviews", "--stable-subset", "v1"], "needs --stable-subset and", id="one-subset"
@@ -80,6 +80,11 @@ def test_policy_validate_reports_broken_yaml_and_missing_files(tmp_path: Path) -
         pytest.param(
             ["test", "checkout", "--canary-subset", "v2"], "--canary-subset goes with --istio", id="subset-alone"
         ),
+        pytest.param(["test", "shop", "--http-route", "shop"], "one of a Knative SERVICE", id="service-and-route"),
+        pytest.param(
+            ["test", "--http-route", "shop", "--canary-backend", "shop-v2"], "needs --stable-backend", id="one-backend"
+        ),
+        pytest.param(["test", "shop", "--rule", "main"], "--rule goes with --http-route", id="rule-alone"),
     ],
 )
 def test_rollout_create_refuses_targets_it_cannot_name(arguments: list[str], message: str) -> None:
