@@ -139,7 +139,7 @@ function rolloutsPage() {
   const phaseSelect = el("select", { name: "phase" }, el("option", { value: "" }, "any"),
     PHASES.map((p) => el("option", { value: p, selected: params.get("phase") === p }, p.replace("_", " "))));
   const kind = el("select", { name: "kind" }, el("option", { value: "" }, "any"),
-    ["knative", "istio"].map((k) => el("option", { value: k, selected: params.get("kind") === k }, k)));
+    ["knative", "istio", "gateway-api"].map((k) => el("option", { value: k, selected: params.get("kind") === k }, k)));
   const filters = el("form", { className: "filters", role: "search" },
     field("namespace", "Namespace", namespace), field("service", "Service", service),
     field("phase", "Phase", phaseSelect), field("kind", "Target kind", kind), el("button", { type: "submit" }, "Filter"));
@@ -282,6 +282,7 @@ function rolloutPage(id) {
       ["Target", `${rollout.target.kind} ${rollout.target.namespace}/${rollout.target.name}`],
       ["Stable", `${rollout.stable_revision}: ${rollout.stable_weight} %`],
       ["Canary", `${rollout.canary_revision}: ${rollout.canary_weight} %`],
+      ...(rollout.target.canary_url ? [["Try the canary", `${rollout.target.canary_url} (tag ${rollout.target.tag})`]] : []),
       ["Step", `${rollout.step}/${rollout.steps}${rollout.time_in_step_seconds !== null ? `, ${Math.round(rollout.time_in_step_seconds)}s in it` : ""}`],
       ["Phase", `${rollout.phase.replace("_", " ")}: ${rollout.phase_doc}`],
       ["Now", rollout.reason || "-"],
