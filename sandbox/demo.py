@@ -7,7 +7,8 @@ and the scheduler, then plays the seed scenario through the public API only:
    promoted step by step, with 20 gateway responses shown after each step like the guide's curl loop;
 2. v3 with a 5 % error rate: rolled back automatically, with the verdict that decided it;
 3. v4: aborted by hand through the API with an on-call token;
-4. Istio (sandbox/demo_istio.py): the KubeSphere guide's reviews-v1 and reviews-v2 at 50/50 by
+4. v5 tried at its Knative tag URL first (a tag step: no user reaches it), then promoted;
+5. Istio (sandbox/demo_istio.py): the KubeSphere guide's reviews-v1 and reviews-v2 at 50/50 by
    hand, then v2 registered as an Istio canary and promoted on Istio's metrics.
 
 It ends with a summary table, stops everything it started and exits 0 when the four cases
@@ -84,11 +85,16 @@ class Demo:
 
     # --- autocanary, through its API ----------------------------------------------------------
 
-    def register(self) -> dict[str, Any]:
-        answer = self.pipeline.post(
-            "/v1/rollouts",
-            json={"namespace": NAMESPACE, "service": SERVICE, "policy": "demo", "labels": {"pipeline": "demo"}},
-        )
+    def register(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "namespace": NAMESPACE,
+            "service": SERVICE,
+            "policy": "demo",
+            "labels": {"pipeline": "demo"},
+        }
+        if overrides:
+            body["policy_overrides"] = overrides
+        answer = self.pipeline.post("/v1/rollouts", json=body)
         if answer.status_code != 201:
             raise RuntimeError(f"registering failed: {answer.status_code} {answer.text}")
         rollout: dict[str, Any] = answer.json()
@@ -221,10 +227,30 @@ def _scenario(demo: Demo, start_load: Callable[[], BackgroundLoad]) -> list[dict
 
         final = demo.follow(rollout["id"], abort_when_serving)
         results.append(_result("abort", v4, "aborted", final, demo))
+
+        console.rule("4. v5, tried at its tag URL before any user reaches it")
+        v5 = demo.deploy(5, "v5", pin=v2)
+        rollout = demo.register({"steps": [{"match": {"tag": "canary"}}, 50]})
+        tag_host = f"canary-{SERVICE}.{NAMESPACE}.example.com"
+        testers = BackgroundLoad(demo.endpoints.gateway, [tag_host], rate=20, max_seconds=60)
+
+        def show_tag(event: dict[str, Any]) -> None:
+            if event["kind"] == "step_advanced" and "tag canary" in event["message"]:
+                url = demo.pipeline.get(f"/v1/rollouts/{rollout['id']}").json()["target"]["canary_url"]
+                for host, who in ((tag_host, f"the tag URL {url}"), (HOST, "the Service's URL")):
+                    bodies = asyncio.run(sample(demo.endpoints.gateway, host, 10))
+                    counts = ", ".join(f"{b} x{bodies.count(b)}" for b in sorted(set(bodies)))
+                    console.print(f"    10 requests to {who}: {counts}")
+
+        try:
+            final = demo.follow(rollout["id"], show_tag)
+        finally:
+            testers.stop()
+        results.append(_result("tag first", v5, "succeeded", final, demo))
     finally:
         load.stop()
 
-    console.rule("4. Istio: reviews v1 and v2 at 50/50 by hand, then v2 as an autocanary canary")
+    console.rule("5. Istio: reviews v1 and v2 at 50/50 by hand, then v2 as an autocanary canary")
     demo_istio.by_hand(demo)
     final = demo_istio.with_autocanary(demo)
     results.append(_result("istio promote", "reviews v2", "succeeded", final, demo, split=demo_istio.split(demo)))
