@@ -87,6 +87,12 @@ def test_a_gateway_api_rollout_is_registered_with_its_rule_and_custom_dialect(
         ({"target": {"rule": "-bad-"}}, 422, "target.rule", "pattern"),
         ({"policy": "default"}, 422, "policy", "dialect custom"),
         (
+            {"policy_overrides": {"steps": [{"match": {"tag": "canary"}}, 50]}},
+            422,
+            "policy_overrides.steps[0]",
+            "tag steps need a knative target",
+        ),
+        (
             {"policy_overrides": {"steps": [{"match": {"cookie": {"beta": "1"}}}, 50]}, "policy": "default"},
             422,
             "policy",
