@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tenacity import RetryError
-
-from adapters import retry
-from adapters.kubernetes.api import Conflict, KubernetesApi
+from adapters.kubernetes.api import KubernetesApi
 from adapters.observing import observe_by_namespace
-from rollouts.actions import SetTraffic
-from rollouts.errors import PermanentError, TargetNotFound, TransientError, ValidationError
+from adapters.route_lists import RouteList, RouteListRouter
+from rollouts.errors import PermanentError, TargetNotFound, ValidationError
 from rollouts.ports import (
     Observation,
     RequestMatch,
@@ -36,7 +33,6 @@ from rollouts.ports import (
     TargetState,
     TrafficTarget,
     VersionState,
-    WriteGuard,
 )
 
 KIND = "gateway-api"
@@ -251,59 +247,17 @@ def _rule_label(rule: Mapping[str, Any], index: int) -> str:
     return str(rule.get("name") or f"rules[{index}]")
 
 
-class GatewayApiRouter:
+class GatewayApiRouter(RouteListRouter):
     """The managed rule's two weights, and autocanary's own match rule before it."""
 
-    match_fields: frozenset[str] = frozenset({"header", "cookie", "uri", "query", "method"})
-
     def __init__(self, api: KubernetesApi, *, conflict_retries: int = 5, backoff: float = 0.05) -> None:
-        self.api = api
-        self.conflict_retries = conflict_retries
-        self.backoff = backoff
-
-    def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
-        return self.set_match_route(ref, RoutePlan(weights), guard)
-
-    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
-        """Write the plan: the managed rule's weights, and the match rule iff the plan has matches."""
-        return self._write(ref, lambda rules, index: planned_rules(rules, index, ref, plan), guard)
-
-    def remove_managed_routes(self, ref: TargetRef, guard: WriteGuard | None = None) -> None:
-        own = own_rule_name(ref)
-        self._write(ref, lambda rules, _: [r for r in rules if r.get("name") != own], guard)
-
-    def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
-        found = self.api.get(GROUP, VERSION, PLURAL, ref.namespace, ref.name)
-        rules = (found.get("spec") or {}).get("rules") or []
-        index = managed_rule(rules, ref)
-        return index is not None and planned_rules(rules, index, ref, plan) == rules
-
-    def _write(self, ref: TargetRef, change: Callable[[Rules, int], Rules], guard: WriteGuard | None) -> TargetState:
-        try:
-            for attempt in retry.conflicts(self.conflict_retries, self.backoff, Conflict):
-                with attempt:
-                    written = self._write_once(ref, change, guard)
-        except RetryError as exc:
-            raise TransientError(
-                f"HTTPRoute {ref.where} still conflicts with another writer after {self.conflict_retries + 1} attempts"
-            ) from exc
-        return http_route_state(written, ref)
-
-    def _write_once(
-        self, ref: TargetRef, change: Callable[[Rules, int], Rules], guard: WriteGuard | None
-    ) -> dict[str, Any]:
-        current = self.api.get(GROUP, VERSION, PLURAL, ref.namespace, ref.name)
-        if guard is not None:
-            guard(http_route_state(current, ref))
-        rules = (current.get("spec") or {}).get("rules") or []
-        index = managed_rule(rules, ref)
-        if index is None:
-            raise PermanentError(f"HTTPRoute {ref.where} has no rule {ref.route or 'to both backends'} any more")
-        updated = change(rules, index)
-        if updated == rules:
-            return current
-        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "spec": {"rules": updated}}
-        return self.api.patch(GROUP, VERSION, PLURAL, ref.namespace, ref.name, patch)
+        super().__init__(
+            api,
+            HTTP_ROUTE_RULES,
+            frozenset({"header", "cookie", "uri", "query", "method"}),
+            conflict_retries=conflict_retries,
+            backoff=backoff,
+        )
 
 
 def planned_rules(rules: Rules, index: int, ref: TargetRef, plan: RoutePlan) -> Rules:
@@ -373,3 +327,19 @@ def _value_condition(match: RequestMatch) -> dict[str, str]:
     if match.how == "prefix":
         return {"type": "RegularExpression", "value": re.escape(match.value) + ".*"}
     return {"type": "RegularExpression", "value": match.value}
+
+
+HTTP_ROUTE_RULES = RouteList(
+    group=GROUP,
+    version=VERSION,
+    plural=PLURAL,
+    kind="HTTPRoute",
+    field="rules",
+    entry="rule",
+    unnamed="to both backends",
+    managed=managed_rule,
+    planned=planned_rules,
+    own_name=own_rule_name,
+    state=http_route_state,
+)
+"""An HTTPRoute's `spec.rules`, as `RouteListRouter` writes it."""

@@ -17,13 +17,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tenacity import RetryError
-
-from adapters import retry
-from adapters.kubernetes.api import Conflict, KubernetesApi
+from adapters.kubernetes.api import KubernetesApi
 from adapters.observing import observe_by_namespace
-from rollouts.actions import SetTraffic
-from rollouts.errors import PermanentError, TargetNotFound, TransientError, ValidationError
+from adapters.route_lists import RouteList, RouteListRouter
+from rollouts.errors import PermanentError, TargetNotFound, ValidationError
 from rollouts.ports import (
     Observation,
     RequestMatch,
@@ -33,7 +30,6 @@ from rollouts.ports import (
     TargetState,
     TrafficTarget,
     VersionState,
-    WriteGuard,
 )
 
 KIND = "istio"
@@ -287,61 +283,20 @@ def _subset_labels_of(rule: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     }
 
 
-class IstioRouter:
+class IstioRouter(RouteListRouter):
     """The managed route's two weights, and autocanary's own match route before it."""
 
-    match_fields: frozenset[str] = frozenset({"header", "cookie", "uri", "query", "method"})
-
     def __init__(self, api: KubernetesApi, *, conflict_retries: int = 5, backoff: float = 0.05) -> None:
-        self.api = api
-        self.conflict_retries = conflict_retries
-        self.backoff = backoff
-
-    def set_weight(self, ref: TargetRef, weights: SetTraffic, guard: WriteGuard | None = None) -> TargetState:
-        return self.set_match_route(ref, RoutePlan(weights), guard)
-
-    def set_match_route(self, ref: TargetRef, plan: RoutePlan, guard: WriteGuard | None = None) -> TargetState:
-        """Write the plan: the managed route's weights, and the match route iff the plan has matches."""
-        return self._write(ref, lambda http, index: _planned(http, index, ref, plan), guard)
-
-    def remove_managed_routes(self, ref: TargetRef, guard: WriteGuard | None = None) -> None:
-        own = own_route_name(ref)
-        self._write(ref, lambda http, _: [r for r in http if r.get("name") != own], guard)
-
-    def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
-        found = self.api.get(GROUP, VERSION, "virtualservices", ref.namespace, ref.name)
-        http = (found.get("spec") or {}).get("http") or []
-        index = managed_route(http, ref)
-        return index is not None and _planned(http, index, ref, plan) == http
-
-    def _write(self, ref: TargetRef, change: Any, guard: WriteGuard | None) -> TargetState:
-        try:
-            for attempt in retry.conflicts(self.conflict_retries, self.backoff, Conflict):
-                with attempt:
-                    written = self._write_once(ref, change, guard)
-        except RetryError as exc:
-            raise TransientError(
-                f"VirtualService {ref.where} still conflicts with another writer"
-                f" after {self.conflict_retries + 1} attempts"
-            ) from exc
-        return virtual_service_state(written, ref)
-
-    def _write_once(self, ref: TargetRef, change: Any, guard: WriteGuard | None) -> dict[str, Any]:
-        current = self.api.get(GROUP, VERSION, "virtualservices", ref.namespace, ref.name)
-        if guard is not None:
-            guard(virtual_service_state(current, ref))
-        http = (current.get("spec") or {}).get("http") or []
-        index = managed_route(http, ref)
-        if index is None:
-            raise PermanentError(f"VirtualService {ref.where} has no route {ref.route or 'to both subsets'} any more")
-        updated = change(http, index)
-        if updated == http:
-            return current
-        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "spec": {"http": updated}}
-        return self.api.patch(GROUP, VERSION, "virtualservices", ref.namespace, ref.name, patch)
+        super().__init__(
+            api,
+            VIRTUAL_SERVICE_ROUTES,
+            frozenset({"header", "cookie", "uri", "query", "method"}),
+            conflict_retries=conflict_retries,
+            backoff=backoff,
+        )
 
 
-def _planned(http: list[dict[str, Any]], index: int, ref: TargetRef, plan: RoutePlan) -> list[dict[str, Any]]:
+def planned_http(http: list[dict[str, Any]], index: int, ref: TargetRef, plan: RoutePlan) -> list[dict[str, Any]]:
     """`spec.http` carrying the plan: the managed route's weights set, the match route in front of
     it when the plan has matches, and taken out when it has none."""
     own = own_route_name(ref)
@@ -389,3 +344,19 @@ def istio_match(matches: Sequence[RequestMatch]) -> dict[str, Any]:
         else:
             raise PermanentError(f"the Istio router cannot route by {match.field}")
     return found
+
+
+VIRTUAL_SERVICE_ROUTES = RouteList(
+    group=GROUP,
+    version=VERSION,
+    plural="virtualservices",
+    kind="VirtualService",
+    field="http",
+    entry="route",
+    unnamed="to both subsets",
+    managed=managed_route,
+    planned=planned_http,
+    own_name=own_route_name,
+    state=virtual_service_state,
+)
+"""A VirtualService's `spec.http`, as `RouteListRouter` writes it."""

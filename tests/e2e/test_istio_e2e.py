@@ -5,21 +5,16 @@ and a real Prometheus holding the Istio series. Registered with the CLI, as a pi
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from kubernetes import client
 
-from adapters.redis_store import RolloutStore
-from rollouts import Phase, Rollout
+from rollouts import Phase
 from sandbox.cluster import Endpoints
-from sandbox.processes import AUTOCANARY, BackgroundLoad, Processes, RedisProcess
-from sandbox.prometheus import free_port
+from sandbox.processes import AUTOCANARY, BackgroundLoad
+from tests.e2e.stack import Stack, running
 from tests.istio import ISTIO, ISTIO_VERSION, api_client, reviews_app
 from tests.knative import wait_for
 
@@ -43,12 +38,7 @@ OTHER_ROUTE = {
 }
 
 
-@dataclass
-class Stack:
-    endpoints: Endpoints
-    api: str
-    store: RolloutStore
-
+class IstioStack(Stack):
     def create(self, namespace: str, *extra: str, **overrides: str) -> str:
         settings = [f"--set={key}={value}" for key, value in {**OVERRIDES, **overrides}.items()]
         subsets = ["--stable-subset", "v1", "--canary-subset", "v2"]
@@ -63,18 +53,6 @@ class Stack:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    def wait_terminal(self, rollout_id: str, timeout: float) -> Rollout:
-        deadline = time.monotonic() + timeout
-        while True:
-            rollout = self.store.get(rollout_id)
-            assert rollout is not None
-            if rollout.is_terminal:
-                return rollout
-            if time.monotonic() > deadline:
-                story = [f"{e.kind}: {e.message}" for e in self.store.events(rollout_id)]
-                raise AssertionError(f"still {rollout.phase.value} after {timeout:g}s: {story}")
-            time.sleep(0.3)
-
     def http(self, namespace: str) -> list[dict[str, Any]]:
         custom = client.CustomObjectsApi(api_client(self.endpoints))
         found = custom.get_namespaced_custom_object(ISTIO, ISTIO_VERSION, namespace, "virtualservices", "reviews")
@@ -87,46 +65,13 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(sandbox: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base: Path = tmp_path_factory.mktemp("istio-stack")
-    (base / "redis").mkdir()
-    redis_process = RedisProcess(base / "redis")
-    processes: Processes | None = None
-    try:
-        redis_process.start()
-        port = free_port()
-        env = {
-            "AUTOCANARY_REDIS_URL": redis_process.url,
-            "AUTOCANARY_KUBECONFIG": sandbox.kubeconfig,
-            "AUTOCANARY_PROMETHEUS_URL": sandbox.prometheus or "",
-            "AUTOCANARY_TOKENS": f"pipeline:deployer:{DEPLOYER},on-call:operator:{OPERATOR}",
-            "AUTOCANARY_METRICS_LAG_SECONDS": "1",
-            "AUTOCANARY_METRICS_MIN_WINDOW_SECONDS": "2",
-            "AUTOCANARY_LEASE_SECONDS": "3",
-            "AUTOCANARY_CLAIM_SECONDS": "4",
-        }
-        processes = Processes(env, base)
-        processes.start("api", ["api", "--port", str(port)])
-        processes.start("worker-1", ["worker"])
-        processes.start("worker-2", ["worker"])
-        processes.start("scheduler", ["scheduler"])
-        api = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{api}/healthz"), timeout=30, what="the API")
-        yield Stack(sandbox, api, RolloutStore.from_url(redis_process.url))
-    finally:
-        if processes:
-            processes.stop_all()
-        redis_process.stop()
+def stack(sandbox: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IstioStack]:
+    tokens = f"pipeline:deployer:{DEPLOYER},on-call:operator:{OPERATOR}"
+    with running(sandbox, tmp_path_factory.mktemp("istio-stack"), tokens, workers=2) as (api, store):
+        yield IstioStack(sandbox, api, store)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _app(stack: Stack, namespace: str, headers: dict[str, str] | None = None, **canary_env: str) -> BackgroundLoad:
+def _app(stack: IstioStack, namespace: str, headers: dict[str, str] | None = None, **canary_env: str) -> BackgroundLoad:
     """The guide's objects at v1 100 % (an unrelated route in front), then load on the host."""
     reviews_app(stack.endpoints, namespace, 100, 0, **canary_env)
     custom = client.CustomObjectsApi(api_client(stack.endpoints))
@@ -152,7 +97,7 @@ def _app(stack: Stack, namespace: str, headers: dict[str, str] | None = None, **
     return BackgroundLoad(stack.endpoints.gateway, [f"reviews.{namespace}"], rate=25, headers=headers)
 
 
-def test_an_istio_canary_is_promoted_step_by_step(stack: Stack, namespace: str) -> None:
+def test_an_istio_canary_is_promoted_step_by_step(stack: IstioStack, namespace: str) -> None:
     load = _app(stack, namespace)
     try:
         rollout = stack.wait_terminal(stack.create(namespace), timeout=120)
@@ -167,7 +112,7 @@ def test_an_istio_canary_is_promoted_step_by_step(stack: Stack, namespace: str) 
     assert verdicts, "judged on Istio's series from Prometheus"
 
 
-def test_a_failing_istio_canary_is_rolled_back_with_the_verdict(stack: Stack, namespace: str) -> None:
+def test_a_failing_istio_canary_is_rolled_back_with_the_verdict(stack: IstioStack, namespace: str) -> None:
     load = _app(stack, namespace, SANDBOX_ERROR_RATE="0.9")
     try:
         rollout = stack.wait_terminal(stack.create(namespace), timeout=120)
@@ -178,7 +123,7 @@ def test_a_failing_istio_canary_is_rolled_back_with_the_verdict(stack: Stack, na
     assert stack.weights(namespace) == {"v1": 100, "v2": 0}
 
 
-def test_an_out_of_band_edit_of_the_virtual_service_ends_superseded(stack: Stack, namespace: str) -> None:
+def test_an_out_of_band_edit_of_the_virtual_service_ends_superseded(stack: IstioStack, namespace: str) -> None:
     load = _app(stack, namespace)
     try:
         rollout_id = stack.create(namespace, step_min_duration="1h")
@@ -196,7 +141,7 @@ def test_an_out_of_band_edit_of_the_virtual_service_ends_superseded(stack: Stack
     assert stack.weights(namespace) == {"v1": 50, "v2": 50}
 
 
-def test_a_header_step_first_then_weights(stack: Stack, namespace: str) -> None:
+def test_a_header_step_first_then_weights(stack: IstioStack, namespace: str) -> None:
     load = _app(stack, namespace)
     jason = BackgroundLoad(stack.endpoints.gateway, [f"reviews.{namespace}"], rate=8, headers={"end-user": "jason"})
     try:
@@ -222,7 +167,7 @@ def test_a_header_step_first_then_weights(stack: Stack, namespace: str) -> None:
     assert served and min(served) > 0  # jason's requests reached v2 during the match step
 
 
-def test_an_edit_of_autocanary_s_match_route_ends_superseded(stack: Stack, namespace: str) -> None:
+def test_an_edit_of_autocanary_s_match_route_ends_superseded(stack: IstioStack, namespace: str) -> None:
     load = _app(stack, namespace)
     try:
         steps = '[{"match": {"headers": {"end-user": {"exact": "jason"}}}}, 50]'

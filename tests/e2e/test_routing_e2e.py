@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes import client
 
-from adapters.redis_store import RolloutStore
 from rollouts import Phase
 from sandbox.cluster import Endpoints
-from sandbox.processes import AUTOCANARY, BackgroundLoad, Processes, RedisProcess
-from sandbox.prometheus import free_port
-from tests.e2e.test_istio_e2e import Stack, _answers
+from sandbox.processes import AUTOCANARY, BackgroundLoad
+from tests.e2e.stack import Stack, running
 from tests.gateway import GATEWAY, GATEWAY_VERSION, host, shop_app
 from tests.istio import api_client
 from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
@@ -43,34 +40,8 @@ OVERRIDES: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def stack(sandbox: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base: Path = tmp_path_factory.mktemp("gateway-stack")
-    (base / "redis").mkdir()
-    redis_process = RedisProcess(base / "redis")
-    processes: Processes | None = None
-    try:
-        redis_process.start()
-        port = free_port()
-        env = {
-            "AUTOCANARY_REDIS_URL": redis_process.url,
-            "AUTOCANARY_KUBECONFIG": sandbox.kubeconfig,
-            "AUTOCANARY_PROMETHEUS_URL": sandbox.prometheus or "",
-            "AUTOCANARY_TOKENS": f"pipeline:deployer:{DEPLOYER}",
-            "AUTOCANARY_METRICS_LAG_SECONDS": "1",
-            "AUTOCANARY_METRICS_MIN_WINDOW_SECONDS": "2",
-            "AUTOCANARY_LEASE_SECONDS": "3",
-            "AUTOCANARY_CLAIM_SECONDS": "4",
-        }
-        processes = Processes(env, base)
-        processes.start("api", ["api", "--port", str(port)])
-        processes.start("worker", ["worker"])
-        processes.start("scheduler", ["scheduler"])
-        api = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{api}/healthz"), timeout=30, what="the API")
-        yield Stack(sandbox, api, RolloutStore.from_url(redis_process.url))
-    finally:
-        if processes:
-            processes.stop_all()
-        redis_process.stop()
+    with running(sandbox, tmp_path_factory.mktemp("routing-stack"), f"pipeline:deployer:{DEPLOYER}") as (api, store):
+        yield Stack(sandbox, api, store)
 
 
 def _register(stack: Stack, namespace: str, target: dict[str, Any] | None = None, **overrides: Any) -> str:
