@@ -58,7 +58,9 @@ def test_the_demo_promotes_rolls_back_and_aborts(tmp_path: Path) -> None:
     output = result.stdout
     assert "20 requests: Hello Knative! x" in output and "Hello World! x" in output
     assert "by hand, 50/50: 20 requests: Hello reviews v1! x" in output and "Hello reviews v2! x" in output
-    assert re.search(r"10 requests to the tag URL http://canary-helloworld-go\.default\.example\.com: v5 x10", output)
+    assert re.search(
+        r"10 requests to the tag URL http://canary-helloworld-go\.default\.example\.com: Hello v5! x10", output
+    )
     assert "10 requests to the Service's URL: Hello Knative! x10" in output
     assert "everything it started is stopped" in output
 
