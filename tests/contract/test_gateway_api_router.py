@@ -109,14 +109,10 @@ def test_a_match_rule_goes_before_the_managed_one_routes_and_is_removed_again(
 
 def test_the_gateway_splits_by_the_written_weights(sandbox: Endpoints, kube: KubernetesApi, shop: TargetRef) -> None:
     GatewayApiRouter(kube).set_weight(shop, SetTraffic(stable=50, canary=50))
-    answers = [
-        httpx.get(f"{sandbox.gateway}/cart", headers={"Host": host(shop.namespace)}).text.strip() for _ in range(200)
-    ]
+    with httpx.Client(base_url=sandbox.gateway, headers={"Host": host(shop.namespace)}) as gateway:
+        answers = [gateway.get("/cart").text.strip() for _ in range(200)]
+        static = {gateway.get("/static/app.js").text.strip() for _ in range(20)}
     assert 60 < answers.count("Hello shop v2!") < 140  # 50 % of 200, well inside 5 sigma
-    static = {
-        httpx.get(f"{sandbox.gateway}/static/app.js", headers={"Host": host(shop.namespace)}).text.strip()
-        for _ in range(20)
-    }
     assert static == {"Hello shop v1!"}  # the longer prefix wins
 
 
