@@ -55,8 +55,8 @@ log "installing Python dependencies into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 constraints=()
 [ -f constraints.txt ] && constraints=(-c constraints.txt)
-# --no-compile: Python compiles what is imported when it is first imported; compiling every file
-# of every dependency up front (the kubernetes client alone has thousands) took half the install.
-.venv/bin/python -m pip install -q --no-compile --disable-pip-version-check "${constraints[@]}" -e '.[test]'
+# Bytecode is compiled at install on purpose: with PYTHONDONTWRITEBYTECODE set (as on CI machines)
+# Python would otherwise compile every import again in each of the many processes the tests start.
+.venv/bin/python -m pip install -q --disable-pip-version-check "${constraints[@]}" -e '.[test]'
 echo "$inputs_hash" > "$stamp"
 log "ready"
