@@ -26,12 +26,15 @@ def build(settings: ApiSettings | None = None) -> FastAPI:
     try:
         site_policies = read_site_policies(settings.policies_dir)
         EgressRules.parse(settings.notify_allowed_hosts)
+        redis_location = settings.redis()
     except (SitePolicyError, ValueError) as exc:
         raise SystemExit(f"autocanary api: {exc}") from exc  # one clear line in the pod's log, no traceback
-    store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
+    store = RolloutStore.at(redis_location, settings.redis_prefix)
     kubernetes = KubernetesApi.from_kubeconfig(settings.kubeconfig, settings.kube_context)
     prometheus = PrometheusMetrics(settings.prometheus(timeout=2.0, retries=0))  # the workers' auth and TLS
-    celery = Celery("autocanary-api", broker=settings.redis_url)
+    broker_url, broker_options = redis_location.celery_broker()
+    celery = Celery("autocanary-api", broker=broker_url)
+    celery.conf.broker_transport_options = broker_options
 
     def enqueue(task: str, args: list[object]) -> None:
         celery.send_task(task, args=args, queue="control")

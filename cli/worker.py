@@ -19,7 +19,7 @@ scheduler_app = typer.Typer(help="Run the scheduler that sends due rollouts to t
 
 def _scheduler_loop(stop: threading.Event) -> None:
     from adapters.redis_store import RolloutStore
-    from workers.celery_app import CONTROL_TASK, TICK_TASK, app, settings
+    from workers.celery_app import CONTROL_TASK, TICK_TASK, app, redis_location, settings
     from workers.scheduler import Scheduler
 
     def send(ids: list[str], due: dict[str, float]) -> None:
@@ -29,7 +29,7 @@ def _scheduler_loop(stop: threading.Event) -> None:
         app.send_task(CONTROL_TASK, args=[command_id], queue="control")
 
     Scheduler(
-        RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
+        RolloutStore.at(redis_location, settings.redis_prefix),
         send,
         resend=resend,
         owner=f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
@@ -54,10 +54,10 @@ def _serve_health(port: int | None) -> None:
     if port is None:
         return
     from adapters.redis_store import RolloutStore
-    from workers.celery_app import settings
+    from workers.celery_app import redis_location, settings
     from workers.health import HealthServer
 
-    store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
+    store = RolloutStore.at(redis_location, settings.redis_prefix)
     HealthServer({"redis": store.ping}, port=port).start()
 
 

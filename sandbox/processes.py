@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -39,12 +40,14 @@ def stop_on_sigterm() -> None:
 
 
 class RedisProcess:
-    """redis-server on a free port with its own folder; AOF (fsync always) when `durable`."""
+    """redis-server on a free port with its own folder; AOF (fsync always) when `durable`; a
+    replica of the server on `replica_of` (a port on loopback) when given."""
 
-    def __init__(self, directory: Path, durable: bool = True) -> None:
+    def __init__(self, directory: Path, durable: bool = True, replica_of: int | None = None) -> None:
         self.directory = directory
         self.port = free_port()
         self.durable = durable
+        self.replica_of = replica_of
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +69,10 @@ class RedisProcess:
                 "--dir",
                 str(self.directory),
                 *persistence,
+                # A replica's first sync starts at once, not after the default 5 s wait for others.
+                "--repl-diskless-sync-delay",
+                "0",
+                *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -90,6 +97,138 @@ class RedisProcess:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+class SentinelProcess:
+    """redis-sentinel on a free port watching the primary on `primary_port` as `master_name`.
+
+    Quick to judge, as a test needs: a primary silent for `down_after_ms` is down for this
+    Sentinel, and `quorum` Sentinels agreeing start a failover (which promotes a replica and
+    points the others at it).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        primary_port: int,
+        master_name: str = "mymaster",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+    ) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.primary_port = primary_port
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"  # Sentinel rewrites its own file as it learns
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {self.directory}",
+                    f"sentinel monitor {self.master_name} 127.0.0.1 {self.primary_port} {self.quorum}",
+                    f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}",
+                    f"sentinel failover-timeout {self.master_name} 10000",
+                    f"sentinel parallel-syncs {self.master_name} 2",
+                    "",
+                ]
+            )
+        )
+        binary = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
+        self.process = subprocess.Popen(  # noqa: S603 (our own command line)
+            [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-sentinel did not start") from None
+                time.sleep(0.05)
+
+    def primary(self) -> int | None:
+        """The port of the primary this Sentinel names now (None when it cannot say)."""
+        client: Any = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            answer = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+        except redis.RedisError:
+            return None
+        return int(answer[1]) if answer else None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+class SentinelGroup:
+    """A primary, `replicas` replicas and three Sentinels (quorum 2), all with AOF: Redis as
+    production runs it, on loopback, for the failover test and `bench.redis_wait`."""
+
+    def __init__(self, directory: Path, replicas: int = 2, master_name: str = "mymaster") -> None:
+        (directory / "primary").mkdir(parents=True)
+        self.primary = RedisProcess(directory / "primary")
+        self.replicas = []
+        for number in range(1, replicas + 1):
+            (directory / f"replica-{number}").mkdir()
+            self.replicas.append(RedisProcess(directory / f"replica-{number}", replica_of=self.primary.port))
+        self.sentinels = [
+            SentinelProcess(directory / f"sentinel-{number}", self.primary.port, master_name) for number in (1, 2, 3)
+        ]
+        self.master_name = master_name
+
+    @property
+    def servers(self) -> list[RedisProcess]:
+        return [self.primary, *self.replicas]
+
+    @property
+    def addresses(self) -> str:
+        """For `AUTOCANARY_REDIS_SENTINELS`."""
+        return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        deadline = time.monotonic() + 15
+        while self.replicas_online(self.primary.port) < len(self.replicas):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not catch up with the primary")
+            time.sleep(0.05)
+        for sentinel in self.sentinels:
+            sentinel.start()
+
+    @staticmethod
+    def replicas_online(port: int) -> int:
+        """Replicas of the server on `port` that finished their first sync (only they answer WAIT)."""
+        info = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).info("replication")
+        return sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+
+    def current_primary(self) -> int | None:
+        """The primary's port, as a majority of the Sentinels name it (None while they disagree)."""
+        named = [sentinel.primary() for sentinel in self.sentinels]
+        port = max(set(named), key=named.count)
+        return port if port is not None and named.count(port) >= 2 else None
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sentinel.stop()
+        for server in self.servers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.stop()
 
 
 @dataclass

@@ -18,6 +18,8 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # The dashboard's browser test drives Debian's chromium through Playwright (no browser download).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The failover test runs a primary, a replica and three Sentinels (tests/e2e/test_sentinel_failover.py).
+command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 
 python_bin=""
 for candidate in python3.11 python3.12 python3.13 python3; do

@@ -42,14 +42,19 @@ GLOBAL_SECRET = "AUTOCANARY_NOTIFY_WEBHOOK_SECRET"  # noqa: S105 (a variable nam
 log = logging.getLogger("autocanary.worker")
 
 settings = WorkerSettings()
-app = Celery("autocanary", broker=settings.redis_url)
+try:
+    redis_location = settings.redis()
+except ValueError as exc:
+    raise SystemExit(f"autocanary worker: {exc}") from exc  # one clear line in the pod's log
+broker_url, broker_options = redis_location.celery_broker()
+app = Celery("autocanary", broker=broker_url)
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_ignore_result=True,
     result_backend=None,
     worker_prefetch_multiplier=1,
-    broker_transport_options={"visibility_timeout": 300},
+    broker_transport_options={"visibility_timeout": 300, **broker_options},
     broker_connection_retry_on_startup=True,
     task_queues=(Queue("control"), Queue("ticks")),
     task_default_queue="ticks",
@@ -75,7 +80,7 @@ def _owner() -> str:
 def runner() -> Runner:
     """One runner per worker process, built from the environment on first use, with its heartbeat."""
     built = Runner(
-        RolloutStore.from_url(settings.redis_url, settings.redis_prefix),
+        RolloutStore.at(redis_location, settings.redis_prefix),
         _backends(),
         PrometheusMetrics(settings.prometheus()),
         owner=_owner(),
@@ -129,7 +134,7 @@ def relay() -> OutboxRelay:
         egress=EgressRules.parse(settings.notify_allowed_hosts),
         resolve=resolve,
     )
-    store = RolloutStore.from_url(settings.redis_url, settings.redis_prefix)
+    store = RolloutStore.at(redis_location, settings.redis_prefix)
     return OutboxRelay(store, notifier, _owner(), reclaim_idle_ms=int(settings.notify_reclaim_seconds * 1000))
 
 

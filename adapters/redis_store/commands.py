@@ -26,9 +26,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
-from adapters.redis_store.base import transient
+from adapters.redis_store.base import StoreBase, lua, transient
 from rollouts.model import ManualActionKind
 from rollouts.records import Command
 
@@ -41,6 +40,14 @@ HEARTBEAT_TTL_MS = 2000
 HEARTBEAT_EVERY_SECONDS = 0.5
 
 log = logging.getLogger("autocanary.commands")
+
+_SUBMIT = """
+-- KEYS: cmd hash, cmds:{rollout}, commands. ARGV: id, sent at, pickup at, then the fields.
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1
+"""
 
 _CLAIM = """
 -- KEYS: cmd hash, commands, cmds:{rollout}. ARGV: owner, now, lease seconds, alive prefix, id
@@ -101,16 +108,14 @@ return sent
 """
 
 
-class CommandInbox:
+class CommandInbox(StoreBase):
     """The durable commands of one Redis (the same client and prefix as the `RolloutStore`)."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
-        self.redis = client
-        self.prefix = prefix
-        self._claim = client.register_script(_CLAIM)
-        self._finish = client.register_script(_FINISH)
-        self._release = client.register_script(_RELEASE)
-        self._redeliver = client.register_script(_REDELIVER)
+    _submit = lua(_SUBMIT)
+    _claim = lua(_CLAIM)
+    _finish = lua(_FINISH)
+    _release = lua(_RELEASE)
+    _redeliver = lua(_REDELIVER)
 
     def key(self, command_id: str) -> str:
         return f"{self.prefix}:cmd:{command_id}"
@@ -122,15 +127,21 @@ class CommandInbox:
         return f"{self.prefix}:commands"
 
     def submit(self, rollout_id: str, kind: ManualActionKind, actor: str, reason: str, sent_at: float) -> str:
-        """Store a command (durable once this returns, with Redis's AOF); its id, for the Celery wake-up."""
+        """Store a command (durable once this returns: on disk with Redis's AOF, and on the replicas
+        the store waits for); its id, for the Celery wake-up."""
         command_id = uuid.uuid4().hex
-        fields = {"rollout": rollout_id, "kind": kind.value, "actor": actor, "reason": reason}
+        fields = {"rollout": rollout_id, "kind": kind.value, "actor": actor, "reason": reason, "sent_at": repr(sent_at)}
+        fields.update(owner="", applied="0")
         with transient(f"store the {kind.value} command"):
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(self.key(command_id), mapping={**fields, "sent_at": repr(sent_at), "owner": "", "applied": "0"})
-            pipe.zadd(self._queue(rollout_id), {command_id: sent_at})
-            pipe.zadd(self._schedule(), {command_id: sent_at + PICKUP_SECONDS})
-            pipe.execute()
+            # One script, so the command and its two queue entries are written at once, and in a
+            # pipeline of their own so `_durably` can wait for replicas before the API says 202.
+            pipe = self.redis.pipeline(transaction=False)
+            self._submit(
+                keys=[self.key(command_id), self._queue(rollout_id), self._schedule()],
+                args=[command_id, sent_at, sent_at + PICKUP_SECONDS, *(x for pair in fields.items() for x in pair)],
+                client=pipe,
+            )
+            self._durably(pipe, f"store the {kind.value} command")
         return command_id
 
     def claim(self, command_id: str, rollout_id: str, owner: str, lease_seconds: float, now: float) -> Command | None:

@@ -18,6 +18,7 @@ import redis.asyncio
 
 from adapters.redis_store.base import StoreBase
 from adapters.redis_store.base import transient as _transient
+from adapters.redis_store.connection import RedisLocation
 from rollouts.log import LogEntry
 from rollouts.model import Rollout
 
@@ -36,8 +37,13 @@ _CONNECTION_SETTINGS = (
 
 
 class EventLog(StoreBase):
+    location: RedisLocation | None = None
+
     def live_event_log(self) -> LiveEventLog:
-        """A reader of its own for one event stream, on the same Redis and prefix."""
+        """A reader of its own for one event stream, on the same Redis and prefix (through the
+        Sentinels when the store's location names them, so a stream follows a failover)."""
+        if self.location is not None:
+            return LiveEventLog(self.location.async_client(), self.prefix)
         given = self.redis.connection_pool.connection_kwargs
         settings = {key: given[key] for key in _CONNECTION_SETTINGS if key in given}
         return LiveEventLog(redis.asyncio.Redis(**settings), self.prefix)

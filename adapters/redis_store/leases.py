@@ -5,6 +5,9 @@
 | `lease:{id}` | string | the worker holding the rollout now (expires by itself) |
 | `fence:{id}` | string | the newest fencing token issued for the rollout |
 | `leader:{role}` | string | the one active instance of a role (the scheduler) |
+
+Taking a lease and preempting wait for replicas when the store is told to (`_durably`): a fencing
+token lost in a failover would be issued a second time, to a second worker.
 """
 
 from __future__ import annotations
@@ -58,15 +61,17 @@ class Leases(StoreBase):
                     args=[owner, ttl_ms],
                     client=pipe,
                 )
-            tokens = pipe.execute()
+            tokens = self._durably(pipe, "take leases")
         return {rollout_id: int(token) for rollout_id, token in zip(ids, tokens, strict=True) if int(token)}
 
     def preempt(self, rollout_id: str, owner: str, ttl_ms: int) -> int:
         """Take a rollout over whoever holds it (for aborts): a new token that fences the old one out."""
         with _transient("preempt the rollout"):
-            token = self._preempt(
-                keys=[self._key("lease", rollout_id), self._key("fence", rollout_id)], args=[owner, ttl_ms]
+            pipe = self.redis.pipeline(transaction=False)
+            self._preempt(
+                keys=[self._key("lease", rollout_id), self._key("fence", rollout_id)], args=[owner, ttl_ms], client=pipe
             )
+            [token] = self._durably(pipe, "preempt the rollout")
         return int(token)
 
     def release_leases(self, ids: Sequence[str], owner: str) -> None:

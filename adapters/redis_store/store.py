@@ -28,6 +28,7 @@ import redis
 from adapters.redis_store.base import lua
 from adapters.redis_store.base import transient as _transient
 from adapters.redis_store.commands import CommandInbox
+from adapters.redis_store.connection import RedisLocation
 from adapters.redis_store.event_log import EventLog
 from adapters.redis_store.leases import Leases
 from adapters.redis_store.outbox import Outbox, notification_json
@@ -95,16 +96,33 @@ def body_hash(body: Mapping[str, Any]) -> str:
 
 
 class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
-    def __init__(self, client: redis.Redis, prefix: str = "autocanary") -> None:
-        super().__init__(client, prefix)
-        self.commands = CommandInbox(client, prefix)
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "autocanary",
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        location: RedisLocation | None = None,
+    ) -> None:
+        super().__init__(client, prefix, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
+        self.location = location
+        self.commands = CommandInbox(client, prefix, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
+
+    @classmethod
+    def at(cls, location: RedisLocation, prefix: str = "autocanary") -> RolloutStore:
+        """The store on the Redis `location` names (one server, or the primary Sentinel names)."""
+        return cls(
+            location.client(),
+            prefix,
+            wait_replicas=location.wait_replicas,
+            wait_timeout_ms=location.wait_timeout_ms,
+            location=location,
+        )
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "autocanary") -> RolloutStore:
-        client = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-        )
-        return cls(client, prefix)
+        return cls.at(RedisLocation(url), prefix)
 
     _create = lua(_CREATE)
     _save = lua(_SAVE)
@@ -122,7 +140,8 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         stored = rollout.model_copy(update={"version": 1})
         idem_key = self._key("idem", idempotency_key) if idempotency_key else ""
         with _transient("create the rollout"):
-            outcome, value = self._create(
+            pipe = self.redis.pipeline(transaction=False)
+            self._create(
                 keys=[
                     self._key("r", rollout.id),
                     self._active_key(rollout.namespace, rollout.service, rollout.target_kind),
@@ -141,7 +160,9 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     json.dumps({"hash": request_hash, "id": rollout.id}),
                     IDEMPOTENCY_TTL_SECONDS,
                 ],
+                client=pipe,
             )
+            [(outcome, value)] = self._durably(pipe, "create the rollout")
         if outcome == "active":
             raise ActiveRolloutExists(rollout.namespace, rollout.service, value)
         if outcome == "idempotent":
@@ -295,7 +316,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     ],
                     client=pipe,
                 )
-            results = pipe.execute()
+            results = self._durably(pipe, "save rollouts")
         return [(SaveResult(result), saved) for result, saved in zip(results, prepared, strict=True)]
 
     def ping(self) -> bool:
