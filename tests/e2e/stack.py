@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 
 from adapters.redis_store import RolloutStore
+from adapters.redis_store.connection import RedisLocation
 from rollouts import Rollout
 from sandbox.cluster import Endpoints
-from sandbox.processes import Processes, RedisProcess
+from sandbox.processes import Processes, RedisProcess, SentinelGroup
 from sandbox.prometheus import free_port
 from tests.knative import wait_for
 
@@ -40,16 +41,36 @@ class Stack:
 
 
 @contextmanager
-def running(sandbox: Endpoints, base: Path, tokens: str, workers: int = 1) -> Iterator[tuple[str, RolloutStore]]:
-    """The API's URL and the store, while Redis, the API, `workers` workers and the scheduler run."""
-    (base / "redis").mkdir()
-    redis_process = RedisProcess(base / "redis")
+def running(
+    sandbox: Endpoints, base: Path, tokens: str, workers: int = 1, sentinels: SentinelGroup | None = None
+) -> Iterator[tuple[str, RolloutStore]]:
+    """The API's URL and the store, while Redis, the API, `workers` workers and the scheduler run.
+
+    Redis is a private server, or, given `sentinels` (started), the primary they name: every
+    process then reaches it through them and waits for one replica on the writes that must
+    survive a failover.
+    """
+    redis_process = None if sentinels else RedisProcess(base / "redis")
     processes: Processes | None = None
     try:
-        redis_process.start()
+        if redis_process:
+            (base / "redis").mkdir()
+            redis_process.start()
+            location = RedisLocation(redis_process.url)
+            redis_env = {"AUTOCANARY_REDIS_URL": redis_process.url}
+        else:
+            assert sentinels is not None
+            location = RedisLocation.parse("redis://sentinel/0", sentinels.addresses, sentinels.master_name)
+            redis_env = {
+                "AUTOCANARY_REDIS_URL": location.url,
+                "AUTOCANARY_REDIS_SENTINELS": sentinels.addresses,
+                "AUTOCANARY_REDIS_MASTER_NAME": sentinels.master_name,
+                "AUTOCANARY_REDIS_WAIT_REPLICAS": "1",
+                "AUTOCANARY_REDIS_WAIT_TIMEOUT_MS": "500",
+            }
         port = free_port()
         env = {
-            "AUTOCANARY_REDIS_URL": redis_process.url,
+            **redis_env,
             "AUTOCANARY_KUBECONFIG": sandbox.kubeconfig,
             "AUTOCANARY_PROMETHEUS_URL": sandbox.prometheus or "",
             "AUTOCANARY_TOKENS": tokens,
@@ -65,11 +86,12 @@ def running(sandbox: Endpoints, base: Path, tokens: str, workers: int = 1) -> It
         processes.start("scheduler", ["scheduler"])
         api = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(f"{api}/healthz"), timeout=30, what="the API")
-        yield api, RolloutStore.from_url(redis_process.url)
+        yield api, RolloutStore.at(location)
     finally:
         if processes:
             processes.stop_all()
-        redis_process.stop()
+        if redis_process:
+            redis_process.stop()
 
 
 def answers(url: str) -> bool:
