@@ -40,13 +40,16 @@ def stop_on_sigterm() -> None:
 
 
 class RedisProcess:
-    """redis-server on a free port with its own folder; AOF (fsync always) when `durable`; a
+    """redis-server on a free port with its own folder; AOF (fsync `always` unless told) when `durable`; a
     replica of the server on `replica_of` (a port on loopback) when given."""
 
-    def __init__(self, directory: Path, durable: bool = True, replica_of: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, durable: bool = True, replica_of: int | None = None, fsync: str = "always"
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.durable = durable
+        self.fsync = fsync
         self.replica_of = replica_of
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +59,7 @@ class RedisProcess:
 
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        persistence = ["--appendonly", "yes", "--appendfsync", self.fsync] if self.durable else ["--appendonly", "no"]
         self.process = subprocess.Popen(  # noqa: S603 (our own command line)
             [
                 binary,
@@ -174,13 +177,17 @@ class SentinelGroup:
     """A primary, `replicas` replicas and three Sentinels (quorum 2), all with AOF: Redis as
     production runs it, on loopback, for the failover test and `bench.redis_wait`."""
 
-    def __init__(self, directory: Path, replicas: int = 2, master_name: str = "mymaster") -> None:
+    def __init__(
+        self, directory: Path, replicas: int = 2, master_name: str = "mymaster", fsync: str = "always"
+    ) -> None:
         (directory / "primary").mkdir(parents=True)
-        self.primary = RedisProcess(directory / "primary")
+        self.primary = RedisProcess(directory / "primary", fsync=fsync)
         self.replicas = []
         for number in range(1, replicas + 1):
             (directory / f"replica-{number}").mkdir()
-            self.replicas.append(RedisProcess(directory / f"replica-{number}", replica_of=self.primary.port))
+            self.replicas.append(
+                RedisProcess(directory / f"replica-{number}", replica_of=self.primary.port, fsync=fsync)
+            )
         self.sentinels = [
             SentinelProcess(directory / f"sentinel-{number}", self.primary.port, master_name) for number in (1, 2, 3)
         ]

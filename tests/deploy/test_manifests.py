@@ -3,6 +3,7 @@ grants exactly what the router needs, and the pods run locked down with working 
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,8 @@ def _pods(objects: list[Object]) -> Iterator[tuple[Object, dict[str, Any]]]:
         yield workload, workload["spec"]["template"]["spec"]
 
 
-def test_both_overlays_exist() -> None:
-    assert {p.name for p in OVERLAYS} == {"bundled-redis", "external-redis"}
+def test_every_overlay_exists() -> None:
+    assert {p.name for p in OVERLAYS} == {"bundled-redis", "external-redis", "sentinel-redis"}
 
 
 def test_every_object_is_valid_against_the_kubernetes_schemas(overlay: tuple[str, list[Object]]) -> None:
@@ -155,6 +156,22 @@ def test_every_setting_in_the_config_map_is_one_the_processes_read(overlay: tupl
         (redis,) = _of(objects, "StatefulSet")
         args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[args.index("--appendonly") + 1] == "yes"
+    elif name == "sentinel-redis":
+        (redis,) = _of(objects, "StatefulSet")
+        pod = redis["spec"]["template"]["spec"]
+        script = pod["initContainers"][0]["command"][-1]
+        sentinels = config["data"]["AUTOCANARY_REDIS_SENTINELS"].split(",")
+        master = config["data"]["AUTOCANARY_REDIS_MASTER_NAME"]
+        assert redis["spec"]["replicas"] == len(sentinels) == 3
+        assert f"sentinel monitor {master} $primary 6379 2" in script  # a quorum of two of three
+        assert f"get-master-addr-by-name {master}" in script  # a restarted pod asks before it starts
+        assert subprocess.run(["sh", "-n", "-c", script], check=False).returncode == 0  # noqa: S603, S607
+        assert int(config["data"]["AUTOCANARY_REDIS_WAIT_REPLICAS"]) == 1  # one of the two replicas
+        args = {c["name"]: c["args"] for c in pod["containers"]}
+        assert args["redis"][args["redis"].index("--appendonly") + 1] == "yes"
+        assert args["sentinel"] == ["redis-sentinel", "/config/sentinel.conf"]
+        ports = {p["port"] for s in _of(objects, "Service") for p in s["spec"]["ports"]}
+        assert all(int(address.rpartition(":")[2]) in ports for address in sentinels)
     else:
         assert redis_url is None  # from the Secret, on every process
         for _, pod in _pods(objects):
