@@ -66,7 +66,7 @@ def running(
                 "AUTOCANARY_REDIS_SENTINELS": sentinels.addresses,
                 "AUTOCANARY_REDIS_MASTER_NAME": sentinels.master_name,
                 "AUTOCANARY_REDIS_WAIT_REPLICAS": "1",
-                "AUTOCANARY_REDIS_WAIT_TIMEOUT_MS": "500",
+                "AUTOCANARY_REDIS_WAIT_TIMEOUT_MS": "3000",
             }
         port = free_port()
         env = {
