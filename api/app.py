@@ -19,6 +19,7 @@ from api.middleware import BodyLimit, CatchAll, PageHeaders
 from api.routes import actions, operations, policies, rollouts
 from api.schemas import ErrorBody
 from api.settings import ApiSettings
+from api.shown import ShownRollouts
 from api.ui import routes as dashboard
 from api.ui.session import SessionSigner
 from policies import EgressRules
@@ -39,6 +40,7 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
         },
     )
     app.state.deps = deps
+    app.state.shown = ShownRollouts(deps.store.reads)
     app.state.settings = settings
     app.state.tokens = TokenBook.load(settings.tokens, settings.tokens_file)
     app.state.sessions = SessionSigner(app.state.tokens.secrets)

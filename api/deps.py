@@ -19,6 +19,7 @@ from fastapi import Depends, Header, Request
 from adapters.redis_store import RolloutStore
 from api.auth import AuthError, Principal, Role, TokenBook, authorize
 from api.settings import ApiSettings
+from api.shown import ShownRollouts
 from api.ui.session import COOKIE, CSRF_HEADER, SessionSigner
 from policies import EgressRules, Resolve, SitePolicies
 from rollouts.ports import Backends
@@ -51,9 +52,11 @@ def identify(request: Request, needed: Role) -> Principal:
     return authorize(_session_principal(request, tokens), needed)
 
 
-def _require(needed: Role) -> Callable[..., Principal]:
+def _require(needed: Role) -> Callable[..., Any]:
     # The header is declared so that the OpenAPI description shows it; `identify` reads it.
-    def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    # Async, as every dependency here: they do no I/O, and a sync one would cost each request a
+    # hop through the thread pool (which 200 pollers queue on).
+    async def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
         return identify(request, needed)
 
     return check
@@ -90,21 +93,27 @@ Deployer = Annotated[Principal, Depends(_require(Role.DEPLOYER))]
 Operator = Annotated[Principal, Depends(_require(Role.OPERATOR))]
 
 
-def get_deps(request: Request) -> Dependencies:
+async def get_deps(request: Request) -> Dependencies:
     deps: Dependencies = request.app.state.deps
     return deps
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_egress(request: Request) -> EgressRules:
+async def get_egress(request: Request) -> EgressRules:
     egress: EgressRules = request.app.state.egress
     return egress
 
 
+async def get_shown(request: Request) -> ShownRollouts:
+    shown: ShownRollouts = request.app.state.shown
+    return shown
+
+
 Deps = Annotated[Dependencies, Depends(get_deps)]
+Shown = Annotated[ShownRollouts, Depends(get_shown)]
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Egress = Annotated[EgressRules, Depends(get_egress)]

@@ -4,15 +4,14 @@ and abort latency, through `prometheus_client` (a custom collector over the stor
 from __future__ import annotations
 
 import statistics
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from adapters.redis_store import RolloutStore
-from rollouts.model import Rollout
 from rollouts.phase import Phase
 
 OUTCOMES = ("passed", "failed", "inconclusive", "errored")
@@ -24,24 +23,24 @@ _ROLLOUT_LABELS = ("rollout", "namespace", "service", "canary")
 
 
 class RolloutCollector(Collector):
-    """Reads every stored rollout on each scrape (bench/metrics_scrape.py measures what that costs)."""
+    """What the store keeps for `/metrics` as rollouts change (`RolloutStore.metric_values`): the
+    scrape reads no rollout document, so it costs the same at 100 stored as at 100,000, and grows
+    only with the active rollouts' own series (bench/api_load.py measures it)."""
 
     def __init__(self, store: RolloutStore) -> None:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        rollouts = self.store.list_rollouts(limit=100_000).rollouts
-        phases = Counter(r.phase.value for r in rollouts)
+        phases, gauges, checks = self.store.metric_values()
         by_phase = GaugeMetricFamily("autocanary_rollouts", "Rollouts by phase.", labels=["phase"])
         for phase in Phase:
             by_phase.add_metric([phase.value], phases.get(phase.value, 0))
         yield by_phase
-        yield from _per_rollout([r for r in rollouts if not r.is_terminal])
-        checks = Counter[str]()
-        for rollout in rollouts:
-            checks.update(rollout.checks.model_dump())
+        yield from _per_rollout(gauges)
         counted = GaugeMetricFamily(
-            "autocanary_checks", "Ticks by verdict outcome over the rollouts in the store.", labels=["outcome"]
+            "autocanary_checks",
+            "Ticks by verdict outcome, counted as rollouts are saved (rollouts deleted by retention included).",
+            labels=["outcome"],
         )
         for outcome in OUTCOMES:
             counted.add_metric([outcome], checks.get(outcome, 0))
@@ -50,7 +49,7 @@ class RolloutCollector(Collector):
             yield _summary(metric, f"{help_text} Latest samples.", self.store.samples(name, 5000))
 
 
-def _per_rollout(active: Sequence[Rollout]) -> Iterator[Metric]:
+def _per_rollout(gauges: Mapping[str, Sequence[Any]]) -> Iterator[Metric]:
     weight = GaugeMetricFamily(
         "autocanary_canary_weight", "Canary weight of each active rollout, percent.", labels=_ROLLOUT_LABELS
     )
@@ -75,14 +74,14 @@ def _per_rollout(active: Sequence[Rollout]) -> Iterator[Metric]:
         "The e-value at which each such rollout's step may end early (1/beta).",
         labels=_ROLLOUT_LABELS,
     )
-    for rollout in active:
-        labels = [rollout.id, rollout.namespace, rollout.service, rollout.canary_revision]
-        weight.add_metric(labels, rollout.canary_weight)
-        evidence.add_metric(labels, rollout.evidence)
-        threshold.add_metric(labels, 1 / rollout.policy.alpha_errors)
-        if rollout.no_worse_evidence is not None:
-            no_worse.add_metric(labels, rollout.no_worse_evidence)
-            no_worse_threshold.add_metric(labels, 1 / rollout.policy.beta)
+    for rollout_id, (namespace, service, canary, canary_weight, shown, rolls_back_at, nw, nw_at) in gauges.items():
+        labels = [rollout_id, namespace, service, canary]
+        weight.add_metric(labels, canary_weight)
+        evidence.add_metric(labels, shown)
+        threshold.add_metric(labels, rolls_back_at)
+        if nw is not None:
+            no_worse.add_metric(labels, nw)
+            no_worse_threshold.add_metric(labels, nw_at)
     yield from (weight, evidence, threshold, no_worse, no_worse_threshold)
 
 

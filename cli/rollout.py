@@ -429,6 +429,14 @@ whose head exceeds `MAX_HEADER_BYTES` at once, instead of buffering 64 MiB of he
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="AUTOCANARY_API_WORKERS",
+            help="API processes sharing the port (uvicorn's --workers); see the README's sizing.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (settings from AUTOCANARY_* variables)."""
     import uvicorn  # noqa: PLC0415 (only this command needs the server)
@@ -438,6 +446,7 @@ def serve(
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         log_level=os.environ.get("AUTOCANARY_LOG_LEVEL", "warning"),
         **SERVER_LIMITS,
     )

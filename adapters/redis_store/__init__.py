@@ -6,6 +6,7 @@ Every key lies under a prefix (`autocanary` by default), so installations can sh
 Redis persistence (AOF) is how state survives restarts. Redis errors become `TransientError`s.
 """
 
+from adapters.redis_store.reads import AsyncReads, Freshness
 from adapters.redis_store.store import RolloutStore, body_hash
 
-__all__ = ["RolloutStore", "body_hash"]
+__all__ = ["AsyncReads", "Freshness", "RolloutStore", "body_hash"]

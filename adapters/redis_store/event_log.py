@@ -39,14 +39,17 @@ _CONNECTION_SETTINGS = (
 class EventLog(StoreBase):
     location: RedisLocation | None = None
 
-    def live_event_log(self) -> LiveEventLog:
-        """A reader of its own for one event stream, on the same Redis and prefix (through the
-        Sentinels when the store's location names them, so a stream follows a failover)."""
+    def async_client(self) -> redis.asyncio.Redis:
+        """A new `redis.asyncio` client on the same Redis (through the Sentinels when the store's
+        location names them, so it follows a failover)."""
         if self.location is not None:
-            return LiveEventLog(self.location.async_client(), self.prefix)
+            return self.location.async_client()
         given = self.redis.connection_pool.connection_kwargs
-        settings = {key: given[key] for key in _CONNECTION_SETTINGS if key in given}
-        return LiveEventLog(redis.asyncio.Redis(**settings), self.prefix)
+        return redis.asyncio.Redis(**{key: given[key] for key in _CONNECTION_SETTINGS if key in given})
+
+    def live_event_log(self) -> LiveEventLog:
+        """A reader of its own for one event stream, on the same Redis and prefix."""
+        return LiveEventLog(self.async_client(), self.prefix)
 
     def append_events(self, rollout_id: str, events: Sequence[LogEntry]) -> None:
         with _transient("append events"):

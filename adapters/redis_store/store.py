@@ -11,6 +11,13 @@ outbox, schedule, samples and leases are parts of their own (`RolloutStore` is a
 | `r:{id}` | hash | `doc` (the rollout as JSON) and `version` (for compare-and-set) |
 | `active:{namespace}/{service}` | string | the one active rollout of a service (`active:istio:...` for Istio) |
 | `index` | sorted set | every rollout id, scored by creation time (listing, pagination) |
+| `index:ns:{namespace}` | sorted set | the same, of one namespace (filtered lists read only theirs) |
+| `index:svc:{service}` | sorted set | the same, of one service name |
+| `index:phase:{phase}` | sorted set | the same, of one phase (a save that changes it moves the entry) |
+| `index:kind:{kind}` | sorted set | the same, of one target kind |
+| `gauges` | hash | per active rollout, what `/metrics` shows of it (`gauges_json`), kept by every save |
+| `counts:checks` | hash | ticks by verdict outcome, totals kept by every save (pruning keeps them) |
+| `indexes` | string | the version of the above once derived for rollouts stored before them |
 | `idem:{key}` | string | an idempotency key's body hash and rollout id (expires) |
 """
 
@@ -32,6 +39,7 @@ from adapters.redis_store.connection import RedisLocation
 from adapters.redis_store.event_log import EventLog
 from adapters.redis_store.leases import Leases
 from adapters.redis_store.outbox import Outbox, notification_json
+from adapters.redis_store.reads import AsyncReads
 from adapters.redis_store.samples import Samples
 from adapters.redis_store.schedule import Schedule
 from rollouts.errors import ActiveRolloutExists, IdempotencyMismatch, ValidationError
@@ -55,11 +63,13 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('XADD', KEYS[5], '*', 'event', ARGV[6])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[8]) end
+for i = 7, 10 do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1]) end
+redis.call('HSET', KEYS[11], ARGV[1], ARGV[9])
 return {'created', ARGV[1]}
 """
 
 _SAVE = """
-local version = redis.call('HGET', KEYS[1], 'version')
+local version, previous_doc = unpack(redis.call('HMGET', KEYS[1], 'version', 'doc'))
 if not version then return 'missing' end
 if version ~= ARGV[1] then return 'stale_version' end
 if ARGV[2] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 'stale_token' end
@@ -72,22 +82,39 @@ if ARGV[6] == '1' then
 elseif ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
 end
-local events = tonumber(ARGV[8])
-for i = 9, 8 + events do redis.call('XADD', KEYS[5], '*', 'event', ARGV[i]) end
-for i = 10 + events, 9 + events + tonumber(ARGV[9 + events]) do
+-- The phase index and the check totals follow the change from the document replaced.
+local previous = cjson.decode(previous_doc)
+if previous.phase ~= ARGV[9] then
+  redis.call('ZREM', ARGV[10] .. previous.phase, ARGV[7])
+  local created = redis.call('ZSCORE', KEYS[9], ARGV[7])
+  if created then redis.call('ZADD', KEYS[8], created, ARGV[7]) end
+end
+if ARGV[8] == '' then redis.call('HDEL', KEYS[10], ARGV[7]) else redis.call('HSET', KEYS[10], ARGV[7], ARGV[8]) end
+local before = previous.checks or {}
+for i, outcome in ipairs({'passed', 'failed', 'inconclusive', 'errored'}) do
+  local delta = tonumber(ARGV[10 + i]) - (tonumber(before[outcome]) or 0)
+  if delta ~= 0 then redis.call('HINCRBY', KEYS[11], outcome, delta) end
+end
+local events = tonumber(ARGV[15])
+for i = 16, 15 + events do redis.call('XADD', KEYS[5], '*', 'event', ARGV[i]) end
+for i = 17 + events, 16 + events + tonumber(ARGV[16 + events]) do
   redis.call('XADD', KEYS[6], '*', 'notice', ARGV[i])
 end
 return 'ok'
 """
 
 _PRUNE = """
--- KEYS: doc, events, fence, index. ARGV: version read when the rollout was found ended, id.
+-- KEYS: doc, events, fence, then the indexes. ARGV: version read when the rollout was found ended, id.
 -- Only the version that was judged ended and old is deleted: anything written since keeps it.
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[2])
+for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
 return 1
 """
+
+INDEXES_VERSION = "1"
+"""Bumped when what `ensure_indexes` derives from the documents changes (the filter indexes, the
+`/metrics` gauges and the check totals); it then derives them again."""
 
 
 def body_hash(body: Mapping[str, Any]) -> str:
@@ -107,6 +134,8 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
     ) -> None:
         super().__init__(client, prefix, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
         self.location = location
+        self.reads = AsyncReads(self.async_client, prefix)
+        self._indexes_built = False
         self.commands = CommandInbox(client, prefix, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
 
     @classmethod
@@ -133,6 +162,46 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         a VirtualService and a Knative Service of one name do not block each other."""
         return self._key("active", f"{namespace}/{service}" if kind == TARGET_KIND else f"{kind}:{namespace}/{service}")
 
+    def _filter_indexes(self, rollout: Rollout) -> list[str]:
+        """The indexes a rollout is listed in besides `index` (its phase's changes with each save)."""
+        return [
+            self._key("index", "ns", rollout.namespace),
+            self._key("index", "svc", rollout.service),
+            self._key("index", "phase", rollout.phase.value),
+            self._key("index", "kind", rollout.target_kind),
+        ]
+
+    def ensure_indexes(self) -> int:
+        """Build the filter indexes of rollouts stored before they existed; once per store (a
+        marker says so), and safe to run twice at once: listing re-checks every filter on the
+        document, so an index entry a racing save made stale is only skipped. How many were indexed."""
+        with _transient("build the list indexes"):
+            if self.redis.get(self._key("indexes")) == INDEXES_VERSION:
+                return 0
+            indexed, start = 0, 0
+            totals = dict.fromkeys(CHECK_OUTCOMES, 0)
+            while True:
+                entries = self.redis.zrange(self._key("index"), start, start + 499, withscores=True)
+                if not entries:
+                    break
+                start += len(entries)
+                pipe = self.redis.pipeline(transaction=False)
+                for (rollout_id, created), rollout in zip(entries, self.get_many([i for i, _ in entries]), strict=True):
+                    if rollout is not None:
+                        for index in self._filter_indexes(rollout):
+                            pipe.zadd(index, {rollout_id: created})
+                        if not rollout.is_terminal:
+                            pipe.hset(self._key("gauges"), rollout_id, gauges_json(rollout))
+                        checks = rollout.checks.model_dump()
+                        for outcome in CHECK_OUTCOMES:
+                            totals[outcome] += int(checks[outcome])
+                        indexed += 1
+                pipe.execute()
+            # The totals of the rollouts read (saves racing this count twice at worst, once).
+            self.redis.hset(self._key("counts", "checks"), mapping=totals)
+            self.redis.set(self._key("indexes"), INDEXES_VERSION)
+        return indexed
+
     def create(
         self, rollout: Rollout, event: LogEntry, idempotency_key: str | None = None, request_hash: str = ""
     ) -> tuple[Rollout, bool]:
@@ -149,6 +218,8 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     self._key("due"),
                     self._key("ev", rollout.id),
                     idem_key,
+                    *self._filter_indexes(rollout),
+                    self._key("gauges"),
                 ],
                 args=[
                     rollout.id,
@@ -159,6 +230,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     event.to_json(),
                     json.dumps({"hash": request_hash, "id": rollout.id}),
                     IDEMPOTENCY_TTL_SECONDS,
+                    gauges_json(stored),
                 ],
                 client=pipe,
             )
@@ -208,10 +280,12 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         max_score, skip_through = _parse_cursor(cursor)
         chunk = max(limit * 4, 100)
         offset = 0
+        self._derived_ready()
+        index = self._list_index(namespace, service, phase, kind)
         with _transient("list rollouts"):
             while len(found) < limit:
                 entries = self.redis.zrevrangebyscore(
-                    self._key("index"), max_score, "-inf", start=offset, num=chunk, withscores=True
+                    index, max_score, "-inf", start=offset, num=chunk, withscores=True
                 )
                 if not entries:
                     break
@@ -233,6 +307,34 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         next_cursor = f"{last.created_at.timestamp()!r}:{last.id}" if last else None
         return Page(found, next_cursor)
 
+    def _derived_ready(self) -> None:
+        """Rollouts stored by an older release get their indexes, gauges and totals first."""
+        if not self._indexes_built:
+            self.ensure_indexes()
+            self._indexes_built = True
+
+    def metric_values(self) -> tuple[dict[str, int], dict[str, list[Any]], dict[str, int]]:
+        """What `/metrics` shows, read whole in one round trip whatever the number stored: rollouts
+        by phase (the phase indexes' sizes), each active rollout's gauges, and ticks by outcome."""
+        self._derived_ready()
+        with _transient("read the metrics"):
+            pipe = self.redis.pipeline(transaction=False)
+            for phase in Phase:
+                pipe.zcard(self._key("index", "phase", phase.value))
+            pipe.hgetall(self._key("gauges"))
+            pipe.hgetall(self._key("counts", "checks"))
+            *sizes, gauges, checks = pipe.execute()
+        phases = {phase.value: int(size) for phase, size in zip(Phase, sizes, strict=True)}
+        totals = {outcome: int(checks.get(outcome, 0)) for outcome in CHECK_OUTCOMES}
+        return phases, {rollout_id: json.loads(values) for rollout_id, values in gauges.items()}, totals
+
+    def _list_index(self, namespace: str | None, service: str | None, phase: Phase | None, kind: str | None) -> str:
+        """The narrowest index a filter has; the other filters are checked on each document read."""
+        for part, value in (("svc", service), ("ns", namespace), ("phase", phase and phase.value), ("kind", kind)):
+            if value:
+                return self._key("index", part, value)
+        return self._key("index")
+
     def prune_ended(self, finished_before: datetime, limit: int = 1000) -> int:
         """Delete up to `limit` rollouts that ended before `finished_before`, event logs included.
 
@@ -253,7 +355,8 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     if rollout is None or not _ended_before(rollout, cutoff):
                         kept += 1  # active, or ended too recently: stays in the index
                         continue
-                    keys = [self._key(kind, rollout_id) for kind in ("r", "ev", "fence")] + [self._key("index")]
+                    keys = [self._key(kind, rollout_id) for kind in ("r", "ev", "fence")]
+                    keys += [self._key("index"), *self._filter_indexes(rollout)]
                     if self._prune(keys=keys, args=[rollout.version, rollout_id]):
                         deleted += 1
                     else:
@@ -300,6 +403,10 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                         self._key("ev", rollout.id),
                         self._key("outbox"),
                         self.commands.key(command) if command else "",
+                        self._key("index", "phase", saved.phase.value),
+                        self._key("index"),
+                        self._key("gauges"),
+                        self._key("counts", "checks"),
                     ],
                     args=[
                         rollout.version,
@@ -309,6 +416,10 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                         "" if next_tick is None else next_tick.timestamp(),
                         "1" if saved.is_terminal else "0",
                         rollout.id,
+                        gauges_json(saved),
+                        saved.phase.value,
+                        self._key("index", "phase", ""),  # the replaced phase's index is named in the script
+                        *_checks(saved),
                         len(events),
                         *(event.to_json() for event in events),
                         len(notifications),
@@ -357,3 +468,33 @@ def _matches(
 
 def _ended_before(rollout: Rollout, cutoff: float) -> bool:
     return rollout.is_terminal and rollout.finished_at is not None and rollout.finished_at.timestamp() < cutoff
+
+
+def gauges_json(rollout: Rollout) -> str:
+    """What `/metrics` shows of an active rollout, kept beside it by every save ('' once it ended):
+    labels (id, namespace, service, canary), canary weight, evidence and its threshold, no-worse
+    evidence and its threshold (None where the policy does not end steps early)."""
+    if rollout.is_terminal:
+        return ""
+    no_worse = rollout.no_worse_evidence
+    return json.dumps(
+        [
+            rollout.namespace,
+            rollout.service,
+            rollout.canary_revision,
+            rollout.canary_weight,
+            rollout.evidence,
+            1 / rollout.policy.alpha_errors,
+            no_worse,
+            1 / rollout.policy.beta if no_worse is not None else None,
+        ]
+    )
+
+
+CHECK_OUTCOMES = ("passed", "failed", "inconclusive", "errored")
+
+
+def _checks(rollout: Rollout) -> list[int]:
+    """Ticks by verdict outcome so far; the save adds the change to the store's totals for `/metrics`."""
+    counted = rollout.checks.model_dump()
+    return [int(counted[outcome]) for outcome in CHECK_OUTCOMES]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Response
 
 from adapters.redis_store import body_hash
-from api.deps import Deployer, Deps, Egress, Settings, Viewer
+from api.deps import Deployer, Deps, Egress, Settings, Shown, Viewer
 from api.errors import ApiError
 from api.registration import (
     check_notifications,
@@ -101,11 +101,13 @@ def list_rollouts(
 
 
 @router.get("/{rollout_id}", response_model=RolloutPublic, responses={404: {"model": ErrorBody}})
-def get_rollout(rollout_id: str, principal: Viewer, deps: Deps) -> RolloutPublic:
+async def get_rollout(rollout_id: str, principal: Viewer, deps: Deps, shown: Shown) -> Response:
     """Phase, step, weights, time in step, the last verdicts with their numbers, the last manual action."""
-    rollout = found(deps.store, rollout_id)
-    shown = rollout_public(rollout, deps.store.recent_events(rollout_id, 50), deps.clock())
-    return shown.model_copy(update={"resolved_policy": rollout.policy})
+    # On the event loop, from what was last shown while it is current (`api.shown`): pollers.
+    answer = await shown.answer(rollout_id, deps.clock()) if len(rollout_id) <= 64 else None
+    if answer is None:
+        raise ApiError(404, "not_found", f"no rollout {rollout_id}", "rollout_id")
+    return Response(answer, media_type="application/json")
 
 
 @router.get(

@@ -21,6 +21,7 @@ from api.deps import Dependencies, get_deps
 from api.settings import ApiSettings
 from rollouts import ManualActionKind, Phase
 from rollouts.log import LogEntry
+from sandbox.prometheus import free_port
 from tests.fakes import FakeCluster
 
 TOKENS = "ci:deployer:deploy-secret,oncall:operator:op-secret,grafana:viewer:view-secret"
@@ -448,6 +449,9 @@ def test_redis_down_is_503(api: TestClient, store: RolloutStore, monkeypatch: py
 
     monkeypatch.setattr(store.redis, "hget", down)
     monkeypatch.setattr(store.redis, "pipeline", down)
+    nobody = free_port()  # the async reads of `GET /v1/rollouts/{id}`: a port nothing listens on
+    monkeypatch.setattr(store.reads, "_connect", lambda: redis_module.asyncio.Redis(port=nobody))
+    monkeypatch.setattr(store.reads, "_clients", {})
     response = api.get("/v1/rollouts/abc", headers=VIEW)
     assert (response.status_code, response.json()["error"]) == (503, "unavailable")
 
@@ -556,3 +560,25 @@ def test_a_test_can_swap_a_dependency_through_dependency_overrides(store: Rollou
     with TestClient(app) as client:
         answer = client.get("/readyz")
     assert (answer.status_code, answer.json()["checks"]) == (503, {"redis": False})
+
+
+def test_a_polled_rollout_shows_every_save_and_every_log_entry_at_once(api: TestClient, store: RolloutStore) -> None:
+    rollout_id = create(api).json()["id"]
+    first = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    assert (first["phase"], first["last_verdicts"]) == ("pending", [])
+    current = store.get(rollout_id)
+    assert current is not None
+    now = datetime.now(UTC)
+    started = current.with_phase(Phase.PROGRESSING, now, "started").model_copy(update={"step_started_at": now})
+    store.save(started, token=None, next_tick=None)  # a save: the version moves
+    shown = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    assert (shown["phase"], shown["reason"]) == ("progressing", "started")
+    verdict = LogEntry(
+        "verdict", "errors: canary 0.1 % vs stable 0.2 %", now, "progressing", data={"outcome": "passed"}
+    )
+    store.append_events(rollout_id, [verdict])  # no save: only the newest log entry moves
+    again = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    assert [v["sentence"] for v in again["last_verdicts"]] == [verdict.message]
+    later = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    assert later["time_in_step_seconds"] >= again["time_in_step_seconds"] > 0  # the clock, at each answer
+    assert api.get("/v1/rollouts/nope", headers=VIEW).status_code == 404

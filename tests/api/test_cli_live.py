@@ -250,12 +250,12 @@ def test_an_unexpected_error_is_one_json_500_and_the_connection_stays_usable(
 ) -> None:
     rollout_id = register(live)
 
-    def broken(ids: Any) -> Any:
+    async def broken(rollout_id: str) -> Any:
         raise RuntimeError("a bug")
 
     headers = {"Authorization": f"Bearer {SECRETS['viewer']}"}
     with httpx.Client(base_url=live.url, headers=headers) as client:  # one keep-alive connection
-        monkeypatch.setattr(live.store, "get_many", broken)
+        monkeypatch.setattr(live.store.reads, "freshness", broken)
         failed = client.get(f"/v1/rollouts/{rollout_id}")
         monkeypatch.undo()
         assert (failed.status_code, failed.json()["error"]) == (500, "internal_error")

@@ -186,3 +186,30 @@ def test_rollouts_that_ended_before_the_cutoff_are_deleted_with_their_event_logs
         assert store.get(rollout.id) is None and store.events(rollout.id) == []
     assert {r.id for r in store.list_rollouts(limit=100).rollouts} == {recent.id, running.id}
     assert [e.kind for e in store.events(recent.id)] == ["created"]
+
+
+def test_filtered_lists_read_their_own_index_and_follow_phase_changes(store: RolloutStore) -> None:
+    made = [make(f"svc{i}", namespace="shop" if i % 2 else "blog", at=i) for i in range(6)]
+    for rollout in made:
+        store.create(rollout, created(rollout))
+    first = made[0].model_copy(update={"version": 1})
+    progressing = first.model_copy(update={"phase": Phase.PROGRESSING})
+    result, _ = store.save(progressing, token=None, next_tick=None)
+    assert result is SaveResult.OK
+    assert [r.id for r in store.list_rollouts(phase=Phase.PROGRESSING).rollouts] == [first.id]
+    assert first.id not in {r.id for r in store.list_rollouts(phase=Phase.PENDING, limit=100).rollouts}
+    assert {r.service for r in store.list_rollouts(namespace="shop").rollouts} == {"svc1", "svc3", "svc5"}
+    assert store.redis.zcard(f"{store.prefix}:index:ns:shop") == 3  # the namespace's own index
+    assert store.redis.zcard(f"{store.prefix}:index:phase:pending") == 5
+
+
+def test_rollouts_stored_before_the_indexes_are_indexed_at_the_first_list(store: RolloutStore) -> None:
+    older = [make(f"svc{i}", at=i) for i in range(3)]
+    for rollout in older:
+        store.create(rollout, created(rollout))
+    for key in store.redis.keys(f"{store.prefix}:index:*"):  # as an earlier release left them
+        store.redis.delete(key)
+    store.redis.delete(f"{store.prefix}:indexes")
+    fresh = RolloutStore(store.redis, store.prefix)
+    assert {r.id for r in fresh.list_rollouts(namespace="shop").rollouts} == {r.id for r in older}
+    assert fresh.ensure_indexes() == 0  # built once

@@ -41,7 +41,7 @@ POLICY: dict[str, Any] = {
     # then waits for its requests instead of being rolled back for a lack of them (the rollback
     # path for insufficient traffic is covered tick by tick in tests/scenario).
     "on_insufficient_traffic": "hold",
-    # 14 good canaries per run: a small alpha keeps a false rollback (and a flaky test) far away,
+    # 6 good canaries per run: a small alpha keeps a false rollback (and a flaky test) far away,
     # while a canary failing half its requests is still caught within a tick or two.
     "alpha_errors": 0.001,
     "alpha_latency": 0.001,
@@ -168,8 +168,10 @@ def _services(stack: Stack, namespace: str, count: int, bad: set[int]) -> list[s
 
 def test_workers_killed_mid_tick_lose_nothing(stack: Stack) -> None:
     namespace = f"crash-{uuid.uuid4().hex[:6]}"
-    bad = {0, 3, 7, 11, 14, 18}
-    names = _services(stack, namespace, 20, bad)
+    # Twelve services at 12 requests/s each: the sandbox serves them beside whatever the other
+    # test process runs (`make test` runs two); twenty once starved it of CPU there.
+    bad = {0, 2, 4, 7, 9, 11}
+    names = _services(stack, namespace, 12, bad)
     load = BackgroundLoad(stack.endpoints.gateway, [f"{n}.{namespace}.example.com" for n in names], rate=12)
     try:
         ids = [stack.register(namespace, name) for name in names]

@@ -1,0 +1,65 @@
+"""The API's hot reads on `redis.asyncio`: a poller's `GET /v1/rollouts/{id}` runs on the event
+loop, in one round trip, without a thread of the pool.
+
+Dashboards poll the same few rollouts many times a second, and a rollout changes once a tick at
+most, so the API keeps what it last showed of each and asks Redis only whether it is still
+current: the document's `version` (every save bumps it) and the id of the newest log entry (a
+refused command appends one without a save). Both come back in one pipelined round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio
+
+from adapters.redis_store.base import transient
+from rollouts.log import LogEntry
+from rollouts.model import Rollout
+
+Freshness = tuple[str, str]
+"""(the document's version, the id of the newest log entry, '' when the log is empty)."""
+
+
+class AsyncReads:
+    """Reads of one store for async code; a client per event loop (a client cannot change loops)."""
+
+    def __init__(self, connect: Callable[[], redis.asyncio.Redis], prefix: str) -> None:
+        self._connect = connect
+        self.prefix = prefix
+        self._clients: dict[int, Any] = {}
+
+    def _client(self) -> Any:
+        loop = id(asyncio.get_running_loop())
+        client = self._clients.get(loop)
+        if client is None:
+            self._clients = {loop: self._connect()}  # the loops before this one are gone
+            client = self._clients[loop]
+        return client
+
+    async def freshness(self, rollout_id: str) -> Freshness | None:
+        """What tells whether a shown rollout is current; None when there is no such rollout."""
+        with transient("read the rollout"):
+            pipe = self._client().pipeline(transaction=False)
+            pipe.hget(f"{self.prefix}:r:{rollout_id}", "version")
+            pipe.xrevrange(f"{self.prefix}:ev:{rollout_id}", count=1)
+            version, newest = await pipe.execute()
+        if version is None:
+            return None
+        return str(version), newest[0][0] if newest else ""
+
+    async def rollout_with_recent(
+        self, rollout_id: str, count: int
+    ) -> tuple[Rollout, list[LogEntry], Freshness] | None:
+        """The rollout, its newest `count` log entries (newest first) and their freshness, read together."""
+        with transient("read the rollout"):
+            pipe = self._client().pipeline(transaction=True)  # the document and its log as of one moment
+            pipe.hmget(f"{self.prefix}:r:{rollout_id}", ["doc", "version"])
+            pipe.xrevrange(f"{self.prefix}:ev:{rollout_id}", count=count)
+            (doc, version), entries = await pipe.execute()
+        if doc is None:
+            return None
+        recent = [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
+        return Rollout.from_stored(doc), recent, (str(version), entries[0][0] if entries else "")
