@@ -10,6 +10,7 @@ field that moves with the clock, the time in the current step, is set at each an
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,10 +45,21 @@ class ShownRollouts:
         self.reads = reads
         self.capacity = capacity
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
+        self._checking: dict[str, asyncio.Future[Freshness | None]] = {}
+
+    async def _freshness(self, rollout_id: str) -> Freshness | None:
+        """Requests for one rollout arriving while its check is in flight share that check: what
+        they are told is at most one Redis round trip older than their arrival."""
+        check = self._checking.get(rollout_id)
+        if check is None:
+            check = asyncio.ensure_future(self.reads.freshness(rollout_id))
+            self._checking[rollout_id] = check
+            check.add_done_callback(lambda _: self._checking.pop(rollout_id, None))
+        return await asyncio.shield(check)
 
     async def answer(self, rollout_id: str, now: datetime) -> bytes | None:
         """The JSON of `GET /v1/rollouts/{id}` now; None when there is no such rollout."""
-        freshness = await self.reads.freshness(rollout_id)
+        freshness = await self._freshness(rollout_id)
         shown = self._shown.get(rollout_id)
         if freshness is None:
             self._shown.pop(rollout_id, None)

@@ -23,17 +23,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+import uvloop
 
 from adapters.redis_store import RolloutStore
 from bench.results import write_section
@@ -44,6 +47,7 @@ from rollouts.log import LogEntry
 from sandbox.processes import Processes, RedisProcess, stop_on_sigterm
 from sandbox.prometheus import free_port
 
+T = TypeVar("T")
 TOKEN = "bench-secret"  # noqa: S105 (a bench's own token)
 ACTIVE_SHOWN = 50
 """Active rollouts the pollers and streams spread over."""
@@ -56,14 +60,16 @@ class Timings:
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     errors: int = 0
+    client_cpu: float = 0.0
+    """The clients' own CPU, in cores: near 1, they (not the API) limit the rate."""
 
-    def summary(self) -> tuple[float, float, float]:
-        """(answers a second, p50 ms, p99 ms)."""
+    def summary(self) -> tuple[float, float, float, float]:
+        """(answers a second, p50 ms, p99 ms, the clients' CPU in cores)."""
         ordered = sorted(self.latencies)
         if not ordered:
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, self.client_cpu
         p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-        return len(ordered) / self.seconds, 1000 * statistics.median(ordered), 1000 * p99
+        return len(ordered) / self.seconds, 1000 * statistics.median(ordered), 1000 * p99, self.client_cpu
 
 
 def _request(path: str, extra: str = "") -> bytes:
@@ -77,12 +83,18 @@ async def _answer(reader: asyncio.StreamReader) -> int:
     return int(head[9:12])
 
 
-async def _client(port: int, paths: list[str], until: float, timings: Timings) -> None:
+async def _client(port: int, paths: list[str], until: float, timings: Timings, every: float = 0.0) -> None:
+    """Reads `paths` in turn until `until`: back to back, or one every `every` seconds (a dashboard's
+    poll interval; a late answer delays the next read, as a browser's fetch loop does)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     requests = [_request(path) for path in paths]
     number = 0
+    next_at = time.monotonic() + random.uniform(0, every)  # pollers do not start in step
     try:
         while time.monotonic() < until:
+            if every:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at + every, time.monotonic())
             started = time.perf_counter()
             writer.write(requests[number % len(requests)])
             status = await _answer(reader)
@@ -95,12 +107,13 @@ async def _client(port: int, paths: list[str], until: float, timings: Timings) -
         writer.close()
 
 
-async def _load(port: int, clients: int, paths: list[str], seconds: float) -> Timings:
+async def _load(port: int, clients: int, paths: list[str], seconds: float, every: float = 0.0) -> Timings:
     timings = Timings()
     until = time.monotonic() + seconds
-    started = time.monotonic()
-    await asyncio.gather(*(_client(port, paths[i::clients] or paths, until, timings) for i in range(clients)))
+    started, cpu = time.monotonic(), time.process_time()
+    await asyncio.gather(*(_client(port, paths[i::clients] or paths, until, timings, every) for i in range(clients)))
     timings.seconds = time.monotonic() - started
+    timings.client_cpu = (time.process_time() - cpu) / timings.seconds
     return timings
 
 
@@ -195,9 +208,13 @@ def _fill(store: RolloutStore, total: int, active: list[str]) -> None:
     print(f"  stored {total:,}        ")
 
 
-async def _measure_size(port: int, active: list[str], clients: int, seconds: float) -> dict[str, tuple[float, ...]]:
+async def _measure_size(
+    port: int, active: list[str], clients: int, seconds: float, every: float
+) -> dict[str, tuple[float, ...]]:
     figures: dict[str, tuple[float, ...]] = {}
-    figures["poll"] = (await _load(port, clients, [f"/v1/rollouts/{i}" for i in active], seconds)).summary()
+    polled = [f"/v1/rollouts/{i}" for i in active]
+    figures["poll"] = (await _load(port, clients, polled, seconds, every)).summary()
+    figures["poll_flat_out"] = (await _load(port, clients, polled, seconds)).summary()
     figures["list"] = (await _load(port, 1, ["/v1/rollouts?limit=50"], seconds / 2)).summary()
     figures["list_ns"] = (await _load(port, 1, ["/v1/rollouts?limit=50&namespace=ns7"], seconds / 2)).summary()
     figures["list_phase"] = (await _load(port, 1, ["/v1/rollouts?limit=50&phase=progressing"], seconds / 2)).summary()
@@ -206,7 +223,7 @@ async def _measure_size(port: int, active: list[str], clients: int, seconds: flo
 
 
 async def _measure_streams(
-    store: RolloutStore, port: int, pid: int, active: list[str], count: int, clients: int, seconds: float
+    store: RolloutStore, port: int, pid: int, active: list[str], count: int, clients: int, seconds: float, every: float
 ) -> dict[str, float]:
     streams = Streams(port, active, count)
     await streams.start()
@@ -227,10 +244,15 @@ async def _measure_streams(
             delays.append(arrived - sent if arrived is not None else float("inf"))
     figures["event_p50"], figures["event_max"] = statistics.median(delays), max(delays)
     figures["missed"] = sum(1 for delay in delays if delay == float("inf"))
-    polled = await _load(port, clients, [f"/v1/rollouts/{i}" for i in active], seconds)
-    figures["poll_rate"], figures["poll_p50"], figures["poll_p99"] = polled.summary()
+    polled = await _load(port, clients, [f"/v1/rollouts/{i}" for i in active], seconds, every)
+    figures["poll_rate"], figures["poll_p50"], figures["poll_p99"], _ = polled.summary()
     await streams.stop()
     return figures
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """On uvloop (installed with uvicorn[standard]): the clients cost the machine less CPU."""
+    return uvloop.run(coroutine)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -239,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pollers", type=int, default=200, help="concurrent pollers")
     parser.add_argument("--streams", type=int, default=1000, help="event streams at the largest size (0: none)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each polling run")
+    parser.add_argument(
+        "--every", type=float, default=0.1, help="each poller's interval, s (200 x 0.1 s: 2,000 reads offered a second)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="API processes (`autocanary api --workers`)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
@@ -274,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             active: list[str] = []
             for size in sizes:
                 _fill(store, size, active)
-                figures = asyncio.run(_measure_size(port, active, args.pollers, args.seconds))
+                figures = _run(_measure_size(port, active, args.pollers, args.seconds, args.every))
                 print(
                     f"N={size:,}: "
                     + ", ".join(f"{k} {v[0]:.0f}/s p50 {v[1]:.1f} p99 {v[2]:.1f} ms" for k, v in figures.items())
@@ -283,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.streams:
                 pid = processes.running["api"].pid
                 stream_figures = asyncio.run(
-                    _measure_streams(store, port, pid, active, args.streams, args.pollers, args.seconds)
+                    _measure_streams(store, port, pid, active, args.streams, args.pollers, args.seconds, args.every)
                 )
                 print(f"streams: {stream_figures}")
         finally:
@@ -306,13 +331,16 @@ def _table(
     rows: list[tuple[int, dict[str, tuple[float, ...]]]], streams: dict[str, float] | None, args: argparse.Namespace
 ) -> str:
     lines = [
-        f"| stored | {args.pollers} pollers: answers/s | p50 / p99 ms | list p99 ms (all / namespace / phase)"
-        " | /metrics p50 / p99 ms |",
-        "|---|---|---|---|---|",
+        f"| stored | {args.pollers} pollers every {args.every:g} s: answers/s | p50 / p99 ms"
+        " | back to back: answers/s (clients' CPU, cores) | p50 / p99 ms"
+        " | list p99 ms (all / namespace / phase) | /metrics p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for size, f in rows:
+        flat = f["poll_flat_out"]
         lines.append(
             f"| {size:,} | {f['poll'][0]:,.0f} | {f['poll'][1]:.1f} / {f['poll'][2]:.1f}"
+            f" | {flat[0]:,.0f} ({flat[3]:.2f}) | {flat[1]:.1f} / {flat[2]:.1f}"
             f" | {f['list'][2]:.1f} / {f['list_ns'][2]:.1f} / {f['list_phase'][2]:.1f}"
             f" | {f['metrics'][1]:.1f} / {f['metrics'][2]:.1f} |"
         )
@@ -322,7 +350,8 @@ def _table(
             f"With {streams['open']:,.0f} event streams open at {rows[-1][0]:,} stored: the API's CPU at rest"
             f" {100 * streams['cpu_at_rest']:.1f} % of a core; an event reached its streams in"
             f" {1000 * streams['event_p50']:.0f} ms median, {1000 * streams['event_max']:.0f} ms at most"
-            f" ({streams['missed']:.0f} missed); {args.pollers} pollers meanwhile: {streams['poll_rate']:,.0f}"
+            f" ({streams['missed']:.0f} missed); {args.pollers} pollers every {args.every:g} s meanwhile:"
+            f" {streams['poll_rate']:,.0f}"
             f" answers/s, p50 {streams['poll_p50']:.1f} ms, p99 {streams['poll_p99']:.1f} ms.",
         ]
     return "\n".join(lines)

@@ -23,29 +23,36 @@ Freshness = tuple[str, str]
 """(the document's version, the id of the newest log entry, '' when the log is empty)."""
 
 
+CONCURRENT_READS = 32
+"""Reads in flight at once per API process; more wait their turn (microseconds each) rather than
+open connection after connection (redis-py's pool refuses past its limit: "Too many connections")."""
+
+
 class AsyncReads:
     """Reads of one store for async code; a client per event loop (a client cannot change loops)."""
 
     def __init__(self, connect: Callable[[], redis.asyncio.Redis], prefix: str) -> None:
         self._connect = connect
         self.prefix = prefix
-        self._clients: dict[int, Any] = {}
+        self._clients: dict[int, tuple[Any, asyncio.Semaphore]] = {}
 
-    def _client(self) -> Any:
+    def _client(self) -> tuple[Any, asyncio.Semaphore]:
         loop = id(asyncio.get_running_loop())
-        client = self._clients.get(loop)
-        if client is None:
-            self._clients = {loop: self._connect()}  # the loops before this one are gone
-            client = self._clients[loop]
-        return client
+        found = self._clients.get(loop)
+        if found is None:
+            found = (self._connect(), asyncio.Semaphore(CONCURRENT_READS))
+            self._clients = {loop: found}  # the loops before this one are gone
+        return found
 
     async def freshness(self, rollout_id: str) -> Freshness | None:
         """What tells whether a shown rollout is current; None when there is no such rollout."""
+        client, turn = self._client()
         with transient("read the rollout"):
-            pipe = self._client().pipeline(transaction=False)
-            pipe.hget(f"{self.prefix}:r:{rollout_id}", "version")
-            pipe.xrevrange(f"{self.prefix}:ev:{rollout_id}", count=1)
-            version, newest = await pipe.execute()
+            async with turn:
+                pipe = client.pipeline(transaction=False)
+                pipe.hget(f"{self.prefix}:r:{rollout_id}", "version")
+                pipe.xrevrange(f"{self.prefix}:ev:{rollout_id}", count=1)
+                version, newest = await pipe.execute()
         if version is None:
             return None
         return str(version), newest[0][0] if newest else ""
@@ -54,11 +61,13 @@ class AsyncReads:
         self, rollout_id: str, count: int
     ) -> tuple[Rollout, list[LogEntry], Freshness] | None:
         """The rollout, its newest `count` log entries (newest first) and their freshness, read together."""
+        client, turn = self._client()
         with transient("read the rollout"):
-            pipe = self._client().pipeline(transaction=True)  # the document and its log as of one moment
-            pipe.hmget(f"{self.prefix}:r:{rollout_id}", ["doc", "version"])
-            pipe.xrevrange(f"{self.prefix}:ev:{rollout_id}", count=count)
-            (doc, version), entries = await pipe.execute()
+            async with turn:
+                pipe = client.pipeline(transaction=True)  # the document and its log as of one moment
+                pipe.hmget(f"{self.prefix}:r:{rollout_id}", ["doc", "version"])
+                pipe.xrevrange(f"{self.prefix}:ev:{rollout_id}", count=count)
+                (doc, version), entries = await pipe.execute()
         if doc is None:
             return None
         recent = [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]

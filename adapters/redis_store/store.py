@@ -64,7 +64,7 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('XADD', KEYS[5], '*', 'event', ARGV[6])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[8]) end
 for i = 7, 10 do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1]) end
-redis.call('HSET', KEYS[11], ARGV[1], ARGV[9])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[11], ARGV[1], ARGV[9]) end
 return {'created', ARGV[1]}
 """
 
