@@ -322,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"`python -m bench.api_load --sizes {args.sizes} --pollers {args.pollers} --streams {args.streams}"
             f" --workers {args.workers}`: {args.workers} API process(es) (uvicorn), a private Redis, the clients in"
             " one asyncio process on raw keep-alive sockets, all on this 2-core machine; a tenth of the stored"
-            f" rollouts active; pollers read {ACTIVE_SHOWN} of them (each with 50 log entries) back to back."
+            f" rollouts active; pollers read {ACTIVE_SHOWN} of them (each with 50 log entries), every {args.every:g} s"
+            " each, then back to back; list pages and /metrics are read by one client back to back."
         )
         write_section(Path(__file__).with_name("RESULTS.md"), "api_load", "The API under watchers", note, table)
 

@@ -1,7 +1,8 @@
 """How long the API's `/metrics` takes as rollouts accumulate in Redis.
 
-Every scrape reads every stored rollout (active and ended, until `AUTOCANARY_RETENTION_DAYS`
-deletes them), so its cost grows with what Redis holds. This stores N rollouts in a private
+A scrape reads what the store keeps for it as rollouts change (phase counts, check totals, and
+five gauges per active rollout), never the rollout documents: ended rollouts cost nothing, each
+active one its five series. This stores N rollouts, all active (the worst case), in a private
 Redis and times the API's exposition function, the whole work of a `GET /metrics` but for HTTP.
 
     .venv/bin/python -m bench.metrics_scrape                  # N = 100, 1000, 2000, 5000
