@@ -10,6 +10,11 @@ wires the real ones.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api.auth import TokenBook
@@ -25,8 +30,22 @@ from api.ui.session import SessionSigner
 from policies import EgressRules
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the application serves, its answers follow the store's announcements of changes."""
+    shown: ShownRollouts = app.state.shown
+    following = asyncio.create_task(shown.follow_changes())
+    try:
+        yield
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+
+
 def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         # No trailing-slash redirects: they would echo the request's Host header into Location.
         redirect_slashes=False,
         title="autocanary",
@@ -40,7 +59,7 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
         },
     )
     app.state.deps = deps
-    app.state.shown = ShownRollouts(deps.store.reads)
+    app.state.shown = ShownRollouts(deps.store.reads, deps.store.changes_channel)
     app.state.settings = settings
     app.state.tokens = TokenBook.load(settings.tokens, settings.tokens_file)
     app.state.sessions = SessionSigner(app.state.tokens.secrets)

@@ -1,16 +1,25 @@
-"""What the API last showed of each rollout, so a poller's read costs one small Redis round trip.
+"""What the API last showed of each rollout, so most polls cost no Redis round trip at all.
 
 `GET /v1/rollouts/{id}` builds its answer from the rollout and its newest 50 log entries: the
 reading, parsing and validating are most of a request's cost, and dashboards repeat them many
-times a second for a rollout that changes once a tick. `ShownRollouts` keeps the built answer
-of each rollout read, keyed by what says whether it is still current (`AsyncReads.freshness`:
-the document's version and the newest log entry), and rebuilds only when either moved. The one
+times a second for a rollout that changes once a tick. `ShownRollouts` keeps the built answer of
+each rollout read, with what says whether it is still current (`AsyncReads.freshness`: the
+document's version and the newest log entry), and rebuilds only when either moved.
+
+Better still, the store announces every change of a rollout on a pub/sub channel. While the
+process follows it (`follow_changes`, started with the application), an answer built since the
+subscription began and not announced as changed is served as it is, without asking Redis. Any
+doubt falls back to asking: an answer whose build overlapped an announcement, and every answer
+once the subscription breaks (a Redis restart or failover) until it holds again. An answer is
+then at most as old as the announcements the process has not read yet (milliseconds). The one
 field that moves with the clock, the time in the current step, is set at each answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +31,11 @@ from api.views import rollout_public
 RECENT_EVENTS = 50
 """Log entries an answer is built from (its last verdicts are among them)."""
 
+UNTRUSTED = -1
+"""The epoch of an answer that must be checked against Redis before it is served."""
+
+log = logging.getLogger("autocanary.api")
+
 
 @dataclass(frozen=True)
 class _Shown:
@@ -29,6 +43,8 @@ class _Shown:
     answer: RolloutPublic
     step_started_at: datetime | None
     """Set while the rollout runs: the time in step is counted from it at each answer."""
+    epoch: int
+    """The subscription it may be served under without asking Redis, or `UNTRUSTED`."""
 
     def at(self, now: datetime) -> bytes:
         answer = self.answer
@@ -41,11 +57,44 @@ class _Shown:
 class ShownRollouts:
     """The answers of the `capacity` rollouts read last (least recently read leave first)."""
 
-    def __init__(self, reads: AsyncReads, capacity: int = 10_000) -> None:
+    def __init__(self, reads: AsyncReads, channel: str, capacity: int = 10_000) -> None:
         self.reads = reads
+        self.channel = channel
         self.capacity = capacity
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
         self._checking: dict[str, asyncio.Future[Freshness | None]] = {}
+        self._epoch = 0
+        """Bumped at each subscription; answers of an earlier one are not trusted."""
+        self._listening = False
+        self._announced = 0
+        """Announcements read so far: a build that saw this number move may have missed one."""
+
+    async def answer(self, rollout_id: str, now: datetime) -> bytes | None:
+        """The JSON of `GET /v1/rollouts/{id}` now; None when there is no such rollout."""
+        shown = self._shown.get(rollout_id)
+        if shown is not None and self._listening and shown.epoch == self._epoch:
+            self._shown.move_to_end(rollout_id)
+            return shown.at(now)
+        epoch, announced = (self._epoch if self._listening else UNTRUSTED), self._announced
+        freshness = await self._freshness(rollout_id)
+        if freshness is None:
+            self._shown.pop(rollout_id, None)
+            return None
+        shown = self._shown.get(rollout_id)
+        if shown is None or shown.freshness != freshness:
+            loaded = await self.reads.rollout_with_recent(rollout_id, RECENT_EVENTS)
+            if loaded is None:
+                return None
+            rollout, recent, freshness = loaded
+            answer = rollout_public(rollout, recent, now).model_copy(update={"resolved_policy": rollout.policy})
+            shown = _Shown(freshness, answer, None if rollout.is_terminal else rollout.step_started_at, UNTRUSTED)
+        if epoch != self._epoch or announced != self._announced:
+            epoch = UNTRUSTED  # an announcement (of this rollout or another) came while reading
+        self._shown[rollout_id] = dataclasses.replace(shown, epoch=epoch)
+        self._shown.move_to_end(rollout_id)
+        if len(self._shown) > self.capacity:
+            self._shown.popitem(last=False)
+        return shown.at(now)
 
     async def _freshness(self, rollout_id: str) -> Freshness | None:
         """Requests for one rollout arriving while its check is in flight share that check: what
@@ -57,22 +106,21 @@ class ShownRollouts:
             check.add_done_callback(lambda _: self._checking.pop(rollout_id, None))
         return await asyncio.shield(check)
 
-    async def answer(self, rollout_id: str, now: datetime) -> bytes | None:
-        """The JSON of `GET /v1/rollouts/{id}` now; None when there is no such rollout."""
-        freshness = await self._freshness(rollout_id)
-        shown = self._shown.get(rollout_id)
-        if freshness is None:
-            self._shown.pop(rollout_id, None)
-            return None
-        if shown is None or shown.freshness != freshness:
-            loaded = await self.reads.rollout_with_recent(rollout_id, RECENT_EVENTS)
-            if loaded is None:
-                return None
-            rollout, recent, freshness = loaded
-            answer = rollout_public(rollout, recent, now).model_copy(update={"resolved_policy": rollout.policy})
-            shown = _Shown(freshness, answer, None if rollout.is_terminal else rollout.step_started_at)
-            self._shown[rollout_id] = shown
-            if len(self._shown) > self.capacity:
-                self._shown.popitem(last=False)
-        self._shown.move_to_end(rollout_id)
-        return shown.at(now)
+    async def follow_changes(self) -> None:
+        """Read the store's announcements for as long as the application runs, subscribing again
+        a second after the connection breaks; while it is broken, every answer is checked."""
+        while True:
+            try:
+                async for rollout_id in self.reads.changes(self.channel, self._subscribed):
+                    self._announced += 1
+                    shown = self._shown.get(rollout_id)
+                    if shown is not None:
+                        self._shown[rollout_id] = dataclasses.replace(shown, epoch=UNTRUSTED)
+            except Exception:
+                log.warning("not following rollout changes; every read asks Redis until it resumes", exc_info=True)
+            self._listening = False
+            await asyncio.sleep(1)
+
+    def _subscribed(self) -> None:
+        self._epoch += 1
+        self._listening = True

@@ -59,6 +59,11 @@ class StoreBase:
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
+    @property
+    def changes_channel(self) -> str:
+        """The pub/sub channel each change of a rollout is announced on (its id)."""
+        return self._key("changed")
+
 
 def lua(source: str) -> Any:
     """A Lua script as a class attribute, registered on the store's client when first used."""

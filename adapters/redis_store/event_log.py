@@ -56,6 +56,7 @@ class EventLog(StoreBase):
             pipe = self.redis.pipeline(transaction=False)
             for event in events:
                 pipe.xadd(self._key("ev", rollout_id), {"event": event.to_json()})
+            pipe.publish(self.changes_channel, rollout_id)
             pipe.execute()
 
     def events(self, rollout_id: str, after: str = "-", count: int = 1000) -> list[LogEntry]:

@@ -10,7 +10,7 @@ refused command appends one without a save). Both come back in one pipelined rou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio
@@ -72,3 +72,22 @@ class AsyncReads:
             return None
         recent = [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
         return Rollout.from_stored(doc), recent, (str(version), entries[0][0] if entries else "")
+
+    async def changes(self, channel: str, subscribed: Callable[[], None]) -> AsyncIterator[str]:
+        """The ids of rollouts as they change (created, saved, deleted, given a log entry), from
+        the store's pub/sub channel, on a connection of its own; `subscribed` is called once the
+        subscription holds (changes before it are not told). Ends with the connection (a
+        `TransientError`), after which the caller must trust nothing it was not told."""
+        client = self._connect()
+        pubsub: Any = client.pubsub()  # redis-py's PubSub is partly untyped
+        try:
+            with transient("follow rollout changes"):
+                await pubsub.subscribe(channel)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        subscribed()
+                    elif message["type"] == "message":
+                        yield str(message["data"])
+        finally:
+            await pubsub.aclose()
+            await client.aclose()

@@ -17,6 +17,7 @@ outbox, schedule, samples and leases are parts of their own (`RolloutStore` is a
 | `index:kind:{kind}` | sorted set | the same, of one target kind |
 | `gauges` | hash | per active rollout, what `/metrics` shows of it (`gauges_json`), kept by every save |
 | `counts:checks` | hash | ticks by verdict outcome, totals kept by every save (pruning keeps them) |
+| `changed` | channel | each rollout created, saved, deleted or given a log entry, by id (the API follows it) |
 | `indexes` | string | the version of the above once derived for rollouts stored before them |
 | `idem:{key}` | string | an idempotency key's body hash and rollout id (expires) |
 """
@@ -65,6 +66,7 @@ redis.call('XADD', KEYS[5], '*', 'event', ARGV[6])
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[8]) end
 for i = 7, 10 do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[11], ARGV[1], ARGV[9]) end
+redis.call('PUBLISH', ARGV[10], ARGV[1])
 return {'created', ARGV[1]}
 """
 
@@ -100,6 +102,7 @@ for i = 16, 15 + events do redis.call('XADD', KEYS[5], '*', 'event', ARGV[i]) en
 for i = 17 + events, 16 + events + tonumber(ARGV[16 + events]) do
   redis.call('XADD', KEYS[6], '*', 'notice', ARGV[i])
 end
+redis.call('PUBLISH', KEYS[12], ARGV[7])
 return 'ok'
 """
 
@@ -109,6 +112,7 @@ _PRUNE = """
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 """
 
@@ -231,6 +235,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                     json.dumps({"hash": request_hash, "id": rollout.id}),
                     IDEMPOTENCY_TTL_SECONDS,
                     gauges_json(stored),
+                    self.changes_channel,
                 ],
                 client=pipe,
             )
@@ -357,7 +362,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                         continue
                     keys = [self._key(kind, rollout_id) for kind in ("r", "ev", "fence")]
                     keys += [self._key("index"), *self._filter_indexes(rollout)]
-                    if self._prune(keys=keys, args=[rollout.version, rollout_id]):
+                    if self._prune(keys=keys, args=[rollout.version, rollout_id, self.changes_channel]):
                         deleted += 1
                     else:
                         kept += 1
@@ -407,6 +412,7 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                         self._key("index"),
                         self._key("gauges"),
                         self._key("counts", "checks"),
+                        self.changes_channel,  # a channel, not a key: PUBLISH takes its name
                     ],
                     args=[
                         rollout.version,

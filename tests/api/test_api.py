@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +19,12 @@ from api.app import create_app
 from api.auth import TokenBook
 from api.deps import Dependencies, get_deps
 from api.settings import ApiSettings
+from api.shown import ShownRollouts
 from rollouts import ManualActionKind, Phase
 from rollouts.log import LogEntry
 from sandbox.prometheus import free_port
 from tests.fakes import FakeCluster
+from tests.knative import wait_for
 
 TOKENS = "ci:deployer:deploy-secret,oncall:operator:op-secret,grafana:viewer:view-secret"
 VIEW, DEPLOY, OPERATE = ({"Authorization": f"Bearer {t}"} for t in ("view-secret", "deploy-secret", "op-secret"))
@@ -58,6 +60,17 @@ def api(store: RolloutStore, cluster: FakeCluster, queue: Queue) -> Iterator[Tes
     )
     with TestClient(app) as client:  # server exceptions raise here: only a handled error may answer
         yield client
+
+
+def shown_once(api: TestClient, rollout_id: str, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """`GET /v1/rollouts/{id}` until `check` holds: a change made in Redis by another process shows
+    once the API has read its announcement (milliseconds; api/shown.py), so within 2 s or never."""
+    deadline = time.monotonic() + 2
+    while True:
+        shown: dict[str, Any] = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+        if check(shown) or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.01)
 
 
 def create(api: TestClient, headers: dict[str, str] | None = None, **body: Any) -> Any:
@@ -193,7 +206,7 @@ def test_get_one_shows_step_weights_verdicts_and_evidence(api: TestClient, store
             )
         ],
     )
-    shown = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    shown = shown_once(api, rollout_id, lambda answer: answer["no_worse_evidence"] is not None)
     assert (shown["no_worse_evidence"], shown["last_verdicts"][0]["no_worse_evidence"]) == (37.5, 37.5)
     assert api.get("/v1/rollouts/nope", headers=VIEW).status_code == 404
 
@@ -571,14 +584,28 @@ def test_a_polled_rollout_shows_every_save_and_every_log_entry_at_once(api: Test
     now = datetime.now(UTC)
     started = current.with_phase(Phase.PROGRESSING, now, "started").model_copy(update={"step_started_at": now})
     store.save(started, token=None, next_tick=None)  # a save: the version moves
-    shown = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    shown = shown_once(api, rollout_id, lambda answer: answer["phase"] != "pending")
     assert (shown["phase"], shown["reason"]) == ("progressing", "started")
     verdict = LogEntry(
         "verdict", "errors: canary 0.1 % vs stable 0.2 %", now, "progressing", data={"outcome": "passed"}
     )
     store.append_events(rollout_id, [verdict])  # no save: only the newest log entry moves
-    again = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
+    again = shown_once(api, rollout_id, lambda answer: bool(answer["last_verdicts"]))
     assert [v["sentence"] for v in again["last_verdicts"]] == [verdict.message]
     later = api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()
     assert later["time_in_step_seconds"] >= again["time_in_step_seconds"] > 0  # the clock, at each answer
     assert api.get("/v1/rollouts/nope", headers=VIEW).status_code == 404
+
+
+def test_answers_are_checked_against_redis_while_changes_cannot_be_followed(
+    api: TestClient, store: RolloutStore
+) -> None:
+    rollout_id = create(api).json()["id"]
+    shown: ShownRollouts = api.app.state.shown  # type: ignore[attr-defined]
+    wait_for(lambda: shown._listening, 5, "the API following the store's changes")
+    assert api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()["phase"] == "pending"
+    shown._listening = False  # as when the subscription broke (Redis restarted or failed over)
+    current = store.get(rollout_id)
+    assert current is not None
+    store.save(current.with_phase(Phase.ABORTED, datetime.now(UTC), "done"), token=None, next_tick=None)
+    assert api.get(f"/v1/rollouts/{rollout_id}", headers=VIEW).json()["phase"] == "aborted"  # at once
