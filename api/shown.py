@@ -54,6 +54,30 @@ class _Shown:
         return answer.model_dump_json().encode()
 
 
+class Followers:
+    """The event streams waiting for news of a rollout, woken when the store announces a change
+    of it: at rest a stream costs nothing, and one announcement reaches all of a rollout's."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    def signal(self, rollout_id: str) -> asyncio.Event:
+        signal = asyncio.Event()
+        self._waiting.setdefault(rollout_id, set()).add(signal)
+        return signal
+
+    def forget(self, rollout_id: str, signal: asyncio.Event) -> None:
+        waiting = self._waiting.get(rollout_id)
+        if waiting is not None:
+            waiting.discard(signal)
+            if not waiting:
+                del self._waiting[rollout_id]
+
+    def notify(self, rollout_id: str) -> None:
+        for signal in self._waiting.get(rollout_id, ()):
+            signal.set()
+
+
 class ShownRollouts:
     """The answers of the `capacity` rollouts read last (least recently read leave first)."""
 
@@ -61,6 +85,7 @@ class ShownRollouts:
         self.reads = reads
         self.channel = channel
         self.capacity = capacity
+        self.followers = Followers()
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
         self._checking: dict[str, asyncio.Future[Freshness | None]] = {}
         self._epoch = 0
@@ -113,6 +138,7 @@ class ShownRollouts:
             try:
                 async for rollout_id in self.reads.changes(self.channel, self._subscribed):
                     self._announced += 1
+                    self.followers.notify(rollout_id)
                     shown = self._shown.get(rollout_id)
                     if shown is not None:
                         self._shown[rollout_id] = dataclasses.replace(shown, epoch=UNTRUSTED)
@@ -124,3 +150,8 @@ class ShownRollouts:
     def _subscribed(self) -> None:
         self._epoch += 1
         self._listening = True
+
+    @property
+    def following(self) -> bool:
+        """The store's announcements are being read now (streams may wait for them)."""
+        return self._listening

@@ -1,28 +1,67 @@
 """Server-Sent Events of a rollout's log: what happened after the client's last event, then live
 until the rollout has ended (`Last-Event-ID` resumes a stream cut by a restart).
 
-Served by `sse-starlette` from a `redis.asyncio` reader: an open stream holds no thread, only
-its own Redis connection while it waits for news.
+Served by `sse-starlette` on the event loop: an open stream holds no thread and no Redis
+connection. It reads through the API's shared async reads and, between reads, waits to be woken
+by the store's announcement of a change of its rollout (`api.shown.Followers`), or for
+`poll_ms`, whichever comes first; while the API cannot follow the announcements, it reads every
+`poll_ms`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from adapters.redis_store import RolloutStore
-from adapters.redis_store.event_log import LiveEventLog
+from api.shown import ShownRollouts
 from api.views import event_public
 from rollouts.log import LogEntry
 
 
-def event_stream_response(store: RolloutStore, rollout_id: str, after: str, poll_ms: int) -> EventSourceResponse:
-    stream = _events(store.live_event_log(), rollout_id, after, poll_ms)
+def event_stream_response(shown: ShownRollouts, rollout_id: str, after: str, poll_ms: int) -> EventSourceResponse:
+    stream = _events(FollowedLog(shown), rollout_id, after, poll_ms)
     return EventSourceResponse(stream, headers={"Cache-Control": "no-cache"}, sep="\n")
 
 
-async def _events(log: LiveEventLog, rollout_id: str, after: str, poll_ms: int) -> AsyncIterator[ServerSentEvent]:
+class FollowedLog:
+    """One stream's reads of its rollout's log: shared reads, woken by announcements."""
+
+    def __init__(self, shown: ShownRollouts) -> None:
+        self.shown = shown
+        self.reads = shown.reads
+        self._signal: tuple[str, asyncio.Event] | None = None
+
+    async def read(self, rollout_id: str, after: str) -> list[LogEntry]:
+        return await self.reads.events_after(rollout_id, after)
+
+    async def wait(self, rollout_id: str, after: str, block_ms: int) -> list[LogEntry]:
+        """Entries after `after`, waiting up to `block_ms` for the first one."""
+        if self._signal is None:
+            self._signal = (rollout_id, self.shown.followers.signal(rollout_id))
+        signal = self._signal[1]
+        signal.clear()  # before the read: an announcement during it wakes the wait below
+        entries = await self.read(rollout_id, after)
+        if entries:
+            return entries
+        if self.shown.following:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), block_ms / 1000)
+        else:
+            await asyncio.sleep(block_ms / 1000)
+        return await self.read(rollout_id, after)
+
+    async def ended(self, rollout_id: str) -> bool:
+        return await self.reads.ended(rollout_id)
+
+    async def aclose(self) -> None:
+        if self._signal is not None:
+            self.shown.followers.forget(*self._signal)
+
+
+async def _events(log: FollowedLog, rollout_id: str, after: str, poll_ms: int) -> AsyncIterator[ServerSentEvent]:
     last = after
     try:
         for entry in await log.read(rollout_id, last):

@@ -73,6 +73,23 @@ class AsyncReads:
         recent = [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
         return Rollout.from_stored(doc), recent, (str(version), entries[0][0] if entries else "")
 
+    async def events_after(self, rollout_id: str, after: str, count: int = 10_000) -> list[LogEntry]:
+        """The rollout's log entries after the id `after` ('0-0' or '-': from the start)."""
+        start = "-" if after in ("-", "0", "0-0") else f"({after}"
+        client, turn = self._client()
+        with transient("read events"):
+            async with turn:
+                entries = await client.xrange(f"{self.prefix}:ev:{rollout_id}", start, "+", count=count)
+        return [LogEntry.from_stream(entry_id, fields["event"]) for entry_id, fields in entries]
+
+    async def ended(self, rollout_id: str) -> bool:
+        """The rollout is gone or in a terminal phase: its log has nothing more to come."""
+        client, turn = self._client()
+        with transient("read the rollout"):
+            async with turn:
+                doc = await client.hget(f"{self.prefix}:r:{rollout_id}", "doc")
+        return doc is None or Rollout.from_stored(doc).is_terminal
+
     async def changes(self, channel: str, subscribed: Callable[[], None]) -> AsyncIterator[str]:
         """The ids of rollouts as they change (created, saved, deleted, given a log entry), from
         the store's pub/sub channel, on a connection of its own; `subscribed` is called once the

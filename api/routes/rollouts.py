@@ -119,6 +119,7 @@ def rollout_events(
     rollout_id: str,
     principal: Viewer,
     deps: Deps,
+    shown: Shown,
     settings: Settings,
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
@@ -128,5 +129,5 @@ def rollout_events(
     if last_event_id and any(int(part) >= 2**64 for part in last_event_id.split("-")):
         raise ApiError(422, "validation_error", "not an event id from this stream", "last_event_id")
     if accept and "text/event-stream" in accept:
-        return event_stream_response(deps.store, rollout_id, last_event_id or "0-0", settings.sse_poll_ms)
+        return event_stream_response(shown, rollout_id, last_event_id or "0-0", settings.sse_poll_ms)
     return [event_public(e) for e in deps.store.events(rollout_id, after=last_event_id or "-", count=10_000)]

@@ -14,12 +14,12 @@ import redis as redis_module
 from fastapi.testclient import TestClient
 
 from adapters.redis_store import RolloutStore
-from adapters.redis_store.event_log import LiveEventLog
 from api.app import create_app
 from api.auth import TokenBook
 from api.deps import Dependencies, get_deps
 from api.settings import ApiSettings
 from api.shown import ShownRollouts
+from api.sse import FollowedLog
 from rollouts import ManualActionKind, Phase
 from rollouts.log import LogEntry
 from sandbox.prometheus import free_port
@@ -473,18 +473,18 @@ def test_the_stream_sends_the_final_events_even_when_the_end_lands_during_a_wait
     api: TestClient, store: RolloutStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rollout_id = create(api).json()["id"]
-    real_wait = LiveEventLog.wait
+    real_wait = FollowedLog.wait
 
-    async def end_during_the_wait(log: LiveEventLog, rollout: str, after: str, block_ms: int) -> list[LogEntry]:
+    async def end_during_the_wait(log: FollowedLog, rollout: str, after: str, block_ms: int) -> list[LogEntry]:
         current = store.get(rollout)
         assert current is not None
         now = datetime.now(UTC)
         ended = LogEntry("aborted", "the end", now, "aborted")
         store.save(current.with_phase(Phase.ABORTED, now, "done"), token=None, next_tick=None, events=[ended])
-        monkeypatch.setattr(LiveEventLog, "wait", real_wait)
+        monkeypatch.setattr(FollowedLog, "wait", real_wait)
         return []  # the wait saw nothing: the save landed just after it
 
-    monkeypatch.setattr(LiveEventLog, "wait", end_during_the_wait)
+    monkeypatch.setattr(FollowedLog, "wait", end_during_the_wait)
     kinds = []
     with api.stream(
         "GET", f"/v1/rollouts/{rollout_id}/events", headers={**VIEW, "Accept": "text/event-stream"}

@@ -128,15 +128,11 @@ def test_events_are_appended_in_order_with_their_numbers(store: RolloutStore) ->
     assert [e.message for e in store.events(rollout.id, after=stored[4].id)] == ["tick 4"]
 
     async def live() -> tuple[list[LogEntry], list[LogEntry], bool]:  # as an event stream reads it
-        log = store.live_event_log()
-        try:
-            return (
-                await log.wait(rollout.id, stored[-1].id, 10),
-                await log.read(rollout.id, stored[3].id),
-                await log.ended(rollout.id),
-            )
-        finally:
-            await log.aclose()
+        return (
+            await store.reads.events_after(rollout.id, stored[-1].id),
+            await store.reads.events_after(rollout.id, stored[3].id),
+            await store.reads.ended(rollout.id),
+        )
 
     quiet, after_third, ended = asyncio.run(live())
     assert quiet == [] and [e.message for e in after_third] == ["tick 3", "tick 4"] and not ended

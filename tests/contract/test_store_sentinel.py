@@ -129,12 +129,8 @@ def test_the_store_follows_a_failover_with_its_durable_writes(group: SentinelGro
     rollout, created = _rollout("payments")
     wait_for(lambda: _created(store, rollout, created), 30, "a durable write on the new primary")
 
-    async def live_read() -> list[str]:
-        log = store.live_event_log()
-        try:
-            return [entry.kind for entry in await log.read(stored[1], "-")]
-        finally:
-            await log.aclose()
+    async def live_read() -> list[str]:  # as the API's event streams read, through the Sentinels
+        return [entry.kind for entry in await store.reads.events_after(stored[1], "-")]
 
     assert asyncio.run(live_read()) == ["created"]
 
