@@ -15,7 +15,8 @@ class ApiSettings(SharedSettings):
     max_body_bytes: int = 65_536
     """Request bodies larger than this are refused with 413."""
     sse_poll_ms: int = 1000
-    """How long an event stream waits for news before checking whether the rollout ended."""
+    """How often an event stream reads its log while the API cannot follow the store's
+    announcements of changes (while it can, a stream reads when told, and every 15 s anyway)."""
     metrics_token_required: bool = False
     """Require a viewer token on /metrics (it names every active rollout's namespace, service and revision)."""
     ui_session_hours: float = 8.0

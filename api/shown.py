@@ -27,6 +27,7 @@ from datetime import datetime
 from adapters.redis_store import AsyncReads, Freshness
 from api.schemas import RolloutPublic
 from api.views import rollout_public
+from rollouts.log import LogEntry
 
 RECENT_EVENTS = 50
 """Log entries an answer is built from (its last verdicts are among them)."""
@@ -88,6 +89,7 @@ class ShownRollouts:
         self.followers = Followers()
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
         self._checking: dict[str, asyncio.Future[Freshness | None]] = {}
+        self._reading: dict[tuple[str, str], asyncio.Future[list[LogEntry]]] = {}
         self._epoch = 0
         """Bumped at each subscription; answers of an earlier one are not trusted."""
         self._listening = False
@@ -130,6 +132,16 @@ class ShownRollouts:
             self._checking[rollout_id] = check
             check.add_done_callback(lambda _: self._checking.pop(rollout_id, None))
         return await asyncio.shield(check)
+
+    async def events_after(self, rollout_id: str, after: str) -> list[LogEntry]:
+        """A rollout's log after `after`; streams of one rollout woken together share one read."""
+        key = (rollout_id, after)
+        read = self._reading.get(key)
+        if read is None:
+            read = asyncio.ensure_future(self.reads.events_after(rollout_id, after))
+            self._reading[key] = read
+            read.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(read)
 
     async def follow_changes(self) -> None:
         """Read the store's announcements for as long as the application runs, subscribing again
