@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.shown import ShownRollouts
 from api.views import event_public
 from rollouts.log import LogEntry
+from rollouts.phase import TERMINAL_PHASES
 
 QUIET_READ_SECONDS = 15.0
 """While announcements are followed, how long a stream with no news waits before it reads anyway
@@ -71,24 +72,30 @@ async def _events(log: FollowedLog, rollout_id: str, after: str, poll_ms: int) -
         for entry in await log.read(rollout_id, last):
             last = entry.id
             yield _frame(entry)
+        # Whether the rollout may have ended: at the start, after an entry of a terminal phase,
+        # and after a wait with no news (no announcement follows the final save's entries).
+        may_have_ended = True
         while True:
-            entries = await log.wait(rollout_id, last, poll_ms)
-            for entry in entries:
-                last = entry.id
-                yield _frame(entry)
-            if entries:
-                continue
-            if await log.ended(rollout_id):
+            if may_have_ended and await log.ended(rollout_id):
                 # The final save writes the document and its entries at once; it may have landed
-                # after the wait above, so send what came after `last` before ending.
+                # after the last read, so send what came after `last` before ending.
                 for entry in await log.read(rollout_id, last):
                     last = entry.id
                     yield _frame(entry)
                 yield ServerSentEvent("{}", event="end")
                 return
-            yield ServerSentEvent(comment="keep-alive")
+            entries = await log.wait(rollout_id, last, poll_ms)
+            for entry in entries:
+                last = entry.id
+                yield _frame(entry)
+            may_have_ended = not entries or entries[-1].phase in _TERMINAL
+            if not entries:
+                yield ServerSentEvent(comment="keep-alive")
     finally:
         await log.aclose()
+
+
+_TERMINAL = frozenset(phase.value for phase in TERMINAL_PHASES)
 
 
 def _frame(entry: LogEntry) -> ServerSentEvent:
