@@ -89,7 +89,10 @@ def test_a_write_the_replicas_cannot_confirm_is_reported_and_repeats_safely(grou
     store = RolloutStore.at(_location(group, wait_timeout_ms=500), prefix="t")
     group.replicas[0].stop()
     rollout, created = _rollout("cart")
-    with pytest.raises(TransientError, match=r"create the rollout: 1 of 2 replicas confirmed the write within 500 ms"):
+    # At most the live replica confirms (on a loaded machine not always within the 500 ms).
+    with pytest.raises(
+        TransientError, match=r"create the rollout: [01] of 2 replicas confirmed the write within 500 ms"
+    ):
         store.create(rollout, created, idempotency_key="deploy-7", request_hash="h")
     group.replicas[0].start()  # back, it catches up; the caller's retry answers as the first time
     wait_for(lambda: group.replicas_online(group.primary.port) == 2, 15, "two replicas online")
