@@ -39,6 +39,20 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
+def _answering(port: int, what: str, timeout: float = 15.0) -> None:
+    """Until the Redis (or Sentinel) on `port` answers PING; RuntimeError after `timeout`."""
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.05)
+
+
 class RedisProcess:
     """redis-server on a free port with its own folder; AOF (fsync `always` unless told) when `durable`; a
     replica of the server on `replica_of` (a port on loopback) when given."""
@@ -80,16 +94,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+        _answering(self.port, "redis-server")
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -147,16 +152,7 @@ class SentinelProcess:
         self.process = subprocess.Popen(  # noqa: S603 (our own command line)
             [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-sentinel did not start") from None
-                time.sleep(0.05)
+        _answering(self.port, "redis-sentinel")
 
     def primary(self) -> int | None:
         """The port of the primary this Sentinel names now (None when it cannot say)."""

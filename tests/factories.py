@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,19 @@ def rollout(policy_: Policy | None = None, now: datetime = T0, **fields: Any) ->
         now=now,
     )
     return made.model_copy(update=fields) if fields else made
+
+
+def registered(service: str, now: datetime = T0) -> Rollout:
+    """A new rollout of `service` in `shop` with an id of its own (for tests storing several)."""
+    return Rollout.new(
+        id=uuid.uuid4().hex[:12],
+        namespace="shop",
+        service=service,
+        stable_revision=f"{service}-00001",
+        canary_revision=f"{service}-00002",
+        policy=policy(),
+        now=now,
+    )
 
 
 def verdict(outcome: Outcome = Outcome.PASS, canary_requests: int = 100, sentence: str = "") -> Verdict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,21 +11,13 @@ from adapters.redis_store.commands import PICKUP_SECONDS
 from rollouts import ManualActionKind, Phase, Rollout, TransientError
 from rollouts.log import LogEntry
 from rollouts.records import SaveResult
-from tests.factories import T0, policy
+from tests.factories import T0, registered
 from tests.fakes import Clock
 from workers.scheduler import Scheduler
 
 
 def register(store: RolloutStore, service: str) -> Rollout:
-    rollout = Rollout.new(
-        id=uuid.uuid4().hex[:12],
-        namespace="shop",
-        service=service,
-        stable_revision=f"{service}-00001",
-        canary_revision=f"{service}-00002",
-        policy=policy(),
-        now=T0,
-    )
+    rollout = registered(service)
     return store.create(rollout, LogEntry("created", "registered", T0, "pending"))[0]
 
 

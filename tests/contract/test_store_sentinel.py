@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +22,11 @@ import redis
 
 from adapters.redis_store import RolloutStore
 from adapters.redis_store.connection import RedisLocation
-from policies import load_policy
 from rollouts import ManualActionKind, Rollout
 from rollouts.errors import TransientError
 from rollouts.log import LogEntry
 from sandbox.processes import SentinelGroup
+from tests.factories import registered
 from tests.knative import wait_for
 
 pytestmark = pytest.mark.slow
@@ -56,16 +55,7 @@ def _location(group: SentinelGroup, wait_replicas: int = 2, wait_timeout_ms: int
 
 def _rollout(service: str) -> tuple[Rollout, LogEntry]:
     now = datetime.now(UTC)
-    rollout = Rollout.new(
-        id=uuid.uuid4().hex[:12],
-        namespace="shop",
-        service=service,
-        stable_revision=f"{service}-00001",
-        canary_revision=f"{service}-00002",
-        policy=load_policy("default"),
-        now=now,
-    )
-    return rollout, LogEntry("created", "test", now, "pending", actor="test")
+    return registered(service, now), LogEntry("created", "test", now, "pending", actor="test")
 
 
 def _on(port: int) -> Any:
