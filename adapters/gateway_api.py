@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adapters.kubernetes.api import KubernetesApi
+from adapters.kubernetes.watched import WatchedObjects
 from adapters.observing import observe_by_namespace
 from adapters.route_lists import RouteList, RouteListRouter
 from rollouts.errors import PermanentError, TargetNotFound, ValidationError
@@ -116,15 +117,18 @@ def _traffic(backend: Mapping[str, Any], ref: TargetRef) -> TrafficTarget:
 class GatewayApiTarget:
     """Two backend Services of an HTTPRoute rule, their pods found through each Service's selector."""
 
-    def __init__(self, api: KubernetesApi, *, read_concurrency: int = 16) -> None:
+    def __init__(
+        self, api: KubernetesApi, *, read_concurrency: int = 16, watched: WatchedObjects | None = None
+    ) -> None:
         self.api = api
         self.read_concurrency = read_concurrency
+        self.watched = watched
 
     def get(self, namespace: str, name: str) -> TargetState:
         found = self.api.get(GROUP, VERSION, PLURAL, namespace, name)
         return http_route_state(found, TargetRef(KIND, namespace, name, "", ""))
 
-    def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
+    def observe(self, refs: Sequence[TargetRef], *, fresh: bool = False) -> Mapping[TargetRef, Observation]:
         """One LIST of HTTPRoutes per busy namespace, single GETs otherwise; namespaces concurrently."""
         return observe_by_namespace(
             refs,
@@ -134,6 +138,8 @@ class GatewayApiTarget:
             },
             state=http_route_state,
             concurrency=self.read_concurrency,
+            watched=self.watched,
+            fresh=fresh,
         )
 
     def _get_or_none(self, ref: TargetRef) -> dict[str, Any] | None:
@@ -250,13 +256,21 @@ def _rule_label(rule: Mapping[str, Any], index: int) -> str:
 class GatewayApiRouter(RouteListRouter):
     """The managed rule's two weights, and autocanary's own match rule before it."""
 
-    def __init__(self, api: KubernetesApi, *, conflict_retries: int = 5, backoff: float = 0.05) -> None:
+    def __init__(
+        self,
+        api: KubernetesApi,
+        *,
+        conflict_retries: int = 5,
+        backoff: float = 0.05,
+        watched: WatchedObjects | None = None,
+    ) -> None:
         super().__init__(
             api,
             HTTP_ROUTE_RULES,
             frozenset({"header", "cookie", "uri", "query", "method"}),
             conflict_retries=conflict_retries,
             backoff=backoff,
+            watched=watched,
         )
 
 

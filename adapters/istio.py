@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adapters.kubernetes.api import KubernetesApi
+from adapters.kubernetes.watched import WatchedObjects
 from adapters.observing import observe_by_namespace
 from adapters.route_lists import RouteList, RouteListRouter
 from rollouts.errors import PermanentError, TargetNotFound, ValidationError
@@ -112,15 +113,18 @@ def _traffic(destination: Mapping[str, Any], ref: TargetRef) -> TrafficTarget:
 class IstioTarget:
     """Two subsets of a VirtualService's host, their Deployments found through the DestinationRule."""
 
-    def __init__(self, api: KubernetesApi, *, read_concurrency: int = 16) -> None:
+    def __init__(
+        self, api: KubernetesApi, *, read_concurrency: int = 16, watched: WatchedObjects | None = None
+    ) -> None:
         self.api = api
         self.read_concurrency = read_concurrency
+        self.watched = watched
 
     def get(self, namespace: str, name: str) -> TargetState:
         found = self.api.get(GROUP, VERSION, "virtualservices", namespace, name)
         return virtual_service_state(found, TargetRef(KIND, namespace, name, "", ""))
 
-    def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
+    def observe(self, refs: Sequence[TargetRef], *, fresh: bool = False) -> Mapping[TargetRef, Observation]:
         """One LIST of VirtualServices per busy namespace, single GETs otherwise; namespaces concurrently."""
         return observe_by_namespace(
             refs,
@@ -130,6 +134,8 @@ class IstioTarget:
             },
             state=virtual_service_state,
             concurrency=self.read_concurrency,
+            watched=self.watched,
+            fresh=fresh,
         )
 
     def _get_or_none(self, ref: TargetRef) -> dict[str, Any] | None:
@@ -286,13 +292,21 @@ def _subset_labels_of(rule: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 class IstioRouter(RouteListRouter):
     """The managed route's two weights, and autocanary's own match route before it."""
 
-    def __init__(self, api: KubernetesApi, *, conflict_retries: int = 5, backoff: float = 0.05) -> None:
+    def __init__(
+        self,
+        api: KubernetesApi,
+        *,
+        conflict_retries: int = 5,
+        backoff: float = 0.05,
+        watched: WatchedObjects | None = None,
+    ) -> None:
         super().__init__(
             api,
             VIRTUAL_SERVICE_ROUTES,
             frozenset({"header", "cookie", "uri", "query", "method"}),
             conflict_retries=conflict_retries,
             backoff=backoff,
+            watched=watched,
         )
 
 

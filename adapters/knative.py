@@ -18,6 +18,7 @@ from tenacity import RetryError
 
 from adapters import retry
 from adapters.kubernetes.api import Conflict, KubernetesApi, condition
+from adapters.kubernetes.watched import WatchedObjects
 from adapters.observing import observe_by_namespace
 from rollouts.actions import SetTraffic
 from rollouts.errors import PermanentError, TargetNotFound, TransientError, ValidationError
@@ -40,15 +41,19 @@ GROUP, VERSION = "serving.knative.dev", "v1"
 class KnativeTarget:
     """A Knative Service and its revisions."""
 
-    def __init__(self, api: KubernetesApi, *, read_concurrency: int = 16) -> None:
+    def __init__(
+        self, api: KubernetesApi, *, read_concurrency: int = 16, watched: WatchedObjects | None = None
+    ) -> None:
         self.api = api
         self.read_concurrency = read_concurrency
+        self.watched = watched
 
     def get(self, namespace: str, name: str) -> TargetState:
         return service_state(self.api.get(GROUP, VERSION, "services", namespace, name))
 
-    def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
-        """One LIST per namespace with many rollouts, single GETs otherwise; namespaces concurrently."""
+    def observe(self, refs: Sequence[TargetRef], *, fresh: bool = False) -> Mapping[TargetRef, Observation]:
+        """From the watched Services, or one LIST per namespace with many rollouts and single GETs
+        otherwise, namespaces concurrently."""
         return observe_by_namespace(
             refs,
             get=self._get_or_none,
@@ -57,6 +62,8 @@ class KnativeTarget:
             },
             state=lambda found, ref: service_state(found, ref.tag),
             concurrency=self.read_concurrency,
+            watched=self.watched,
+            fresh=fresh,
         )
 
     def version(self, ref: TargetRef, version: str) -> VersionState:
@@ -131,8 +138,10 @@ class KnativeRouter:
         poll_interval: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        watched: WatchedObjects | None = None,
     ) -> None:
         self.api = api
+        self.watched = watched
         self.conflict_retries = conflict_retries
         self.backoff = backoff
         self.settle_timeout = settle_timeout
@@ -178,7 +187,10 @@ class KnativeRouter:
         if guard is not None:
             guard(service_state(current, ref.tag))
         patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "spec": {"traffic": traffic}}
-        return self.api.patch(GROUP, VERSION, "services", ref.namespace, ref.name, patch)
+        written = self.api.patch(GROUP, VERSION, "services", ref.namespace, ref.name, patch)
+        if self.watched is not None:
+            self.watched.remember(written)  # this worker's next tick sees its own write
+        return written
 
     def verify(self, ref: TargetRef, plan: RoutePlan) -> bool:
         found = self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
@@ -196,7 +208,19 @@ class KnativeRouter:
         self.set_match_route(ref, RoutePlan(weights, final=True), guard)
 
     def _await_observed(self, ref: TargetRef, generation: int) -> TargetState:
+        """The Service once the controller has observed `generation`: seen in the watched copy
+        when there is one (no request), else read every `poll_interval`; a copy that stops being
+        trusted meanwhile hands over to reading."""
         deadline = self._monotonic() + self.settle_timeout
+        if self.watched is not None and self.watched.synced:
+            seen = self.watched.wait_for(
+                ref.namespace,
+                ref.name,
+                lambda found: found is not None and _observed_generation(found) >= generation,
+                self.settle_timeout,
+            )
+            if seen is not None:
+                return service_state(seen, ref.tag)
         while True:
             state = service_state(self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name), ref.tag)
             if state.observed_generation >= generation:
@@ -229,6 +253,10 @@ def _targets(entries: list[dict[str, Any]] | None) -> tuple[TrafficTarget, ...]:
         )
         for entry in entries or []
     )
+
+
+def _observed_generation(found: dict[str, Any]) -> int:
+    return int((found.get("status") or {}).get("observedGeneration", 0))
 
 
 def service_state(found: dict[str, Any], tag: str = "") -> TargetState:

@@ -19,6 +19,7 @@ from tenacity import RetryError
 
 from adapters import retry
 from adapters.kubernetes.api import Conflict, KubernetesApi
+from adapters.kubernetes.watched import WatchedObjects
 from rollouts.actions import SetTraffic
 from rollouts.errors import PermanentError, TransientError
 from rollouts.ports import RoutePlan, TargetRef, TargetState, WriteGuard
@@ -62,8 +63,10 @@ class RouteListRouter:
         *,
         conflict_retries: int = 5,
         backoff: float = 0.05,
+        watched: WatchedObjects | None = None,
     ) -> None:
         self.api = api
+        self.watched = watched
         self.routes = routes
         self.match_fields = match_fields
         self.conflict_retries = conflict_retries
@@ -122,4 +125,7 @@ class RouteListRouter:
             "spec": {self.routes.field: updated},
         }
         routes_ = self.routes
-        return self.api.patch(routes_.group, routes_.version, routes_.plural, ref.namespace, ref.name, patch)
+        written = self.api.patch(routes_.group, routes_.version, routes_.plural, ref.namespace, ref.name, patch)
+        if self.watched is not None:
+            self.watched.remember(written)  # this worker's next tick sees its own write
+        return written

@@ -210,8 +210,11 @@ class Target(Protocol):
         """The routed object; `PermanentError` when it does not exist."""
         ...
 
-    def observe(self, refs: Sequence[TargetRef]) -> Mapping[TargetRef, Observation]:
-        """The objects of a batch of rollouts, read in as few requests as the backend allows."""
+    def observe(self, refs: Sequence[TargetRef], *, fresh: bool = False) -> Mapping[TargetRef, Observation]:
+        """The objects of a batch of rollouts, read in as few requests as the backend allows.
+
+        A backend may answer from a copy a few milliseconds old (a worker's watch); `fresh` asks
+        for the API server's own answer, to confirm anything the copy shows out of the ordinary."""
         ...
 
     def version(self, ref: TargetRef, version: str) -> VersionState:

@@ -4,21 +4,23 @@ table in sandbox/resources.py), and core/v1 Events (create, get, list with `invo
 field selectors).
 
 It speaks the subset autocanary and the `kubernetes` client use: discovery, GET, LIST (with
-`labelSelector`), POST, PUT (resourceVersion required), PATCH (JSON merge patch and JSON patch;
-strategic merge is 415 as for every custom resource) and DELETE, with Knative's defaulting and
-admission webhook on Services, istiod's on Istio's objects. Errors are `Status` objects with the real reasons and codes.
-Revisions are made by the controller; clients may read and delete them.
+`labelSelector`), WATCH (a LIST with `watch=true`, resumable from a `resourceVersion`), POST,
+PUT (resourceVersion required), PATCH (JSON merge patch and JSON patch; strategic merge is 415
+as for every custom resource) and DELETE, with Knative's defaulting and admission webhook on
+Services, istiod's on Istio's objects. Errors are `Status` objects with the real reasons and
+codes. Revisions are made by the controller; clients may read and delete them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sandbox.admission import default_service, denial_message, validate_service
 from sandbox.discovery import add_discovery
@@ -32,7 +34,7 @@ from sandbox.istio_admission import (
 from sandbox.openapi import FIELD_VALIDATION_DIRECTIVES, group_version_bytes, root_document, unknown_fields
 from sandbox.patches import PatchError, json_patch, merge_patch
 from sandbox.resources import CORE, GROUP_VERSIONS, RESOURCES, of_group
-from sandbox.store import GROUP, KINDS, VERSION, ApiError, ClusterStore
+from sandbox.store import GROUP, KINDS, VERSION, ApiError, Change, ClusterStore
 from sandbox.tables import as_table, wants_table
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -103,14 +105,23 @@ def _add_resource_api(app: FastAPI, store: ClusterStore, group: str, version: st
             raise _not_allowed()
         return served[plural]
 
-    @app.get(base + "/{plural}")
-    async def list_all(plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
+    @app.get(base + "/{plural}", response_model=None)
+    async def list_all(plural: str, request: Request, labelSelector: str = "") -> dict[str, Any] | Response:  # noqa: N803
         key = resource(plural)
+        if _watching(request):
+            return _watch(store, key, None, request)
         return _printed(_list(store, key, None, labelSelector), key, request)
 
-    @app.get(base + "/namespaces/{namespace}/{plural}")
-    async def list_namespaced(namespace: str, plural: str, request: Request, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803
+    @app.get(base + "/namespaces/{namespace}/{plural}", response_model=None)
+    async def list_namespaced(
+        namespace: str,
+        plural: str,
+        request: Request,
+        labelSelector: str = "",  # noqa: N803
+    ) -> dict[str, Any] | Response:
         key = resource(plural)
+        if _watching(request):
+            return _watch(store, key, namespace, request)
         return _printed(_list(store, key, namespace, labelSelector), key, request)
 
     @app.post(base + "/namespaces/{namespace}/{plural}")
@@ -366,6 +377,68 @@ def _printed_one(found: dict[str, Any], plural: str, request: Request, resource_
     if wants_table(request.headers.get("accept")):
         return as_table(plural, [found], resource_version)
     return found
+
+
+def _watching(request: Request) -> bool:
+    return request.query_params.get("watch", "").lower() in ("1", "true")
+
+
+def _watch(store: ClusterStore, plural: str, namespace: str | None, request: Request) -> Response:
+    """A watch, as the API server streams it: one WatchEvent per line, from `resourceVersion` on.
+
+    Without a resourceVersion (or with "0") every existing object comes first as ADDED; with one
+    the changes after it are replayed, or, if they are no longer kept, one ERROR event with 410
+    Gone (the client lists again). Label selectors are not supported on watches here.
+    """
+    params = request.query_params
+    try:
+        timeout = min(float(params.get("timeoutSeconds") or 1800), 1800.0)
+        since = int(params.get("resourceVersion") or 0)
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"invalid watch parameter: {exc}") from exc
+    queue: asyncio.Queue[Change] = asyncio.Queue()
+
+    def wanted(change: Change) -> bool:
+        return change[1] == plural and (namespace is None or change[2] == namespace)
+
+    def follower(change: Change) -> None:
+        if wanted(change):
+            queue.put_nowait(change)
+
+    # Both read at once, with no await between them: nothing is missed or sent twice.
+    store.follow(follower)
+    backlog: list[bytes] | None
+    if since == 0:
+        backlog = [
+            json.dumps({"type": "ADDED", "object": obj}, separators=(",", ":")).encode() + b"\n"
+            for obj in store.list(plural, namespace)
+        ]
+    else:
+        kept = store.changes_since(since)
+        backlog = None if kept is None else [change[3] for change in kept if wanted(change)]
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            if backlog is None:
+                gone = ApiError(410, "Expired", f"too old resource version: {since}").status()
+                yield json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+                return
+            for line in backlog:
+                yield line
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return
+                try:
+                    change = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return
+                yield change[3]
+        finally:
+            store.unfollow(follower)
+
+    return StreamingResponse(events(), media_type="application/json")
 
 
 def _list(store: ClusterStore, plural: str, namespace: str | None, selector: str) -> dict[str, Any]:

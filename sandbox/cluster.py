@@ -123,7 +123,16 @@ async def run_sandbox(
     }
     sockets = {name: _bind(options.host, ports[name]) for name in apps}
     servers = {
-        name: _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, interface="asgi3"))
+        name: _Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                interface="asgi3",
+                timeout_graceful_shutdown=1,  # open watches do not end by themselves
+            )
+        )
         for name, app in apps.items()
     }
     tasks = [asyncio.create_task(servers[name].serve(sockets=[sockets[name]])) for name in apps]

@@ -42,8 +42,8 @@ class Resource:
     @property
     def verbs(self) -> list[str]:
         if self.writable:
-            return ["create", "delete", "get", "list", "patch", "update"]
-        return ["delete", "get", "list"]  # no watch: the sandbox serves no watches
+            return ["create", "delete", "get", "list", "patch", "update", "watch"]
+        return ["delete", "get", "list", "watch"]
 
 
 RESOURCES: dict[str, Resource] = {

@@ -13,7 +13,9 @@ from __future__ import annotations
 import builtins
 import copy
 import itertools
+import json
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +30,14 @@ KINDS = {"services": "Service", "revisions": "Revision"}
 
 Listener = Callable[[str, str, str], None]
 """Called with (plural, namespace, name) after every change."""
+
+Change = tuple[int, str, str, bytes]
+"""One change as watches send it: (resourceVersion, plural, namespace, the WatchEvent as a JSON line)."""
+
+Follower = Callable[[Change], None]
+
+WATCH_HISTORY = 50_000
+"""Changes kept for watches that resume from a resourceVersion; older ones are 410 Gone, as in Kubernetes."""
 
 
 class ApiError(Exception):
@@ -117,9 +127,26 @@ class ClusterStore:
         self._events: dict[tuple[str, str], dict[str, Any]] = {}
         self.traffic_history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         """Every spec.traffic a Service was given, in order (for tests of who wrote what when)."""
+        self._changes: deque[Change] = deque(maxlen=WATCH_HISTORY)
+        self._followers: set[Follower] = set()
+        self._forgotten = 0
+        """The newest change no longer kept."""
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def follow(self, follower: Follower) -> None:
+        """`follower` is called with every later change (a watch); `unfollow` ends it."""
+        self._followers.add(follower)
+
+    def unfollow(self, follower: Follower) -> None:
+        self._followers.discard(follower)
+
+    def changes_since(self, version: int) -> builtins.list[Change] | None:
+        """The changes after `version`, oldest first; None when some of them are no longer kept."""
+        if version < self._forgotten:
+            return None
+        return [change for change in self._changes if change[0] > version]
 
     def peek(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored object itself, not a copy: for read-only hot paths (the gateway)."""
@@ -167,6 +194,7 @@ class ClusterStore:
         obj.setdefault("status", {})
         self._objects[(plural, namespace, name)] = obj
         self._names.setdefault((plural, namespace), set()).add(name)
+        self._record("ADDED", plural, obj)
         self._notify(plural, namespace, name)
         return copy.deepcopy(obj)
 
@@ -198,6 +226,7 @@ class ClusterStore:
             self.traffic_history.setdefault((namespace, name), []).append(
                 {"resourceVersion": updated["metadata"]["resourceVersion"], "traffic": updated["spec"].get("traffic")}
             )
+        self._record("MODIFIED", plural, updated)
         self._notify(plural, namespace, name)
         return copy.deepcopy(updated)
 
@@ -207,6 +236,7 @@ class ClusterStore:
             return
         current["status"] = status
         current["metadata"]["resourceVersion"] = self._next_version()
+        self._record("MODIFIED", plural, current)
         self._notify(plural, namespace, name)
 
     def delete(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
@@ -217,7 +247,8 @@ class ClusterStore:
         names.discard(name)
         if not names:
             del self._names[(plural, namespace)]
-        self._next_version()
+        removed["metadata"]["resourceVersion"] = self._next_version()
+        self._record("DELETED", plural, removed)
         self._notify(plural, namespace, name)
         return removed
 
@@ -265,6 +296,17 @@ class ClusterStore:
     def _next_version(self) -> str:
         self.latest_version = str(next(self._versions))
         return self.latest_version
+
+    def _record(self, kind: str, plural: str, obj: dict[str, Any]) -> None:
+        """Kept for watches that resume, and sent to the open ones; serialized once for all of them."""
+        metadata = obj["metadata"]
+        line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        change = (int(metadata["resourceVersion"]), plural, metadata["namespace"], line)
+        if len(self._changes) == self._changes.maxlen:
+            self._forgotten = self._changes[0][0]
+        self._changes.append(change)
+        for follower in builtins.list(self._followers):
+            follower(change)
 
     def _notify(self, plural: str, namespace: str, name: str) -> None:
         for listener in self._listeners:

@@ -84,6 +84,9 @@ class FakeCluster:
     """(service, matches) for every match route autocanary wrote, in order."""
     final_writes: list[str] = field(default_factory=list)
     """Services whose rollout ended with a write that takes every managed route out."""
+    stale: dict[tuple[str, str], tuple[TrafficTarget, ...]] = field(default_factory=dict)
+    """A worker's watched copy that lags: what it shows as a service's traffic, until read fresh."""
+    fresh_reads: int = 0
 
     def add(self, namespace: str, name: str, revisions: dict[str, float], rps: float = 100.0) -> None:
         """A service whose first revision serves 100 %; `revisions` maps name -> error rate."""
@@ -133,10 +136,19 @@ class FakeCluster:
             raise PermanentError(f'404 services.serving.knative.dev "{name}" not found')
         return self._state(found)
 
-    def observe(self, refs: Sequence[TargetRef]) -> dict[TargetRef, Observation]:
+    def observe(self, refs: Sequence[TargetRef], *, fresh: bool = False) -> dict[TargetRef, Observation]:
         if self.unreachable:
             return dict.fromkeys(refs, TransientError("Kubernetes API unreachable (fake)"))
-        return {ref: self._state(s) if (s := self.services.get((ref.namespace, ref.name))) else None for ref in refs}
+        self.fresh_reads += len(refs) if fresh else 0
+        observed: dict[TargetRef, Observation] = {}
+        for ref in refs:
+            service = self.services.get((ref.namespace, ref.name))
+            shown = None if service is None else self._state(service)
+            lagging = self.stale.get((ref.namespace, ref.name))
+            if shown is not None and lagging is not None and not fresh:
+                shown = replace(shown, spec_traffic=lagging, status_traffic=lagging)
+            observed[ref] = shown
+        return observed
 
     def version(self, ref: TargetRef, version: str) -> VersionState:
         if version not in self.ready:

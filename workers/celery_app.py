@@ -64,11 +64,15 @@ app.conf.update(
 )
 
 
-def _backends() -> Backends:
-    """The targets, routers and event recorders of every target kind, on one Kubernetes client."""
+def _backends(*, watch: bool = False) -> Backends:
+    """The targets, routers and event recorders of every target kind, on one Kubernetes client
+    (with `watch`, following the routed objects: for a runner, never before a fork)."""
     api = KubernetesApi.from_kubeconfig(settings.kubeconfig, settings.kube_context)
     return kubernetes_backends(
-        api, settle_timeout=settings.settle_timeout_seconds, read_concurrency=settings.write_concurrency
+        api,
+        settle_timeout=settings.settle_timeout_seconds,
+        read_concurrency=settings.write_concurrency,
+        watch=watch,
     )
 
 
@@ -81,7 +85,7 @@ def runner() -> Runner:
     """One runner per worker process, built from the environment on first use, with its heartbeat."""
     built = Runner(
         RolloutStore.at(redis_location, settings.redis_prefix),
-        _backends(),
+        _backends(watch=settings.watch_targets),
         PrometheusMetrics(settings.prometheus()),
         owner=_owner(),
         lease_ms=int(settings.lease_seconds * 1000),

@@ -3,9 +3,10 @@
 One tick of a batch:
 
 1. take a lease on each rollout (a fencing token that grows with every take); skip those held;
-2. load them (one pipelined read) and observe their targets: one batched read per target kind
-   (for Knative, one LIST of Services per busy namespace), and the canary's readiness while
-   initializing;
+2. load them (one pipelined read) and observe their targets: from the worker's watched copy, or
+   one batched read per target kind (for Knative, one LIST of Services per busy namespace); what
+   would end or supersede a rollout is read again from the API server; and the canary's
+   readiness while initializing;
 3. read the metrics of every rollout that is being judged, in one batched fetch per dialect and
    window (two Prometheus queries each), and fold them into each rollout's statistics;
 4. let the pure engine decide (`rollouts.engine.handle`);
@@ -119,8 +120,13 @@ class Runner(ManualCommands):
             by_kind[rollout.target.kind].append(rollout)
         observed: dict[str, Observation] = {}
         for kind, members in by_kind.items():
+            target = self.backends.of(kind).target
             try:
-                found = self.backends.of(kind).target.observe([r.target for r in members])
+                found = dict(target.observe([r.target for r in members]))
+                # A copy may be milliseconds old: what it shows out of the ordinary is read again.
+                unusual = [r.target for r in members if _unusual(r, found.get(r.target))]
+                if unusual:
+                    found.update(target.observe(unusual, fresh=True))
             except TransientError as exc:
                 found = {r.target: exc for r in members}
             observed.update((r.id, found.get(r.target)) for r in members)
@@ -332,6 +338,13 @@ class Runner(ManualCommands):
             notifications=causes.notifications(decision.actions, now),
         )
         return saved if result is SaveResult.OK else rollout
+
+
+def _unusual(rollout: Rollout, state: Observation) -> bool:
+    """The observation would make the tick conclude something (gone, superseded) rather than go on."""
+    if isinstance(state, TransientError) or rollout.phase is Phase.PENDING:
+        return False
+    return causes.cluster_event(rollout, state) is not None
 
 
 def _refs(rollout: Rollout) -> tuple[RevisionRef, RevisionRef]:

@@ -38,6 +38,10 @@ class WorkerSettings(SharedSettings):
     """Record each transition as a Kubernetes Event on the Knative Service (needs `create events`)."""
     write_concurrency: int = Field(default=16, ge=1, le=256)
     """Traffic writes one tick task sends to the Kubernetes API at once (each waits for the controller)."""
+    watch_targets: bool = True
+    """Follow the routed objects (Knative Services, VirtualServices, HTTPRoutes) with one watch per
+    kind, cluster-wide, and tick from that copy instead of a read per rollout (needs `list` and
+    `watch` on them cluster-wide; refused, the worker reads each object as without it)."""
     settle_timeout_seconds: float = 10.0
     """How long the router waits for the Knative controller to observe a traffic change."""
 

@@ -19,6 +19,7 @@ from adapters.redis_store import RolloutStore
 from policies import NotificationKind, NotificationTarget, load_policy
 from rollouts import ManualActionKind, Phase, Rollout, SetTraffic
 from rollouts.log import LogEntry
+from rollouts.ports import TrafficTarget
 from tests.factories import T0
 from tests.fakes import Clock, FakeCluster, FakeMetrics, MemoryStore
 from workers.notify import NotificationDispatcher, OutboxRelay
@@ -216,6 +217,17 @@ def test_an_out_of_band_traffic_edit_ends_superseded_without_further_writes(worl
     assert "traffic was set to 30 % canary by someone else" in rollout.reason
     assert len(world.cluster.writes) == writes
     assert world.cluster.current_split(NS, "edited") == {"edited-00001": 70, "edited-00002": 30}
+
+
+def test_a_lagging_copy_that_looks_edited_is_read_again_before_anything_ends(world: World) -> None:
+    rollout_id = world.register("lagging")
+    world.run(rollout_id, 8)
+    # The worker's watched copy shows a hand edit that the cluster does not have (it lags).
+    world.cluster.stale[(NS, "lagging")] = (TrafficTarget("lagging-00001", 70), TrafficTarget("lagging-00002", 30))
+    rollout = world.run(rollout_id, 60)
+    assert rollout.phase is Phase.SUCCEEDED
+    assert "superseded" not in world.kinds(rollout_id)
+    assert world.cluster.fresh_reads > 0
 
 
 def test_an_edit_racing_autocanarys_write_ends_superseded_and_survives(world: World) -> None:

@@ -1,0 +1,140 @@
+"""Contract tests of the watched copy of routed objects (`adapters.kubernetes.watched`) and of the
+Knative target and router reading from it, against the sandbox API server over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from adapters.knative import GROUP, VERSION, KnativeRouter, KnativeTarget
+from adapters.kubernetes.api import KubernetesApi
+from adapters.kubernetes.watched import NotSynced, WatchedObjects
+from rollouts import SetTraffic
+from rollouts.ports import TargetRef, TargetState
+from sandbox.cluster import Endpoints
+from tests.knative import create, custom_objects, hello_service, new_revision, service_ready, wait_for
+
+V1, V2 = "hello-00001", "hello-00002"
+
+
+@pytest.fixture
+def api(sandbox: Endpoints) -> client.CustomObjectsApi:
+    return custom_objects(sandbox)
+
+
+@pytest.fixture
+def kube(sandbox: Endpoints) -> KubernetesApi:
+    return KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
+
+
+@pytest.fixture
+def services(kube: KubernetesApi) -> Iterator[WatchedObjects]:
+    watched = WatchedObjects(kube, GROUP, VERSION, "services", watch_seconds=5).start()
+    wait_for(lambda: watched.synced, 10, "the first LIST")
+    yield watched
+    watched.stop()
+
+
+def _pinned(found: dict[str, Any] | None) -> dict[str, int]:
+    """The revisions pinned by name in the Service's spec.traffic, with their percents."""
+    traffic = [] if found is None else (found.get("spec") or {}).get("traffic") or []
+    return {t["revisionName"]: t["percent"] for t in traffic if t.get("revisionName")}
+
+
+def test_the_copy_follows_creates_changes_and_deletes(
+    api: client.CustomObjectsApi, services: WatchedObjects, namespace: str
+) -> None:
+    create(api, namespace, hello_service("hello", "World"))
+    service_ready(api, namespace, "hello", V1)
+    seen = wait_for(lambda: services.get(namespace, "hello"), 5, "the created Service in the copy")
+    assert seen["metadata"]["name"] == "hello"
+
+    new_revision(api, namespace, "hello", "Knative", pin=V1)  # someone else's write
+    wait_for(
+        lambda: _pinned(services.get(namespace, "hello")) == {V1: 100},
+        5,
+        "the pinned traffic in the copy",
+    )
+
+    api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "services", "hello")
+    wait_for(lambda: services.get(namespace, "hello") is None or None, 5, "the deletion in the copy")
+    assert services.get(namespace, "hello") is None
+
+
+def test_streams_that_end_are_resumed_without_losing_a_change(
+    api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str
+) -> None:
+    watched = WatchedObjects(kube, GROUP, VERSION, "services", watch_seconds=1).start()
+    try:
+        wait_for(lambda: watched.synced, 10, "the first LIST")
+        for index in range(4):  # the 1 s streams end and are resumed between these writes
+            create(api, namespace, hello_service(f"s{index}", "World"))
+            wait_for(lambda: watched.synced and watched.get(namespace, f"s{index}"), 5, f"s{index} in the copy")  # noqa: B023
+            time.sleep(0.6)
+        assert all(watched.get(namespace, f"s{i}") is not None for i in range(4))
+    finally:
+        watched.stop()
+
+
+def test_a_resource_that_cannot_be_watched_leaves_reads_to_the_api_server(kube: KubernetesApi) -> None:
+    watched = WatchedObjects(kube, GROUP, VERSION, "nosuchthings", retry_seconds=0.1).start()
+    wait_for(lambda: watched.refused, 10, "the refusal")
+    assert "nosuchthings" in (watched.refused or "")
+    with pytest.raises(NotSynced):
+        watched.get("default", "anything")
+
+
+def test_the_sandbox_resumes_a_watch_from_a_resource_version(
+    sandbox: Endpoints, api: client.CustomObjectsApi, namespace: str
+) -> None:
+    first = create(api, namespace, hello_service("one", "World"))
+    since = first["metadata"]["resourceVersion"]
+    create(api, namespace, hello_service("two", "World"))
+    url = f"{sandbox.apiserver}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/services"
+    with httpx.stream("GET", url, params={"watch": "true", "resourceVersion": since, "timeoutSeconds": "1"}) as answer:
+        events = [json.loads(line) for line in answer.iter_lines() if line]
+    names = [(e["type"], e["object"]["metadata"]["name"]) for e in events]
+    assert ("ADDED", "two") in names and ("ADDED", "one") not in names
+    assert all(int(e["object"]["metadata"]["resourceVersion"]) > int(since) for e in events)
+
+
+def test_the_target_reads_the_copy_and_fresh_when_asked(
+    api: client.CustomObjectsApi, kube: KubernetesApi, services: WatchedObjects, namespace: str
+) -> None:
+    target = KnativeTarget(kube, watched=services)
+    ref = TargetRef("knative", namespace, "hello", V1, V2)
+    create(api, namespace, hello_service("hello", "World"))
+    observed = target.observe([ref])[ref]  # not in the copy yet, or already: either way it is there
+    assert isinstance(observed, TargetState) and observed.name == "hello"
+    service_ready(api, namespace, "hello", V1)
+    new_revision(api, namespace, "hello", "Knative", pin=V1)
+    fresh = target.observe([ref], fresh=True)[ref]
+    assert isinstance(fresh, TargetState) and fresh.pinned(V1, V2) is None  # the "latest" entry floats
+    assert next(t.version for t in fresh.spec_traffic) == V1
+    wait_for(lambda: _pinned(services.get(namespace, "hello")) == {V1: 100}, 5, "the copy to show the pin")
+    cached = target.observe([ref])[ref]
+    assert isinstance(cached, TargetState) and next(t.version for t in cached.spec_traffic) == V1
+    missing = TargetRef("knative", namespace, "nobody", V1, V2)
+    assert target.observe([missing])[missing] is None  # not in the copy: asked, and it is gone
+
+
+def test_the_router_sees_its_own_write_in_the_copy_at_once(
+    api: client.CustomObjectsApi, kube: KubernetesApi, services: WatchedObjects, namespace: str
+) -> None:
+    create(api, namespace, hello_service("hello", "World"))
+    service_ready(api, namespace, "hello", V1)
+    new_revision(api, namespace, "hello", "Knative", pin=V1)
+    service_ready(api, namespace, "hello", V2)
+    router = KnativeRouter(kube, settle_timeout=5.0, watched=services)
+    ref = TargetRef("knative", namespace, "hello", V1, V2)
+    state = router.set_weight(ref, SetTraffic(stable=90, canary=10))
+    assert state.observed  # the controller's observation arrived through the copy
+    held = services.get(namespace, "hello")
+    assert held is not None
+    assert _pinned(held) == {V1: 90, V2: 10}
