@@ -97,6 +97,34 @@ def _prometheus_queries(url: str) -> float:
     return total
 
 
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (a worker forks its control consumer and its relay)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
+def _tree_cpu(pids: Sequence[int]) -> float:
+    total = 0.0
+    for pid in {p for root in pids for p in _descendants(root)}:
+        try:
+            total += _cpu_seconds(pid)
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+    return total
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -198,8 +226,69 @@ def _canary_weight(api: client.CustomObjectsApi, namespace: str, name: str, isti
     return sum(t.get("percent", 0) for t in service["spec"]["traffic"] if t.get("revisionName") == f"{name}-00002")
 
 
+def _register_all(size: int, names: list[tuple[str, str, bool]], store: RolloutStore) -> tuple[list[str], float, float]:
+    """Register every rollout at once; their ids, seconds the registering took, and seconds from
+    its start until every one was at step 1 (its canary weight written and observed)."""
+    now = datetime.now(UTC)
+    ids = []
+    registering = time.monotonic()
+    for namespace, name, istio in names:
+        rollout = _new_rollout(namespace, name, istio, now)
+        store.create(rollout, LogEntry("created", "bench", now, "pending", actor="bench"))
+        ids.append(rollout.id)
+    registered_in = time.monotonic() - registering
+    print(
+        f"N={size}: {size} rollouts registered in {registered_in:.1f}s; waiting until all are progressing", flush=True
+    )
+
+    def progressing() -> int:  # the phase index's size: no document read, whatever N
+        return store.metric_values()[0][Phase.PROGRESSING.value]
+
+    deadline, last_report = registering + max(300.0, size * 0.1), 0.0
+    while (count := progressing()) < size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {count} of {size} rollouts progressing after {deadline - registering:.0f}s")
+        if time.monotonic() - last_report > 10:
+            print(f"N={size}: {count:,} of {size:,} at step 1", flush=True)
+            last_report = time.monotonic()
+        time.sleep(0.25)
+    all_at_step_one = time.monotonic() - registering
+    print(f"N={size}: all at step 1 {all_at_step_one:.1f}s after registration began", flush=True)
+    return ids, registered_in, all_at_step_one
+
+
+def _abort_latencies(
+    store: RolloutStore,
+    celery: Celery,
+    api: client.CustomObjectsApi,
+    ids: list[str],
+    names: list[tuple[str, str, bool]],
+    count: int,
+) -> list[float]:
+    """Abort `count` rollouts one after another; seconds from each abort to stable 100 % in the cluster."""
+    latencies = []
+    for rollout_id, (namespace, name, istio) in list(zip(ids, names, strict=True))[:count]:
+        sent = time.time()
+        _abort(store, celery, rollout_id, sent)
+        while True:
+            if _canary_weight(api, namespace, name, istio) == 0:
+                latencies.append(time.time() - sent)
+                break
+            if time.time() - sent > 30:
+                raise TimeoutError(f"abort of {rollout_id} not applied after 30s")
+            time.sleep(0.005)
+    return latencies
+
+
 def run_size(
-    size: int, endpoints: Endpoints, store: RolloutStore, celery: Celery, processes: Processes, args: argparse.Namespace
+    size: int,
+    endpoints: Endpoints,
+    store: RolloutStore,
+    celery: Celery,
+    processes: Processes,
+    sandbox: SandboxProcess,
+    redis: RedisProcess,
+    args: argparse.Namespace,
 ) -> dict[str, float]:
     api = client.CustomObjectsApi(config.new_client_from_config(config_file=endpoints.kubeconfig))  # type: ignore[no-untyped-call]
     run = uuid.uuid4().hex[:4]
@@ -214,24 +303,20 @@ def run_size(
     )
     _create_targets(endpoints, names)
     baseline_memory = store.memory_used()
-    now = datetime.now(UTC)
-    ids = []
-    for namespace, name, istio in names:
-        rollout = _new_rollout(namespace, name, istio, now)
-        store.create(rollout, LogEntry("created", "bench", now, "pending", actor="bench"))
-        ids.append(rollout.id)
-    print(f"N={size}: {size} rollouts registered; waiting until all are progressing", flush=True)
-
-    def all_progressing() -> bool:
-        return all(r is not None and r.phase is Phase.PROGRESSING for r in store.get_many(ids))
-
-    _wait(all_progressing, 300, "every rollout to progress")
+    ids, registered_in, all_at_step_one = _register_all(size, names, store)
     burst = store.samples("lateness")  # the start-up burst: every rollout registered at once
     burst_p99 = _percentile(burst, 99)
     if args.warmup:
         print(f"N={size}: all progressing; warming up for {args.warmup:g}s", flush=True)
         time.sleep(args.warmup)
-    workers = [processes.running[name].pid for name in ("worker-1", "worker-2")]
+    workers = [process.pid for name, process in processes.running.items() if name.startswith("worker-")]
+    others = {
+        "sandbox": [sandbox.process.pid] if sandbox.process else [],
+        "redis": [redis.process.pid] if redis.process else [],
+        "scheduler": [processes.running["scheduler"].pid],
+        "workers, all processes": workers,
+    }
+    others_before = {name: _tree_cpu(pids) for name, pids in others.items()}
     cpu_before = sum(_cpu_seconds(pid) for pid in workers)
     queries_before = _prometheus_queries(endpoints.prometheus or "")
     samples_before = len(store.samples("lateness"))
@@ -241,22 +326,14 @@ def run_size(
     ticks = min(len(lateness_all), 20_000) - samples_before if len(lateness_all) < 20_000 else None
     recent = lateness_all[: ticks if ticks else int(size * args.measure / 10)]
     cpu = sum(_cpu_seconds(pid) for pid in workers) - cpu_before
+    cores = {name: (_tree_cpu(pids) - others_before[name]) / args.measure for name, pids in others.items()}
+    print(f"N={size}: cores used while measuring: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()), flush=True)
     queries = _prometheus_queries(endpoints.prometheus or "") - queries_before
     memory = (store.memory_used() - baseline_memory) / size
     rollout_ticks = len(recent)
 
     print(f"N={size}: {args.aborts} aborts while the ticks run", flush=True)
-    abort_latencies = []
-    for rollout_id, (namespace, name, istio) in list(zip(ids, names, strict=True))[: args.aborts]:
-        sent = time.time()
-        _abort(store, celery, rollout_id, sent)
-        while True:
-            if _canary_weight(api, namespace, name, istio) == 0:
-                abort_latencies.append(time.time() - sent)
-                break
-            if time.time() - sent > 30:
-                raise TimeoutError(f"abort of {rollout_id} not applied after 30s")
-            time.sleep(0.005)
+    abort_latencies = _abort_latencies(store, celery, api, ids, names, args.aborts)
     store.redis.flushdb()  # the next size starts from an empty schedule
     return {
         "size": size,
@@ -270,6 +347,9 @@ def run_size(
         "abort_p50_ms": 1000 * statistics.median(abort_latencies),
         "abort_p99_ms": 1000 * _percentile(abort_latencies, 99),
         "burst_lateness_p99": burst_p99,
+        "registered_in": registered_in,
+        "all_at_step_one": all_at_step_one,
+        **{f"cores {name}": value for name, value in cores.items()},
     }
 
 
@@ -285,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--warmup", type=float, default=30.0, help="seconds between all rollouts progressing and measuring"
     )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (each one core's worth)")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = parser.parse_args(argv)
     stop_on_sigterm()
@@ -307,13 +388,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "AUTOCANARY_METRICS_LAG_SECONDS": "1",
             }
             processes = Processes(env, base)
-            for name in ("worker-1", "worker-2"):
-                processes.start(name, ["worker"])
+            for index in range(args.workers):
+                processes.start(f"worker-{index + 1}", ["worker"])
             processes.start("scheduler", ["scheduler"])
             store = RolloutStore.from_url(redis_process.url)
             celery = Celery(broker=redis_process.url)
             for size in sizes:
-                rows.append(run_size(size, endpoints, store, celery, processes, args))
+                rows.append(run_size(size, endpoints, store, celery, processes, sandbox, redis_process, args))
         finally:
             if processes:
                 processes.stop_all()
@@ -323,23 +404,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     lines = [
         "| rollouts (Istio) | rollout ticks/s | tick lateness p50 / p99 s | worker CPU ms per rollout tick"
         " | Prometheus queries per 10 s round | Redis bytes per rollout | abort p50 / p99 ms"
-        " | start-up burst lateness p99 s |",
-        "|---|---|---|---|---|---|---|---|",
+        " | start-up burst lateness p99 s | registered in s | all at step 1 after s"
+        " | cores: workers / sandbox / Redis / scheduler |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['size']:,} ({row['istio']:,}) | {row['ticks_per_second']:.1f}"
             f" | {row['lateness_p50']:.2f} / {row['lateness_p99']:.2f}"
             f" | {row['cpu_ms_per_tick']:.2f} | {row['queries_per_round']:.1f} | {row['redis_bytes_per_rollout']:,.0f}"
-            f" | {row['abort_p50_ms']:.0f} / {row['abort_p99_ms']:.0f} | {row['burst_lateness_p99']:.1f} |"
+            f" | {row['abort_p50_ms']:.0f} / {row['abort_p99_ms']:.0f} | {row['burst_lateness_p99']:.1f}"
+            f" | {row['registered_in']:.1f} | {row['all_at_step_one']:.1f}"
+            f" | {row['cores workers, all processes']:.2f} / {row['cores sandbox']:.2f} / {row['cores redis']:.2f}"
+            f" / {row['cores scheduler']:.2f} |"
         )
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
         note = (
             f"`python -m bench.scale --sizes {args.sizes} --measure {args.measure:g} --aborts {args.aborts}"
-            f" --istio-share {args.istio_share:g}`:"
-            " two worker processes (solo pool), one scheduler, the sandbox and its Prometheus,"
+            f" --istio-share {args.istio_share:g} --workers {args.workers}`:"
+            f" {args.workers} worker processes (solo pool), one scheduler, the sandbox and its Prometheus,"
             " a private Redis with AOF, all on this 2-core machine; policy interval 10 s;"
             " no request traffic (see the script's docstring). Steady state: measured after every rollout"
             f" progresses and a {args.warmup:g} s warm-up; the last column is the tick lateness while all N"

@@ -284,7 +284,20 @@ class Notifier(Protocol):
 class EventRecorder(Protocol):
     """Kubernetes Events on the routed object, so `kubectl describe` lists the transitions."""
 
-    def record_event(self, namespace: str, name: str, *, reason: str, message: str, warning: bool) -> None: ...
+    def record_event(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        reason: str,
+        message: str,
+        warning: bool,
+        count: int = 1,
+        first_at: datetime | None = None,
+        last_at: datetime | None = None,
+    ) -> None:
+        """One Event; `count` > 1 stands for that many similar ones between `first_at` and `last_at`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -362,6 +375,10 @@ class RolloutStore(Protocol):
     def save_many(self, items: Sequence[SaveItem]) -> list[tuple[SaveResult, Rollout]]: ...
 
     def schedule(self, rollout_id: str, at: datetime) -> None: ...
+
+    def schedule_many(self, times: Mapping[str, datetime]) -> None:
+        """`schedule` for many rollouts in one round trip."""
+        ...
 
     def acquire_leases(self, ids: Sequence[str], owner: str, ttl_ms: int) -> dict[str, int]: ...
 

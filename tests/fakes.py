@@ -209,7 +209,18 @@ class FakeCluster:
 
     # --- EventRecorder --------------------------------------------------------------------------
 
-    def record_event(self, namespace: str, name: str, *, reason: str, message: str, warning: bool) -> None:
+    def record_event(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        reason: str,
+        message: str,
+        warning: bool,
+        count: int = 1,
+        first_at: datetime | None = None,
+        last_at: datetime | None = None,
+    ) -> None:
         self.events.append((namespace, name, reason))
 
     def backends(self) -> Backends:
@@ -378,6 +389,10 @@ class MemoryStore:
     def schedule(self, rollout_id: str, at: datetime) -> None:
         if rollout_id in self.due:
             self.due[rollout_id] = at.timestamp()
+
+    def schedule_many(self, times: Mapping[str, datetime]) -> None:
+        for rollout_id, at in times.items():
+            self.schedule(rollout_id, at)
 
     def claim_due(self, now: datetime, limit: int, claim_until: datetime) -> list[tuple[str, float]]:
         found = sorted((at, i) for i, at in self.due.items() if at <= now.timestamp())[:limit]

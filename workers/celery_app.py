@@ -135,6 +135,8 @@ def relay() -> OutboxRelay:
         defaults,
         secrets=secrets,
         events=_backends().events_of if settings.kubernetes_events else None,
+        events_per_second=settings.events_per_second,
+        events_burst=max(1, int(settings.events_per_second * 5)),
         egress=EgressRules.parse(settings.notify_allowed_hosts),
         resolve=resolve,
     )

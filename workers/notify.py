@@ -2,6 +2,9 @@
 (`adapters/notifiers`: generic webhooks, HMAC-signed JSON; Slack), and Kubernetes Events on the
 routed object (so `kubectl describe ksvc` shows them); the outbox relay that delivers them.
 
+Routine progress Events (started, step advanced) are rate-limited and combined as client-go's
+are (`workers.event_budget`); warnings and final Events always go out at once.
+
 Targets come from the rollout's policy (`notifications`) and a global default
 (`AUTOCANARY_NOTIFY_WEBHOOK_URL`, `AUTOCANARY_NOTIFY_SLACK_URL`). Delivery runs on a small
 thread pool with a timeout and bounded retries with backoff; it never blocks or fails a rollout:
@@ -31,6 +34,7 @@ from rollouts.errors import TransientError
 from rollouts.model import Rollout
 from rollouts.ports import EventRecorder
 from rollouts.records import QueuedNotification
+from workers.event_budget import EventBudget, RoutineEvent, RoutineEvents
 
 log = logging.getLogger("autocanary.notify")
 KUBERNETES_REASONS: dict[NotificationEvent, str] = {
@@ -49,6 +53,8 @@ KUBERNETES_REASONS: dict[NotificationEvent, str] = {
 WARNINGS = frozenset(
     {NotificationEvent.ROLLED_BACK, NotificationEvent.ABORTED, NotificationEvent.SUPERSEDED, NotificationEvent.FAILED}
 )
+ROUTINE = frozenset({NotificationEvent.STARTED, NotificationEvent.STEP_ADVANCED})
+"""Progress Events that pass the relay's event budget (`workers.event_budget`); the others go out at once."""
 
 
 def event_message(rollout: Rollout, notify: Notify) -> str:
@@ -73,6 +79,8 @@ class NotificationDispatcher:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         events: Callable[[str], EventRecorder] | None = None,
+        events_per_second: float = 20.0,
+        events_burst: int = 100,
         egress: EgressRules | None = None,
         resolve: Resolve = lambda host: (),
     ) -> None:
@@ -84,6 +92,11 @@ class NotificationDispatcher:
         self.backends = notifiers(poster, dict(secrets or {}))
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify")
+        self.routine = (
+            RoutineEvents(self._record_routine, EventBudget(events_per_second, events_burst, now=time.monotonic()))
+            if events is not None
+            else None
+        )
 
     def send(self, rollout: Rollout, notify: Notify, at: datetime | None = None) -> list[Future[bool]]:
         """Queue the notification for every interested target; returns at once."""
@@ -92,10 +105,28 @@ class NotificationDispatcher:
         ]
         at = at or self.clock()
         futures = [self._pool.submit(self._deliver, target, rollout, notify, at) for target in targets]
-        if self.events is not None:
+        if self.routine is not None and notify.event in ROUTINE:
+            reason, message = KUBERNETES_REASONS[notify.event], event_message(rollout, notify)
+            target = rollout.target
+            self.routine.offer(RoutineEvent(target.kind, target.namespace, target.name, reason, message, at, at))
+        elif self.events is not None:
             recorder = self.events(rollout.target.kind)  # the recorder of the rollout's target kind
             futures.append(self._pool.submit(self._record, recorder, rollout, notify))
         return futures
+
+    def _record_routine(self, event: RoutineEvent) -> None:
+        if self.events is None:  # the budget is only built with a recorder
+            return
+        self.events(event.kind).record_event(
+            event.namespace,
+            event.name,
+            reason=event.reason,
+            message=event.message,
+            warning=False,
+            count=event.count,
+            first_at=event.first_at,
+            last_at=event.last_at,
+        )
 
     def _record(self, events: EventRecorder, rollout: Rollout, notify: Notify) -> bool:
         """One Kubernetes Event on the Service; a failure is logged, never raised (once, no retry)."""

@@ -98,8 +98,7 @@ class Runner(ManualCommands):
             # Another worker is still on these (e.g. it scheduled an immediate follow-up while
             # holding them): look again in a second rather than when the scheduler's claim runs out.
             soon = self.clock() + timedelta(seconds=1)
-            for rollout_id in held:
-                self.store.schedule(rollout_id, soon)
+            self.store.schedule_many(dict.fromkeys(held, soon))
         if not tokens:
             return report
         try:
@@ -262,9 +261,14 @@ class Runner(ManualCommands):
         elif writes:
             with ThreadPoolExecutor(min(self.write_concurrency, len(writes))) as pool:
                 list(pool.map(carry_out, writes))
-        for rollout in idle:  # nothing to decide now: look again when there is (the claim would wait longer)
-            if engine.pending_write(rollout) is None:
-                self.store.schedule(rollout.id, causes.idle_next_tick(rollout, now, self.min_window, self.metrics_lag))
+        # Nothing to decide now: look again when there is (the claim would wait longer).
+        self.store.schedule_many(
+            {
+                rollout.id: causes.idle_next_tick(rollout, now, self.min_window, self.metrics_lag)
+                for rollout in idle
+                if engine.pending_write(rollout) is None
+            }
+        )
 
     def _carry_out(self, rollout: Rollout, action: causes.TrafficAction, token: int, report: TickReport) -> Rollout:
         """Carry out the engine's traffic action on the saved rollout.

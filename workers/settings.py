@@ -36,6 +36,9 @@ class WorkerSettings(SharedSettings):
     """A notification a relay took and did not finish (its worker died) is delivered by another after this."""
     kubernetes_events: bool = True
     """Record each transition as a Kubernetes Event on the Knative Service (needs `create events`)."""
+    events_per_second: float = Field(default=20.0, gt=0)
+    """Routine progress Events (started, step advanced) each relay sends per second at most (after a
+    burst of five seconds' worth); the rest wait and are combined. Warnings and final Events are never held."""
     write_concurrency: int = Field(default=16, ge=1, le=256)
     """Traffic writes one tick task sends to the Kubernetes API at once (each waits for the controller)."""
     watch_targets: bool = True

@@ -31,7 +31,18 @@ class KubernetesEvents:
         self.involved = involved
         self._uids: dict[tuple[str, str], str] = {}
 
-    def record_event(self, namespace: str, name: str, *, reason: str, message: str, warning: bool) -> None:
+    def record_event(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        reason: str,
+        message: str,
+        warning: bool,
+        count: int = 1,
+        first_at: datetime | None = None,
+        last_at: datetime | None = None,
+    ) -> None:
         """One Event with a unique name (never patched: the service account may only `create` events).
 
         The object is read once for its uid (then remembered): `kubectl describe` matches events
@@ -63,8 +74,8 @@ class KubernetesEvents:
             source=client.V1EventSource(component=EVENT_SOURCE),
             reporting_component=EVENT_SOURCE,
             reporting_instance=socket.gethostname()[:128],
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
+            first_timestamp=first_at or now,
+            last_timestamp=last_at or now,
+            count=count,
         )
         self.api.create_event(namespace, event, f"record event {reason} on {namespace}/{name}")

@@ -87,6 +87,13 @@ class WatchedObjects:
         with self._lock:
             return self._objects.get((namespace, name))
 
+    def peek(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The copy of one object when the copy can be trusted and holds it; None: read it."""
+        try:
+            return self.get(namespace, name)
+        except NotSynced:
+            return None
+
     def remember(self, obj: dict[str, Any]) -> None:
         """Take in an object read or written by this process, unless the copy already holds a newer one.
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from adapters.redis_store.base import StoreBase, lua
@@ -25,6 +26,13 @@ class Schedule(StoreBase):
     def schedule(self, rollout_id: str, at: datetime) -> None:
         with _transient("schedule a tick"):
             self.redis.zadd(self._key("due"), {rollout_id: at.timestamp()}, xx=True)
+
+    def schedule_many(self, times: Mapping[str, datetime]) -> None:
+        """`schedule` for many rollouts in one command (only those still scheduled: XX)."""
+        if not times:
+            return
+        with _transient("schedule ticks"):
+            self.redis.zadd(self._key("due"), {i: at.timestamp() for i, at in times.items()}, xx=True)
 
     def claim_due(self, now: datetime, limit: int, claim_until: datetime) -> list[tuple[str, float]]:
         """Due (id, due time) pairs, pushed to `claim_until` so the next scheduler round skips them.

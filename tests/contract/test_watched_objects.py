@@ -15,10 +15,10 @@ from kubernetes import client
 from adapters.knative import GROUP, VERSION, KnativeRouter, KnativeTarget
 from adapters.kubernetes.api import KubernetesApi
 from adapters.kubernetes.watched import NotSynced, WatchedObjects
-from rollouts import SetTraffic
+from rollouts import ForeignChange, SetTraffic
 from rollouts.ports import TargetRef, TargetState
 from sandbox.cluster import Endpoints
-from tests.knative import create, custom_objects, hello_service, new_revision, service_ready, wait_for
+from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
 
 V1, V2 = "hello-00001", "hello-00002"
 
@@ -138,3 +138,52 @@ def test_the_router_sees_its_own_write_in_the_copy_at_once(
     held = services.get(namespace, "hello")
     assert held is not None
     assert _pinned(held) == {V1: 90, V2: 10}
+
+
+class StaleCopy(WatchedObjects):
+    """A watched copy stuck at one snapshot of the Service (a watch far behind)."""
+
+    def __init__(self, kube: KubernetesApi, snapshot: dict[str, Any]) -> None:
+        super().__init__(kube, GROUP, VERSION, "services")
+        self.snapshot = snapshot
+
+    def peek(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.snapshot
+
+
+def test_a_write_from_a_stale_copy_meets_a_conflict_and_goes_out_from_a_fresh_read(
+    api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str
+) -> None:
+    create(api, namespace, hello_service("hello", "World"))
+    service_ready(api, namespace, "hello", V1)
+    new_revision(api, namespace, "hello", "Knative", pin=V1)
+    service_ready(api, namespace, "hello", V2)
+    snapshot = get(api, namespace, "services", "hello")
+    KnativeRouter(kube, settle_timeout=5.0).set_weight(
+        TargetRef("knative", namespace, "hello", V1, V2), SetTraffic(95, 5)
+    )
+    router = KnativeRouter(kube, settle_timeout=5.0, watched=StaleCopy(kube, snapshot))
+    router.set_weight(TargetRef("knative", namespace, "hello", V1, V2), SetTraffic(90, 10))
+    assert _pinned(get(api, namespace, "services", "hello")) == {V1: 90, V2: 10}
+
+
+def test_a_foreign_change_seen_only_in_a_stale_copy_does_not_stop_the_write(
+    api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str
+) -> None:
+    create(api, namespace, hello_service("hello", "World"))
+    service_ready(api, namespace, "hello", V1)
+    new_revision(api, namespace, "hello", "Knative", pin=V1)
+    service_ready(api, namespace, "hello", V2)
+    ref = TargetRef("knative", namespace, "hello", V1, V2)
+    plain = KnativeRouter(kube, settle_timeout=5.0)
+    plain.set_weight(ref, SetTraffic(70, 30))  # the hand edit the copy still shows
+    snapshot = get(api, namespace, "services", "hello")
+    plain.set_weight(ref, SetTraffic(95, 5))  # put right since
+
+    def guard(state: TargetState) -> None:
+        if state.pinned(V1, V2) != {V1: 95, V2: 5}:
+            raise ForeignChange(f"traffic is {state.pinned(V1, V2)}")
+
+    router = KnativeRouter(kube, settle_timeout=5.0, watched=StaleCopy(kube, snapshot))
+    router.set_weight(ref, SetTraffic(90, 10), guard=guard)
+    assert _pinned(get(api, namespace, "services", "hello")) == {V1: 90, V2: 10}
