@@ -319,12 +319,14 @@ def run_size(
     others_before = {name: _tree_cpu(pids) for name, pids in others.items()}
     cpu_before = sum(_cpu_seconds(pid) for pid in workers)
     queries_before = _prometheus_queries(endpoints.prometheus or "")
-    samples_before = len(store.samples("lateness"))
+    mark = store.samples_mark("lateness")
     print(f"N={size}: measuring for {args.measure:g}s", flush=True)
-    time.sleep(args.measure)
-    lateness_all = store.samples("lateness")
-    ticks = min(len(lateness_all), 20_000) - samples_before if len(lateness_all) < 20_000 else None
-    recent = lateness_all[: ticks if ticks else int(size * args.measure / 10)]
+    recent: list[float] = []
+    ends = time.monotonic() + args.measure
+    while (left := ends - time.monotonic()) > 0:  # read as it goes: Redis keeps the latest 20,000 only
+        time.sleep(min(2.0, left))
+        mark, taken = store.samples_since("lateness", mark)
+        recent.extend(taken)
     cpu = sum(_cpu_seconds(pid) for pid in workers) - cpu_before
     cores = {name: (_tree_cpu(pids) - others_before[name]) / args.measure for name, pids in others.items()}
     print(f"N={size}: cores used while measuring: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()), flush=True)

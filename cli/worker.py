@@ -28,6 +28,11 @@ def _scheduler_loop(stop: threading.Event) -> None:
     def resend(command_id: str) -> None:
         app.send_task(CONTROL_TASK, args=[command_id], queue="control")
 
+    def backlog() -> int:
+        with app.connection_for_read() as connection:
+            declared = connection.default_channel.queue_declare("ticks", passive=True)
+        return int(declared.message_count)
+
     Scheduler(
         RolloutStore.at(redis_location, settings.redis_prefix),
         send,
@@ -37,6 +42,8 @@ def _scheduler_loop(stop: threading.Event) -> None:
         claim=timedelta(seconds=settings.claim_seconds),
         poll_seconds=settings.scheduler_poll_seconds,
         retention=timedelta(days=settings.retention_days) if settings.retention_days > 0 else None,
+        backlog=backlog,
+        max_queued_batches=settings.scheduler_max_queued_batches,
     ).run_forever(stop)
 
 

@@ -3,10 +3,11 @@
 Several schedulers may run (for availability); a Redis lease elects the active one, and the
 others wait to take over when its lease lapses. Each round claims the due rollouts (pushing
 their due time `claim_seconds` ahead, so they are not sent twice) and sends them in batches of
-`batch_size`. A batch that is never ticked comes due again when the claim runs out, and one the
-broker failed to take is due again at once. The active scheduler also sends again the manual
-commands nobody carried out (`adapters.redis_store.commands`), and deletes rollouts that ended longer ago than
-the retention, a bounded number at a time.
+`batch_size`, unless `max_queued_batches` batches already wait for a worker (then they wait in
+the schedule and go out later, in larger batches). A batch that is never ticked comes due again
+when the claim runs out, and one the broker failed to take is due again at once. The active
+scheduler also sends again the manual commands nobody carried out (`adapters.redis_store.commands`),
+and deletes rollouts that ended longer ago than the retention, a bounded number at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ PRUNE_BATCH = 1000
 Send = Callable[[list[str], dict[str, float]], None]
 Resend = Callable[[str], None]
 """Sends a stored command's id to the `control` queue again."""
+Backlog = Callable[[], int]
+"""Tick batches sent and not yet taken by a worker (the `ticks` queue's length)."""
 
 
 class Scheduler:
@@ -43,6 +46,8 @@ class Scheduler:
         max_per_round: int = 5000,
         retention: timedelta | None = None,
         prune_every: timedelta = timedelta(minutes=10),
+        backlog: Backlog | None = None,
+        max_queued_batches: int = 4,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
@@ -55,6 +60,8 @@ class Scheduler:
         self.max_per_round = max_per_round
         self.retention = retention
         self.prune_every = prune_every
+        self.backlog = backlog
+        self.max_queued_batches = max_queued_batches
         self.clock = clock
         self._pruned_at: datetime | None = None
 
@@ -65,6 +72,9 @@ class Scheduler:
             return 0
         now = self.clock()
         self._resend_commands(now)
+        if self._workers_behind():
+            self._prune(now)
+            return 0
         due = self.store.claim_due(now, self.max_per_round, now + self.claim)
         batches = _batches(due, self.batch_size)
         for index, batch in enumerate(batches):
@@ -78,6 +88,23 @@ class Scheduler:
                 raise TransientError(f"broker: cannot send ticks: {exc}") from exc
         self._prune(now)
         return len(due)
+
+    def _workers_behind(self) -> bool:
+        """Enough batches wait for a worker already: what is due waits in the schedule instead.
+
+        Claimed and queued, it would wait just as long, and past `claim` it would be claimed and
+        sent again (the same rollouts twice in the queue, which made a 5,000-rollout start-up burst
+        queue 140 batches). Left in the schedule, it goes out in the larger batches of a later
+        round, when a worker is free. A broker that cannot say is not waited for.
+        """
+        if self.backlog is None:
+            return False
+        try:
+            waiting = self.backlog()
+        except Exception as exc:  # the broker's client's errors: send as if nothing waited
+            log.warning("cannot read the ticks queue's length: %s", exc)
+            return False
+        return waiting >= self.max_queued_batches
 
     def _resend_commands(self, now: datetime) -> None:
         """Commands nobody took, or whose worker died: to the control queue again (they are durable)."""

@@ -24,6 +24,9 @@ class WorkerSettings(SharedSettings):
     claim_seconds: float = 15.0
     """When a sent tick does not happen (worker killed, message lost), the rollout is sent again after this."""
     scheduler_poll_seconds: float = 0.5
+    scheduler_max_queued_batches: int = Field(default=4, ge=1)
+    """The scheduler sends no more tick batches while this many wait for a worker; what is due then
+    waits in the schedule and goes out in larger batches when a worker is free."""
     retention_days: float = Field(default=30.0, ge=0)
     """Ended rollouts and their event logs are deleted this long after they ended (0: kept forever)."""
     notify_webhook_url: str | None = None

@@ -89,3 +89,37 @@ def test_the_scheduler_sends_commands_nobody_carried_out_again(store: RolloutSto
     assert resent == [command_id]
     scheduler.run_once()
     assert resent == [command_id]  # not again before the next pickup time
+
+
+def test_while_enough_batches_wait_for_a_worker_what_is_due_stays_in_the_schedule(store: RolloutStore) -> None:
+    ids = {register(store, f"svc{i}").id for i in range(6)}
+    clock = Clock(T0 + timedelta(seconds=1))
+    queued: list[list[str]] = []
+    broken = False
+
+    def backlog() -> int:
+        if broken:
+            raise ConnectionError("the broker went away")
+        return len(queued)
+
+    scheduler = Scheduler(
+        store,
+        lambda batch, _due: queued.append(batch),
+        owner="a",
+        batch_size=2,
+        backlog=backlog,
+        max_queued_batches=1,
+        clock=clock,
+    )
+    for _ in range(3):  # the first round sends; then one batch or more waits
+        clock.advance(30)  # past every claim: all are due again unless still in the schedule
+        scheduler.run_once()
+    assert [len(batch) for batch in queued] == [2, 2, 2]  # one round's worth, never sent twice
+    queued.clear()  # a worker took them all
+    clock.advance(30)
+    assert scheduler.run_once() == 6
+    assert {rollout_id for batch in queued for rollout_id in batch} == ids
+    queued.clear()
+    broken = True
+    clock.advance(30)
+    assert scheduler.run_once() == 6  # a broker that cannot say is not waited for
