@@ -13,7 +13,7 @@ request counts by status, and latency buckets (see `analyzer.dialects`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -102,6 +102,26 @@ class PrometheusMetrics:
             buckets_query = queries.buckets_query(targets, seconds)
             buckets = self._query(lambda: self.client.custom_query(buckets_query, params=params))
         return queries.parse(counts, buckets, targets)
+
+    def fetch_windows(
+        self, source: MetricsSource, windows: Mapping[int, Sequence[RevisionRef]], at: datetime
+    ) -> dict[int, dict[RevisionRef, RevisionCounts]]:
+        """`fetch` for several windows ending at `at` (seconds -> their revisions): still two
+        queries in all, each window's series tagged with it."""
+        windows = {w: refs for w, refs in windows.items() if refs}
+        if not windows:
+            return {}
+        if any(w < 1 for w in windows):
+            raise ValueError("a window is at least one second")
+        queries = queries_for(source)
+        params = {"time": f"{at.timestamp():.3f}"}
+        counts_query = queries.counts_query_windows(windows)
+        counts = self._query(lambda: self.client.custom_query(counts_query, params=params))
+        buckets: list[dict[str, Any]] = []
+        if queries.has_buckets:
+            buckets_query = queries.buckets_query_windows(windows)
+            buckets = self._query(lambda: self.client.custom_query(buckets_query, params=params))
+        return queries.parse_windows(counts, buckets, windows)
 
     def fetch_range(
         self,

@@ -76,6 +76,27 @@ class DialectQueries:
         matchers.append(f'{self.revision_label}=~"{_alternatives(revisions)}"')
         return ",".join(matchers)
 
+    def counts_query_windows(self, windows: Mapping[int, Sequence[RevisionRef]]) -> str:
+        """`counts_query` for several windows at once, each result tagged with its window
+        (`WINDOW_LABEL`): one request, however many windows a batch's rollouts need."""
+        return _tagged({w: self.counts_query(refs, w) for w, refs in windows.items()})
+
+    def buckets_query_windows(self, windows: Mapping[int, Sequence[RevisionRef]]) -> str:
+        return _tagged({w: self.buckets_query(refs, w) for w, refs in windows.items()})
+
+    def parse_windows(
+        self,
+        counts: Iterable[Mapping[str, Any]],
+        buckets: Iterable[Mapping[str, Any]],
+        windows: Mapping[int, Sequence[RevisionRef]],
+    ) -> dict[int, dict[RevisionRef, RevisionCounts]]:
+        """The results of the `*_windows` queries, split by window and parsed as `parse` does."""
+        if len(windows) == 1:  # the plain query: its series carry no window
+            [(window, refs)] = windows.items()
+            return {window: self.parse(counts, buckets, refs)}
+        counts_by, buckets_by = _by_window(counts), _by_window(buckets)
+        return {w: self.parse(counts_by.get(w, []), buckets_by.get(w, []), refs) for w, refs in windows.items()}
+
     def is_error(self, status: str) -> bool:
         """A 5xx, whether the label holds the class ("5xx") or the code ("503")."""
         return status.startswith("5")
@@ -127,6 +148,28 @@ class DialectQueries:
         service = str(labels.get(self.service_label, "")) if self.service_label else ""
         namespace = str(labels.get(self.namespace_label, "")) if self.namespace_label else ""
         return RevisionRef(namespace, str(labels.get(self.revision_label, "")), service)
+
+
+WINDOW_LABEL = "autocanary_window"
+"""The label a multi-window query puts on each series: the window, in seconds, it was counted over."""
+
+
+def _tagged(queries: Mapping[int, str]) -> str:
+    """One expression for several: each query's series labelled with its window, joined by `or`
+    (the label keeps the windows' series apart, so `or` drops none)."""
+    if len(queries) == 1:
+        return next(iter(queries.values()))  # one window: the plain query
+    return " or ".join(
+        f'label_replace({query}, "{WINDOW_LABEL}", "{window}", "", "")' for window, query in sorted(queries.items())
+    )
+
+
+def _by_window(series: Iterable[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
+    """Series of a multi-window query by window."""
+    found: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for one in series:
+        found[int(one["metric"].get(WINDOW_LABEL, 0))].append(one)
+    return found
 
 
 _MATCHER_VALUE = re.compile(r'(=~?)(\s*)"((?:[^"\\]|\\.)*)"')

@@ -270,6 +270,13 @@ class MetricsProvider(Protocol):
         """`source` is the policy's `metrics_source`: a built-in dialect or its own queries."""
         ...
 
+    def fetch_windows(
+        self, source: MetricsSource, windows: Mapping[int, Sequence[RevisionRef]], at: datetime
+    ) -> Mapping[int, Mapping[RevisionRef, RevisionCounts]]:
+        """`fetch` for several windows ending at `at` (seconds -> their versions) in one go: the
+        rollouts of a batch each need the window since they were last judged."""
+        ...
+
 
 class Notifier(Protocol):
     """One notification backend (webhook, Slack): tells one target about one transition.

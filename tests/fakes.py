@@ -240,10 +240,19 @@ class FakeMetrics:
     others: tuple[FakeCluster, ...] = ()
     """More clusters measured by the same Prometheus (the fakes of other target kinds)."""
 
+    def fetch_windows(
+        self, source: MetricsSource, windows: Mapping[int, Sequence[RevisionRef]], at: datetime
+    ) -> dict[int, dict[RevisionRef, RevisionCounts]]:
+        self.fetches += 1
+        return {w: self._counts(refs, timedelta(seconds=w)) for w, refs in windows.items()}
+
     def fetch(
         self, dialect: MetricsSource, targets: Sequence[RevisionRef], window: timedelta, at: datetime
     ) -> dict[RevisionRef, RevisionCounts]:
         self.fetches += 1
+        return self._counts(targets, window)
+
+    def _counts(self, targets: Sequence[RevisionRef], window: timedelta) -> dict[RevisionRef, RevisionCounts]:
         if self.down:
             raise TransientError("Prometheus unreachable at http://prometheus (fake)")
         counts: dict[RevisionRef, RevisionCounts] = {}

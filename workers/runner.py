@@ -7,8 +7,9 @@ One tick of a batch:
    one batched read per target kind (for Knative, one LIST of Services per busy namespace); what
    would end or supersede a rollout is read again from the API server; and the canary's
    readiness while initializing;
-3. read the metrics of every rollout that is being judged, in one batched fetch per dialect and
-   window (two Prometheus queries each), and fold them into each rollout's statistics;
+3. read the metrics of every rollout that is being judged, in one batched fetch per dialect (two
+   Prometheus queries, each covering every window the batch's rollouts need), and fold them into
+   each rollout's statistics;
 4. let the pure engine decide (`rollouts.engine.handle`);
 5. save every decision with compare-and-set on version and token: a rollout someone else saved
    or took over meanwhile is dropped here, before anything reaches Kubernetes; its events and
@@ -35,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from analyzer.verdict import AnalysisState, error_verdict, judge
 from rollouts import causes, engine
 from rollouts.actions import Promote, SetTraffic
-from rollouts.counts import RevisionRef
+from rollouts.counts import RevisionCounts, RevisionRef
 from rollouts.errors import FencedOut, ForeignChange, InvalidTransition, PermanentError, TransientError
 from rollouts.events import (
     CanaryNotReady,
@@ -177,41 +178,45 @@ class Runner(ManualCommands):
     def _judge(
         self, rollouts: list[Rollout], now: datetime, report: TickReport
     ) -> list[tuple[Rollout, EngineEvent | None]]:
-        """One batched fetch per (dialect or custom queries, window) for every rollout being judged."""
+        """One batched fetch per dialect (or policy's own queries) for every rollout being judged,
+        each rollout over the window since it was last judged."""
         at = (now - self.metrics_lag).replace(microsecond=0)
-        groups: dict[tuple[MetricsSource, int], list[Rollout]] = defaultdict(list)
+        groups: dict[MetricsSource, dict[int, list[Rollout]]] = defaultdict(lambda: defaultdict(list))
         observed: list[tuple[Rollout, EngineEvent | None]] = []
         for rollout in rollouts:
             window = causes.judging_window(rollout, at, self.min_window)
             if window is None:
                 observed.append((rollout, None))
                 continue
-            groups[(rollout.policy.metrics_source, window)].append(rollout)
-        for (source, window), members in groups.items():
-            refs = [ref for r in members for ref in _refs(r)]
+            groups[rollout.policy.metrics_source][window].append(rollout)
+        for source, windows in groups.items():
+            members = [r for group in windows.values() for r in group]
             report.metric_fetches += 1
             try:
-                counts = self.metrics.fetch(source, refs, timedelta(seconds=window), at)
+                fetched = self.metrics.fetch_windows(
+                    source, {w: [ref for r in group for ref in _refs(r)] for w, group in windows.items()}, at
+                )
             except TransientError as exc:
                 observed.extend((r, Tick(error_verdict(str(exc)))) for r in members)
                 continue
             except PermanentError as exc:
                 observed.extend((r, RollbackRequired(f"metrics query refused: {exc}")) for r in members)
                 continue
-            for rollout in members:
-                canary, stable = _refs(rollout)
-                empty = causes.empty_window(rollout, counts[canary].requests, counts[stable].requests, window)
-                if empty is causes.EmptyWindow.GAP:  # not judged; the next window starts now
-                    observed.append((rollout.with_analyzed(at, rollout.analysis_state), Tick(causes.GAP_AFTER_OUTAGE)))
-                    continue
-                if empty is causes.EmptyWindow.WIDEN:
-                    observed.append((rollout, None))
-                    continue
-                judgement = judge(
-                    rollout.policy, AnalysisState.load(rollout.analysis_state), counts[canary], counts[stable]
-                )
-                observed.append((rollout.with_analyzed(at, judgement.state.dump()), Tick(judgement.verdict)))
+            for window, group in windows.items():
+                observed.extend(self._judged(r, fetched[window], window, at) for r in group)
         return observed
+
+    def _judged(
+        self, rollout: Rollout, counts: Mapping[RevisionRef, RevisionCounts], window: int, at: datetime
+    ) -> tuple[Rollout, EngineEvent | None]:
+        canary, stable = _refs(rollout)
+        empty = causes.empty_window(rollout, counts[canary].requests, counts[stable].requests, window)
+        if empty is causes.EmptyWindow.GAP:  # not judged; the next window starts now
+            return rollout.with_analyzed(at, rollout.analysis_state), Tick(causes.GAP_AFTER_OUTAGE)
+        if empty is causes.EmptyWindow.WIDEN:
+            return rollout, None
+        judgement = judge(rollout.policy, AnalysisState.load(rollout.analysis_state), counts[canary], counts[stable])
+        return rollout.with_analyzed(at, judgement.state.dump()), Tick(judgement.verdict)
 
     # --- decide, save, act ---------------------------------------------------------------------
 

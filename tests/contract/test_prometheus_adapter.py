@@ -17,6 +17,7 @@ from cli.main import app
 from policies import CustomMetrics, Dialect
 from rollouts import PermanentError, TransientError, ValidationError
 from rollouts.counts import RevisionRef
+from rollouts.ports import MetricsSource
 from sandbox.prometheus import PrometheusServer
 from tests.promdata import SECONDS, Revision, backfilled_prometheus
 
@@ -217,3 +218,20 @@ def test_a_placeholder_inside_a_regex_is_a_group_prometheus_reads(prometheus: Pr
     targets = [RevisionRef("shop", "checkout-00002"), RevisionRef("blog", "web-00003")]
     counts = PrometheusMetrics(PrometheusSettings(prometheus.url)).fetch(spec, targets, timedelta(seconds=10), at(100))
     assert [(counts[t].requests, counts[t].errors) for t in targets] == [(50, 10), (50, 20)]
+
+
+@pytest.mark.parametrize("source", [Dialect.KNATIVE_OPENCENSUS, Dialect.ISTIO, CUSTOM_ISTIO], ids=str)
+def test_several_windows_of_a_batch_are_read_in_the_same_two_queries(
+    prometheus: PrometheusServer, source: MetricsSource
+) -> None:
+    metrics = PrometheusMetrics(PrometheusSettings(prometheus.url))
+    istio = source is Dialect.ISTIO
+    refs = [RevisionRef(r.namespace, r.name, r.name.split("-", 1)[0] if istio else "") for r in REVISIONS]
+    windows = {10: refs[:2], 20: refs[2:], 30: refs}  # one revision may be judged over two windows
+    sent = queries_sent(metrics)
+    fetched = metrics.fetch_windows(source, windows, at(100))
+    assert len(sent) == 2
+    for window, members in windows.items():
+        alone = metrics.fetch(source, members, timedelta(seconds=window), at(100))
+        assert fetched[window] == alone, window
+        assert all(alone[ref].requests > 0 for ref in members)
