@@ -20,18 +20,13 @@ scheduler_app = typer.Typer(help="Run the scheduler that sends due rollouts to t
 def _scheduler_loop(stop: threading.Event) -> None:
     from adapters.redis_store import RolloutStore
     from workers.celery_app import CONTROL_TASK, TICK_TASK, app, redis_location, settings
-    from workers.scheduler import Scheduler
+    from workers.scheduler import Scheduler, queued_messages
 
     def send(ids: list[str], due: dict[str, float]) -> None:
         app.send_task(TICK_TASK, args=[ids, due], queue="ticks")
 
     def resend(command_id: str) -> None:
         app.send_task(CONTROL_TASK, args=[command_id], queue="control")
-
-    def backlog() -> int:
-        with app.connection_for_read() as connection:
-            declared = connection.default_channel.queue_declare("ticks", passive=True)
-        return int(declared.message_count)
 
     Scheduler(
         RolloutStore.at(redis_location, settings.redis_prefix),
@@ -42,7 +37,7 @@ def _scheduler_loop(stop: threading.Event) -> None:
         claim=timedelta(seconds=settings.claim_seconds),
         poll_seconds=settings.scheduler_poll_seconds,
         retention=timedelta(days=settings.retention_days) if settings.retention_days > 0 else None,
-        backlog=backlog,
+        backlog=lambda: queued_messages(app, "ticks"),
         max_queued_batches=settings.scheduler_max_queued_batches,
     ).run_forever(stop)
 

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from celery import Celery
+
 from adapters.redis_store import RolloutStore
 from rollouts.errors import TransientError
 
@@ -139,6 +141,16 @@ class Scheduler:
                 sent = 0
             if sent < self.max_per_round:
                 stop.wait(self.poll_seconds)
+
+
+def queued_messages(app: Celery, queue: str) -> int:
+    """Messages waiting in a broker queue (the scheduler's `backlog` for `ticks`).
+
+    Declared rather than asked passively: Redis deletes an empty list, and kombu then reports
+    the queue as missing."""
+    with app.connection_for_read() as connection:
+        declared = connection.default_channel.queue_declare(queue)
+    return int(declared.message_count)
 
 
 def _batches(items: Sequence[tuple[str, float]], size: int) -> list[list[tuple[str, float]]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
+from celery import Celery
 
 from adapters.redis_store import RolloutStore
 from adapters.redis_store.commands import PICKUP_SECONDS
@@ -13,7 +15,7 @@ from rollouts.log import LogEntry
 from rollouts.records import SaveResult
 from tests.factories import T0, registered
 from tests.fakes import Clock
-from workers.scheduler import Scheduler
+from workers.scheduler import Scheduler, queued_messages
 
 
 def register(store: RolloutStore, service: str) -> Rollout:
@@ -123,3 +125,12 @@ def test_while_enough_batches_wait_for_a_worker_what_is_due_stays_in_the_schedul
     broken = True
     clock.advance(30)
     assert scheduler.run_once() == 6  # a broker that cannot say is not waited for
+
+
+def test_the_backlog_is_the_ticks_queue_length_even_when_empty(redis_server: str) -> None:
+    app = Celery(broker=redis_server)
+    queue = f"ticks-{uuid.uuid4().hex[:8]}"
+    assert queued_messages(app, queue) == 0  # Redis holds no key for an empty queue
+    for _ in range(3):
+        app.send_task("autocanary.tick", args=[["r1"], {}], queue=queue)
+    assert queued_messages(app, queue) == 3
