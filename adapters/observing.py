@@ -79,8 +79,8 @@ def _from_watched(
             found = watched.get(ref.namespace, ref.name)
             if found is None:
                 unseen.append(ref)
-            else:
-                observed[ref] = state(cast(Found, found), ref)
+                continue
+            observed[ref] = watched.derive(ref, found, lambda obj: state(cast(Found, obj), ref))  # noqa: B023
     except NotSynced:
         observed.clear()
         return refs

@@ -7,6 +7,7 @@ pydantic a `Duration` type that accepts all three spellings and writes the short
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import timedelta
@@ -33,9 +34,16 @@ def parse_duration(value: object) -> object:
     if isinstance(value, int | float):
         return _bounded(float(value))
     if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if _WHOLE.match(text):
-            return _bounded(sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text)))
+        return _parse_text(value)
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(value: str) -> object:
+    # Cached: every stored rollout's policy is read back at every tick, with the same few spellings.
+    text = value.strip().replace(" ", "")
+    if _WHOLE.match(text):
+        return _bounded(sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text)))
     return value
 
 

@@ -53,6 +53,10 @@ def _answering(port: int, what: str, timeout: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+STREAM_NODE_MAX_BYTES = 1024
+"""What the README recommends for autocanary's Redis (and deploy/ sets)."""
+
+
 class RedisProcess:
     """redis-server on a free port with its own folder; AOF (fsync `always` unless told) when `durable`; a
     replica of the server on `replica_of` (a port on loopback) when given."""
@@ -89,6 +93,10 @@ class RedisProcess:
                 # A replica's first sync starts at once, not after the default 5 s wait for others.
                 "--repl-diskless-sync-delay",
                 "0",
+                # Each rollout's event log is a stream, and Redis gives every stream a node of this
+                # size up front: 4 KB by default, most of a rollout's memory (README, "Redis").
+                "--stream-node-max-bytes",
+                str(STREAM_NODE_MAX_BYTES),
                 *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
             ],
             stdout=subprocess.DEVNULL,

@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar, cast
 
 from analyzer.verdict import AnalysisState, error_verdict, judge
 from rollouts import causes, engine
@@ -57,6 +58,7 @@ from workers.manual import ManualCommands
 from workers.report import TickReport
 
 log = logging.getLogger("autocanary.runner")
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -121,15 +123,16 @@ class Runner(ManualCommands):
         observed: dict[str, Observation] = {}
         for kind, members in by_kind.items():
             target = self.backends.of(kind).target
+            refs = [r.target for r in members]  # built once: a property that makes a new TargetRef
             try:
-                found = dict(target.observe([r.target for r in members]))
+                found = dict(target.observe(refs))
                 # A copy may be milliseconds old: what it shows out of the ordinary is read again.
-                unusual = [r.target for r in members if _unusual(r, found.get(r.target))]
+                unusual = [ref for r, ref in zip(members, refs, strict=True) if _unusual(r, found.get(ref))]
                 if unusual:
                     found.update(target.observe(unusual, fresh=True))
             except TransientError as exc:
-                found = {r.target: exc for r in members}
-            observed.update((r.id, found.get(r.target)) for r in members)
+                found = dict.fromkeys(refs, exc)
+            observed.update((r.id, found.get(ref)) for r, ref in zip(members, refs, strict=True))
         return observed
 
     def _observe(
@@ -142,12 +145,16 @@ class Runner(ManualCommands):
         """The event each rollout's tick is about (None: nothing to decide this time)."""
         observed: list[tuple[Rollout, EngineEvent | None]] = []
         judged: list[Rollout] = []
+        reachable = [r for r in rollouts if not isinstance(targets.get(r.id), TransientError)]
         for rollout in rollouts:
             state = targets.get(rollout.id)
             if isinstance(state, TransientError):
                 observed.append((rollout, self._unavailable(rollout, str(state))))
-                continue
-            event = self._cluster_event(rollout, state)
+        # An initializing rollout's event needs its canary's readiness, one read each: side by side.
+        events = self._in_parallel(
+            lambda r: self._cluster_event(r, cast(TargetState | None, targets.get(r.id))), reachable
+        )
+        for rollout, event in zip(reachable, events, strict=True):
             if event is not None or rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
                 observed.append((rollout, event))
             elif rollout.step_started_at is None:
@@ -156,6 +163,15 @@ class Runner(ManualCommands):
                 judged.append(rollout)
         observed.extend(self._judge(judged, now, report))
         return observed
+
+    def _in_parallel(self, work: Callable[[Rollout], T], rollouts: list[Rollout]) -> list[T]:
+        """`work` for each rollout, those that read the cluster (initializing ones) on a pool."""
+        reading = [r for r in rollouts if r.phase is Phase.INITIALIZING]
+        if len(reading) <= 1:
+            return [work(r) for r in rollouts]
+        with ThreadPoolExecutor(min(self.write_concurrency, len(reading))) as pool:
+            started = {r.id: pool.submit(work, r) for r in reading}
+            return [started[r.id].result() if r.id in started else work(r) for r in rollouts]
 
     def _unavailable(self, rollout: Rollout, message: str) -> EngineEvent | None:
         if rollout.phase in (Phase.PROGRESSING, Phase.PAUSED):

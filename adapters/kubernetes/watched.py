@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar, cast
 
 import urllib3.exceptions
 from kubernetes import watch
@@ -30,6 +31,10 @@ from rollouts.errors import PermanentError, TransientError
 log = logging.getLogger("autocanary.kubernetes")
 
 GONE = 410
+MAX_DERIVED = 100_000
+"""Derived values kept (then forgotten all at once): more than any worker's rollouts."""
+
+T = TypeVar("T")
 
 
 class NotSynced(Exception):
@@ -54,6 +59,7 @@ class WatchedObjects:
         self.refused: str | None = None
         """Why the API server will not let us watch (then every read goes to it)."""
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self._derived: dict[Hashable, tuple[object, Any]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._synced = threading.Event()
@@ -93,6 +99,17 @@ class WatchedObjects:
             return self.get(namespace, name)
         except NotSynced:
             return None
+
+    def derive(self, key: Hashable, obj: dict[str, Any], compute: Callable[[dict[str, Any]], T]) -> T:
+        """`compute(obj)`, worked out once per version of the object (by `key`, e.g. who asks and
+        for what): ticks see the same versions over and over."""
+        version = obj["metadata"].get("resourceVersion")
+        kept = self._derived.get(key)
+        if kept is None or kept[0] != version:
+            if len(self._derived) >= MAX_DERIVED:
+                self._derived.clear()
+            kept = self._derived[key] = (version, compute(obj))
+        return cast(T, kept[1])
 
     def remember(self, obj: dict[str, Any]) -> None:
         """Take in an object read or written by this process, unless the copy already holds a newer one.
