@@ -64,6 +64,10 @@ app.conf.update(
 )
 
 
+SLOW_TICK_SECONDS = 5.0
+"""A tick batch that took longer is logged with the time of each stage."""
+
+
 def _backends(*, watch: bool = False) -> Backends:
     """The targets, routers and event recorders of every target kind, on one Kubernetes client
     (with `watch`, following the routed objects: for a runner, never before a fork)."""
@@ -153,7 +157,12 @@ def relay() -> OutboxRelay:
     retry_jitter=False,
 )
 def tick(ids: list[str], due: dict[str, float] | None = None) -> None:
-    log.debug("tick: %s", runner().tick(ids, due))
+    report = runner().tick(ids, due)
+    if report.took > SLOW_TICK_SECONDS:  # what held a batch up, for whoever reads the log at 3 a.m.
+        log.warning(
+            "slow tick of %d rollouts (%d leased), %.1fs: %s", len(ids), report.leased, report.took, report.stages()
+        )
+    log.debug("tick: %s", report)
 
 
 @app.task(

@@ -94,7 +94,8 @@ class Runner(ManualCommands):
     def tick(self, ids: Sequence[str], due: Mapping[str, float] | None = None) -> TickReport:
         """One tick for a batch of rollout ids (`due`: when each was due, for lateness)."""
         report = TickReport()
-        tokens = self.store.acquire_leases(list(dict.fromkeys(ids)), self.owner, self.lease_ms)
+        with report.timed("leases"):
+            tokens = self.store.acquire_leases(list(dict.fromkeys(ids)), self.owner, self.lease_ms)
         report.leased = len(tokens)
         held = [rollout_id for rollout_id in ids if rollout_id not in tokens]
         if held:
@@ -107,8 +108,11 @@ class Runner(ManualCommands):
         try:
             now = self.clock()
             report.lateness = [max(0.0, now.timestamp() - due[i]) for i in tokens if due and i in due]
-            loaded = [r for r in self.store.get_many(list(tokens)) if r is not None and not r.is_terminal]
-            observed = self._observe(loaded, self._targets(loaded), now, report)
+            with report.timed("load"):
+                loaded = [r for r in self.store.get_many(list(tokens)) if r is not None and not r.is_terminal]
+            with report.timed("observe"):
+                targets = self._targets(loaded)
+            observed = self._observe(loaded, targets, now, report)
             self._decide_and_act(observed, tokens, now, report)
             self.store.record_samples("lateness", report.lateness)
         finally:
@@ -151,9 +155,10 @@ class Runner(ManualCommands):
             if isinstance(state, TransientError):
                 observed.append((rollout, self._unavailable(rollout, str(state))))
         # An initializing rollout's event needs its canary's readiness, one read each: side by side.
-        events = self._in_parallel(
-            lambda r: self._cluster_event(r, cast(TargetState | None, targets.get(r.id))), reachable
-        )
+        with report.timed("readiness"):
+            events = self._in_parallel(
+                lambda r: self._cluster_event(r, cast(TargetState | None, targets.get(r.id))), reachable
+            )
         for rollout, event in zip(reachable, events, strict=True):
             if event is not None or rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
                 observed.append((rollout, event))
@@ -161,7 +166,8 @@ class Runner(ManualCommands):
                 observed.append((rollout, Tick(causes.NOT_STARTED)))
             else:
                 judged.append(rollout)
-        observed.extend(self._judge(judged, now, report))
+        with report.timed("metrics"):
+            observed.extend(self._judge(judged, now, report))
         return observed
 
     def _in_parallel(self, work: Callable[[Rollout], T], rollouts: list[Rollout]) -> list[T]:
@@ -262,7 +268,9 @@ class Runner(ManualCommands):
             )
             planned[rollout.id] = causes.traffic_action(decision.actions)
         survivors = list(idle)
-        for result, rollout in self.store.save_many(decided):
+        with report.timed("save"):
+            saved = self.store.save_many(decided)
+        for result, rollout in saved:
             if result is SaveResult.OK:
                 survivors.append(rollout)
                 report.decided += 1
@@ -277,11 +285,12 @@ class Runner(ManualCommands):
         def carry_out(write: tuple[Rollout, causes.TrafficAction]) -> Rollout:
             return self._carry_out(write[0], write[1], tokens[write[0].id], report)
 
-        if len(writes) == 1:
-            carry_out(writes[0])
-        elif writes:
-            with ThreadPoolExecutor(min(self.write_concurrency, len(writes))) as pool:
-                list(pool.map(carry_out, writes))
+        with report.timed("writes"):
+            if len(writes) == 1:
+                carry_out(writes[0])
+            elif writes:
+                with ThreadPoolExecutor(min(self.write_concurrency, len(writes))) as pool:
+                    list(pool.map(carry_out, writes))
         # Nothing to decide now: look again when there is (the claim would wait longer).
         self.store.schedule_many(
             {
