@@ -309,9 +309,12 @@ function rolloutPage(id) {
     drawChart(chart, points, { rollback: rollout.evidence_threshold, noWorse: rollout.no_worse_threshold });
   };
 
+  // A refresh that was asked for (or answered) after this page was left must not replace the
+  // page on screen: a 401 from before a sign-in would show "session ended" to the new session.
   const refresh = async () => {
-    try { rollout = await api(`/v1/rollouts/${encodeURIComponent(id)}`); } catch (error) { return failure(error); }
-    render();
+    if (page !== shown) return;
+    try { rollout = await api(`/v1/rollouts/${encodeURIComponent(id)}`); } catch (error) { return page === shown ? failure(error) : undefined; }
+    if (page === shown) render();
   };
   const soon = () => { refreshing = refreshing || setTimeout(() => { refreshing = null; refresh(); }, 500); };
 
