@@ -24,6 +24,7 @@ measure of the scheduling, Redis, Kubernetes and Prometheus round trips, not of 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -253,7 +254,7 @@ def _register_all(size: int, names: list[tuple[str, str, bool]], store: RolloutS
         if time.monotonic() - last_report > 10:
             print(f"N={size}: {count:,} of {size:,} at step 1", flush=True)
             last_report = time.monotonic()
-        time.sleep(0.25)
+        time.sleep(1.0)  # each look decodes every active rollout's gauges: not too often
     all_at_step_one = time.monotonic() - registering
     print(f"N={size}: all at step 1 {all_at_step_one:.1f}s after registration began", flush=True)
     return ids, registered_in, all_at_step_one
@@ -305,12 +306,6 @@ def run_size(
     )
     _create_targets(endpoints, names)
     baseline_memory = store.memory_used()
-    ids, registered_in, all_at_step_one = _register_all(size, names, store)
-    burst = store.samples("lateness")  # the start-up burst: every rollout registered at once
-    burst_p99 = _percentile(burst, 99)
-    if args.warmup:
-        print(f"N={size}: all progressing; warming up for {args.warmup:g}s", flush=True)
-        time.sleep(args.warmup)
     workers = [process.pid for name, process in processes.running.items() if name.startswith("worker-")]
     others = {
         "sandbox": [sandbox.process.pid] if sandbox.process else [],
@@ -318,6 +313,15 @@ def run_size(
         "scheduler": [processes.running["scheduler"].pid],
         "workers, all processes": workers,
     }
+    burst_before = {name: _tree_cpu(pids) for name, pids in others.items()}
+    ids, registered_in, all_at_step_one = _register_all(size, names, store)
+    burst_cores = {name: (_tree_cpu(pids) - burst_before[name]) / all_at_step_one for name, pids in others.items()}
+    print(f"N={size}: cores used in the burst: " + ", ".join(f"{k} {v:.2f}" for k, v in burst_cores.items()))
+    burst = store.samples("lateness")  # the start-up burst: every rollout registered at once
+    burst_p99 = _percentile(burst, 99)
+    if args.warmup:
+        print(f"N={size}: all progressing; warming up for {args.warmup:g}s", flush=True)
+        time.sleep(args.warmup)
     others_before = {name: _tree_cpu(pids) for name, pids in others.items()}
     cpu_before = sum(_cpu_seconds(pid) for pid in workers)
     queries_before = _prometheus_queries(endpoints.prometheus or "")
@@ -354,6 +358,7 @@ def run_size(
         "registered_in": registered_in,
         "all_at_step_one": all_at_step_one,
         **{f"cores {name}": value for name, value in cores.items()},
+        **{f"burst cores {name}": value for name, value in burst_cores.items()},
     }
 
 
@@ -370,13 +375,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--warmup", type=float, default=30.0, help="seconds between all rollouts progressing and measuring"
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (each one core's worth)")
+    parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep the processes' logs there")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = parser.parse_args(argv)
     stop_on_sigterm()
     sizes = [int(size) for size in args.sizes.split(",")]
 
-    with tempfile.TemporaryDirectory(prefix="autocanary-scale-") as folder:
-        base = Path(folder)
+    with contextlib.ExitStack() as cleanup:
+        base = (
+            Path(args.keep)
+            if args.keep
+            else Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="autocanary-scale-")))
+        )
+        base.mkdir(parents=True, exist_ok=True)
         sandbox = SandboxProcess(base / "sandbox", "--reconcile-delay", "0.05", "--ready-after", "0.5")
         (base / "redis").mkdir()
         redis_process = RedisProcess(base / "redis")
@@ -409,8 +420,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "| rollouts (Istio) | rollout ticks/s | tick lateness p50 / p99 s | worker CPU ms per rollout tick"
         " | Prometheus queries per 10 s round | Redis bytes per rollout | abort p50 / p99 ms"
         " | start-up burst lateness p99 s | registered in s | all at step 1 after s"
-        " | cores: workers / sandbox / Redis / scheduler |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | cores: workers / sandbox / Redis / scheduler | in the burst |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
@@ -420,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             f" | {row['abort_p50_ms']:.0f} / {row['abort_p99_ms']:.0f} | {row['burst_lateness_p99']:.1f}"
             f" | {row['registered_in']:.1f} | {row['all_at_step_one']:.1f}"
             f" | {row['cores workers, all processes']:.2f} / {row['cores sandbox']:.2f} / {row['cores redis']:.2f}"
-            f" / {row['cores scheduler']:.2f} |"
+            f" / {row['cores scheduler']:.2f}"
+            f" | {row['burst cores workers, all processes']:.2f} / {row['burst cores sandbox']:.2f}"
+            f" / {row['burst cores redis']:.2f} / {row['burst cores scheduler']:.2f} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -431,8 +444,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             f" {args.workers} worker processes (solo pool), one scheduler, the sandbox and its Prometheus,"
             " a private Redis with AOF, all on this 2-core machine; policy interval 10 s;"
             " no request traffic (see the script's docstring). Steady state: measured after every rollout"
-            f" progresses and a {args.warmup:g} s warm-up; the last column is the tick lateness while all N"
-            " rollouts, registered at once, were initialising."
+            f" progresses and a {args.warmup:g} s warm-up. Start-up burst: all N registered at once by"
+            f" {REGISTERING_CLIENTS} clients; its lateness p99, how long registering took, and how long until"
+            " every rollout was at step 1 (canary weight written and observed) from the first registration."
+            " Cores: CPU seconds per second of each part (a worker with its control consumer and relay), while"
+            " measuring and during the burst; the machine has 2."
         )
         write_section(Path(__file__).with_name("RESULTS.md"), "scale", "Scale (concurrent rollouts)", note, table)
 
