@@ -26,7 +26,7 @@ ALLOWED_RBAC = (
     | {("networking.istio.io", "virtualservices", verb) for verb in ("get", "list", "watch", "patch", "update")}
     | {("networking.istio.io", "destinationrules", verb) for verb in ("get", "list", "watch")}
     | {("apps", "deployments", verb) for verb in ("get", "list", "watch")}
-    | {("gateway.networking.k8s.io", "httproutes", verb) for verb in ("get", "list", "patch")}
+    | {("gateway.networking.k8s.io", "httproutes", verb) for verb in ("get", "list", "watch", "patch")}
     | {("", "services", "get")}
     | {("", "events", "create")}
 )
