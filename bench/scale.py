@@ -12,6 +12,13 @@ they all stay in flight), waits until every one is progressing, and then measure
 - abort latency: from enqueueing the abort to `spec.traffic` back at stable 100 % in the sandbox's
   API server, p50/p99 over `--aborts` aborts sent one after another while the ticks run.
 
+and, for the start-up burst (all N registered at once by 16 clients): how long registering took,
+how long until every rollout was at step 1 (its canary weight written and observed), and the
+tick lateness p99 meanwhile; and the CPU of each part (workers with their control consumers and
+relays, the sandbox, Redis, the scheduler) during the burst and while measuring, to say what
+limited each figure on this machine. `--workers 4` runs four worker processes; `--keep DIR`
+keeps the processes' logs (a tick batch over 5 s is logged with the time of each stage).
+
 The sandbox serves no traffic here (the canaries' verdicts are inconclusive), which makes this a
 measure of the scheduling, Redis, Kubernetes and Prometheus round trips, not of the statistics
 (bench/decisions.py measures those).
@@ -19,6 +26,8 @@ measure of the scheduling, Redis, Kubernetes and Prometheus round trips, not of 
     .venv/bin/python -m bench.scale                       # N = 100 and 1000
     .venv/bin/python -m bench.scale --sizes 100 --measure 30 --aborts 20
     .venv/bin/python -m bench.scale --sizes 1000 --istio-share 0.5     # half of them Istio canaries
+    .venv/bin/python -m bench.scale --sizes 1000,5000,10000 --measure 60 --aborts 100
+    .venv/bin/python -m bench.scale --sizes 10000 --workers 4 --no-write
 """
 
 from __future__ import annotations
