@@ -21,7 +21,7 @@ from adapters import retry
 from adapters.kubernetes.api import Conflict, KubernetesApi
 from adapters.kubernetes.watched import WatchedObjects
 from rollouts.actions import SetTraffic
-from rollouts.errors import ForeignChange, PermanentError, TransientError
+from rollouts.errors import PermanentError, TransientError
 from rollouts.ports import RoutePlan, TargetRef, TargetState, WriteGuard
 
 Routes = list[dict[str, Any]]
@@ -98,7 +98,7 @@ class RouteListRouter:
         try:
             for attempt in retry.conflicts(self.conflict_retries, self.backoff, Conflict):
                 with attempt:
-                    written = self._write_once(ref, change, guard, first=attempt.retry_state.attempt_number == 1)
+                    written = self._write_once(ref, change, guard)
         except RetryError as exc:
             raise TransientError(
                 f"{self.routes.kind} {ref.where} still conflicts with another writer"
@@ -107,23 +107,10 @@ class RouteListRouter:
         return self.routes.state(written, ref)
 
     def _write_once(
-        self, ref: TargetRef, change: Callable[[Routes, int], Routes], guard: WriteGuard | None, *, first: bool
+        self, ref: TargetRef, change: Callable[[Routes, int], Routes], guard: WriteGuard | None
     ) -> dict[str, Any]:
-        """Read, show the guard, write conditioned on what was read (`Conflict` if it moved).
-
-        The first attempt reads the watched copy when there is one: a stale copy meets a 409 and
-        the retry reads from the API server; anything else concluded from the copy (nothing to
-        write, someone else's change, the managed route gone) is concluded again from the API
-        server's answer.
-        """
-        held = self.watched.peek(ref.namespace, ref.name) if first and self.watched else None
-        if held is not None:
-            try:
-                written = self._write_from(ref, change, guard, held)
-                if written is not held:
-                    return written
-            except (ForeignChange, PermanentError):
-                pass
+        """Read from the API server (not the watched copy, as the Knative router), show the guard,
+        write conditioned on what was read (`Conflict` if it moved)."""
         return self._write_from(ref, change, guard, self._read(ref))
 
     def _write_from(

@@ -75,8 +75,11 @@ def _relay_loop(stop: threading.Event) -> None:
 
 
 def _consume(queues: str, loglevel: str, name: str, pool: list[str]) -> None:
+    from workers import celery_app
     from workers.celery_app import app, warm_up
 
+    if "ticks" not in queues.split(","):
+        celery_app.watching_targets = False
     if "solo" in pool:  # tasks run in this very process: build its runner before the first one arrives
         warm_up()
     arguments = ["worker", "--queues", queues, "--loglevel", loglevel, "--hostname", f"{name}@%h"]

@@ -84,12 +84,17 @@ def _owner() -> str:
     return f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+watching_targets = True
+"""Whether this process's runner follows the routed objects (the control-only consumer does not:
+it writes one rollout at a time, fresh from the API server, and ticks nothing)."""
+
+
 @cache
 def runner() -> Runner:
     """One runner per worker process, built from the environment on first use, with its heartbeat."""
     built = Runner(
         RolloutStore.at(redis_location, settings.redis_prefix),
-        _backends(watch=settings.watch_targets),
+        _backends(watch=settings.watch_targets and watching_targets),
         PrometheusMetrics(settings.prometheus()),
         owner=_owner(),
         lease_ms=int(settings.lease_seconds * 1000),

@@ -93,13 +93,6 @@ class WatchedObjects:
         with self._lock:
             return self._objects.get((namespace, name))
 
-    def peek(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The copy of one object when the copy can be trusted and holds it; None: read it."""
-        try:
-            return self.get(namespace, name)
-        except NotSynced:
-            return None
-
     def derive(self, key: Hashable, obj: dict[str, Any], compute: Callable[[dict[str, Any]], T]) -> T:
         """`compute(obj)`, worked out once per version of the object (by `key`, e.g. who asks and
         for what): ticks see the same versions over and over."""
