@@ -182,14 +182,10 @@ class KnativeRouter:
         return self._await_observed(ref, int(written["metadata"]["generation"]))
 
     def _write_once(self, ref: TargetRef, traffic: list[dict[str, Any]], guard: WriteGuard | None) -> dict[str, Any]:
-        """Read from the API server (never the watched copy: starting from the copy made aborts
-        after a worker restart take 5-7 s instead of under one, bench.chaos), show the guard what
-        was read, write conditioned on it (`Conflict` if it moved)."""
-        return self._write_from(ref, traffic, guard, self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name))
-
-    def _write_from(
-        self, ref: TargetRef, traffic: list[dict[str, Any]], guard: WriteGuard | None, current: dict[str, Any]
-    ) -> dict[str, Any]:
+        """Read from the API server (never the watched copy: a write's guard must not judge a copy
+        that may be behind), show the guard what was read, write conditioned on it (`Conflict` if
+        it moved)."""
+        current = self.api.get(GROUP, VERSION, "services", ref.namespace, ref.name)
         if guard is not None:
             guard(service_state(current, ref.tag))
         patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "spec": {"traffic": traffic}}

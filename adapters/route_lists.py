@@ -111,11 +111,7 @@ class RouteListRouter:
     ) -> dict[str, Any]:
         """Read from the API server (not the watched copy, as the Knative router), show the guard,
         write conditioned on what was read (`Conflict` if it moved)."""
-        return self._write_from(ref, change, guard, self._read(ref))
-
-    def _write_from(
-        self, ref: TargetRef, change: Callable[[Routes, int], Routes], guard: WriteGuard | None, current: dict[str, Any]
-    ) -> dict[str, Any]:
+        current = self._read(ref)
         if guard is not None:
             guard(self.routes.state(current, ref))
         routes = self._routes(current)
