@@ -30,11 +30,6 @@ OTHER_RULE = {
 
 
 @pytest.fixture
-def kube(sandbox: Endpoints) -> KubernetesApi:
-    return KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
-
-
-@pytest.fixture
 def custom(sandbox: Endpoints) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client(sandbox))
 

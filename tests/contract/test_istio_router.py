@@ -36,11 +36,6 @@ OTHER_ROUTE = {
 
 
 @pytest.fixture
-def kube(sandbox: Endpoints) -> KubernetesApi:
-    return KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
-
-
-@pytest.fixture
 def custom(sandbox: Endpoints) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client(sandbox))
 

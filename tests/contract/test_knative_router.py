@@ -24,16 +24,6 @@ V1, V2 = "hello-00001", "hello-00002"
 
 
 @pytest.fixture
-def api(sandbox: Endpoints) -> client.CustomObjectsApi:
-    return custom_objects(sandbox)
-
-
-@pytest.fixture
-def kube(sandbox: Endpoints) -> KubernetesApi:
-    return KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
-
-
-@pytest.fixture
 def router(kube: KubernetesApi) -> KnativeRouter:
     return KnativeRouter(kube, settle_timeout=5.0)
 

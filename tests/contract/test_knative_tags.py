@@ -14,19 +14,9 @@ from adapters.kubernetes.api import KubernetesApi
 from rollouts import PermanentError, SetTraffic
 from rollouts.ports import RequestMatch, RoutePlan, TargetRef
 from sandbox.cluster import Endpoints
-from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
+from tests.knative import create, get, hello_service, new_revision, service_ready, wait_for
 
 V1, V2 = "hello-00001", "hello-00002"
-
-
-@pytest.fixture
-def api(sandbox: Endpoints) -> client.CustomObjectsApi:
-    return custom_objects(sandbox)
-
-
-@pytest.fixture
-def kube(sandbox: Endpoints) -> KubernetesApi:
-    return KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
 
 
 @pytest.fixture

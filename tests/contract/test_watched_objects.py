@@ -18,19 +18,9 @@ from adapters.kubernetes.watched import NotSynced, WatchedObjects
 from rollouts import ForeignChange, SetTraffic
 from rollouts.ports import TargetRef, TargetState
 from sandbox.cluster import Endpoints
-from tests.knative import create, custom_objects, get, hello_service, new_revision, service_ready, wait_for
+from tests.knative import create, get, hello_service, new_revision, service_ready, wait_for
 
 V1, V2 = "hello-00001", "hello-00002"
-
-
-@pytest.fixture
-def api(sandbox: Endpoints) -> client.CustomObjectsApi:
-    return custom_objects(sandbox)
-
-
-@pytest.fixture
-def kube(sandbox: Endpoints) -> KubernetesApi:
-    return KubernetesApi.from_kubeconfig(sandbox.kubeconfig)
 
 
 @pytest.fixture
