@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from api.auth import TokenBook
 from api.deps import Dependencies
 from api.errors import install_error_handlers
+from api.fast_reads import RolloutReads
 from api.middleware import BodyLimit, CatchAll, PageHeaders
 from api.routes import actions, operations, policies, rollouts
 from api.schemas import ErrorBody
@@ -66,6 +67,7 @@ def create_app(settings: ApiSettings, deps: Dependencies) -> FastAPI:
     app.state.egress = EgressRules.parse(settings.notify_allowed_hosts)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(PageHeaders, prefix=dashboard.router.prefix)
+    app.add_middleware(RolloutReads)  # the dashboards' polls, before FastAPI's routing
     app.add_middleware(CatchAll)  # added last: outermost of ours
     install_error_handlers(app)
     for resource in (rollouts, actions, policies, operations, dashboard):

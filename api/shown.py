@@ -24,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
+import pydantic_core
+
 from adapters.redis_store import AsyncReads, Freshness
 from api.schemas import RolloutPublic
 from api.views import rollout_public
@@ -38,21 +40,47 @@ UNTRUSTED = -1
 log = logging.getLogger("autocanary.api")
 
 
+_IN_STEP_MARK = -1.25e-300
+"""A time in step no answer has: where the JSON is cut to put each answer's own."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An answer's JSON, cut around its time in step, so that each poll joins bytes instead of
+    serialising the rollout again (the serialising was a tenth of a poll's CPU)."""
+
+    before: bytes
+    after: bytes
+    step_started_at: datetime | None
+    """Set while the rollout runs: the time in step is counted from it at each answer."""
+
+    @classmethod
+    def of(cls, answer: RolloutPublic, step_started_at: datetime | None) -> Rendered:
+        if step_started_at is None:
+            return cls(answer.model_dump_json().encode(), b"", None)
+        marked = answer.model_copy(update={"time_in_step_seconds": _IN_STEP_MARK}).model_dump_json().encode()
+        mark = b'"time_in_step_seconds":' + pydantic_core.to_json(_IN_STEP_MARK)
+        before, found, after = marked.partition(mark)
+        if not found or mark in after:  # the mark is a key and a value no label or policy can hold
+            raise AssertionError("the time in step is not where the answer's JSON was cut")
+        return cls(before + b'"time_in_step_seconds":', after, step_started_at)
+
+    def at(self, now: datetime) -> bytes:
+        if self.step_started_at is None:
+            return self.before
+        in_step = (now - self.step_started_at).total_seconds()
+        return b"".join((self.before, pydantic_core.to_json(in_step), self.after))  # as pydantic writes floats
+
+
 @dataclass(frozen=True)
 class _Shown:
     freshness: Freshness
-    answer: RolloutPublic
-    step_started_at: datetime | None
-    """Set while the rollout runs: the time in step is counted from it at each answer."""
+    rendered: Rendered
     epoch: int
     """The subscription it may be served under without asking Redis, or `UNTRUSTED`."""
 
     def at(self, now: datetime) -> bytes:
-        answer = self.answer
-        if self.step_started_at is not None:
-            in_step = (now - self.step_started_at).total_seconds()
-            answer = answer.model_copy(update={"time_in_step_seconds": in_step})
-        return answer.model_dump_json().encode()
+        return self.rendered.at(now)
 
 
 class Followers:
@@ -114,7 +142,8 @@ class ShownRollouts:
                 return None
             rollout, recent, freshness = loaded
             answer = rollout_public(rollout, recent, now).model_copy(update={"resolved_policy": rollout.policy})
-            shown = _Shown(freshness, answer, None if rollout.is_terminal else rollout.step_started_at, UNTRUSTED)
+            running_since = None if rollout.is_terminal else rollout.step_started_at
+            shown = _Shown(freshness, Rendered.of(answer, running_since), UNTRUSTED)
         if epoch != self._epoch or announced != self._announced:
             epoch = UNTRUSTED  # an announcement (of this rollout or another) came while reading
         self._shown[rollout_id] = dataclasses.replace(shown, epoch=epoch)
