@@ -257,14 +257,18 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
 
     def get_many(self, ids: Sequence[str]) -> list[Rollout | None]:
         """Pipelined: one round trip for the whole batch."""
+        return [Rollout.from_stored(doc) if doc else None for doc in self._documents(ids)]
+
+    def _documents(self, ids: Sequence[str]) -> list[str | None]:
+        """The stored documents of `ids`, unparsed (parsing is most of a read's cost)."""
         if not ids:
             return []
         with _transient("read rollouts"):
             pipe = self.redis.pipeline(transaction=False)
             for rollout_id in ids:
                 pipe.hget(self._key("r", rollout_id), "doc")
-            docs = pipe.execute()
-        return [Rollout.from_stored(doc) if doc else None for doc in docs]
+            docs: list[str | None] = pipe.execute()
+        return docs
 
     def active_for(self, namespace: str, service: str, kind: str = TARGET_KIND) -> str | None:
         with _transient("read the active rollout"):
@@ -283,10 +287,12 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
         """Newest first, filtered; `cursor` continues after the last rollout of the previous page."""
         found: list[Rollout] = []
         max_score, skip_through = _parse_cursor(cursor)
-        chunk = max(limit * 4, 100)
-        offset = 0
         self._derived_ready()
         index = self._list_index(namespace, service, phase, kind)
+        filters = sum(1 for value in (namespace, service, phase, kind) if value)
+        # With one filter or none, the index holds only matches: a page reads no more than it shows.
+        chunk = limit + 1 if filters <= 1 else max(limit * 4, 100)
+        offset = 0
         with _transient("list rollouts"):
             while len(found) < limit:
                 entries = self.redis.zrevrangebyscore(
@@ -302,7 +308,8 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
                         skip_through = None
                     else:
                         continue
-                for rollout in self.get_many(ids):
+                for doc in self._documents(ids):  # parsed one by one: a full page stops parsing
+                    rollout = Rollout.from_stored(doc) if doc else None
                     if rollout is None or not _matches(rollout, namespace, service, phase, kind):
                         continue
                     found.append(rollout)
