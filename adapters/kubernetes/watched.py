@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar, cast
 
@@ -126,9 +127,18 @@ class WatchedObjects:
     # --- the background thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        # While the copy is not trusted after a break every read goes to the API server: the break
+        # is worth a warning (once, not at each retry), and so is its end, with how long it lasted.
+        broken_since: float | None = None
         while not self._stop.is_set():
             try:
                 version = self._list()
+                if broken_since is not None:
+                    unsynced = time.monotonic() - broken_since
+                    log.warning(
+                        "watch of %s listed again after %.1fs of reading from the API server", self.plural, unsynced
+                    )
+                    broken_since = None
                 self._follow(version)
             except PermanentError as exc:  # RBAC or an unknown resource: reading directly is all we can do
                 self.refused = f"cannot watch {self.plural}: {exc}"
@@ -138,7 +148,15 @@ class WatchedObjects:
             except Exception as exc:  # the API server away, a broken stream: list again shortly
                 self._mark_unsynced()
                 if not self._stop.is_set():
-                    log.info("watch of %s broken, listing again in %gs: %s", self.plural, self.retry_seconds, exc)
+                    first = broken_since is None
+                    broken_since = time.monotonic() if first else broken_since
+                    log.log(
+                        logging.WARNING if first else logging.INFO,
+                        "watch of %s broken, reading from the API server and listing again in %gs: %s",
+                        self.plural,
+                        self.retry_seconds,
+                        exc,
+                    )
                 self._stop.wait(self.retry_seconds)
 
     def _list(self) -> str:

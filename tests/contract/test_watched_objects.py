@@ -4,12 +4,14 @@ Knative target and router reading from it, against the sandbox API server over r
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+import urllib3.exceptions
 from kubernetes import client
 
 from adapters.knative import GROUP, VERSION, KnativeRouter, KnativeTarget
@@ -78,6 +80,33 @@ def test_a_resource_that_cannot_be_watched_leaves_reads_to_the_api_server(kube: 
     assert "nosuchthings" in (watched.refused or "")
     with pytest.raises(NotSynced):
         watched.get("default", "anything")
+
+
+def test_a_break_is_one_warning_and_its_end_another_not_one_per_retry(
+    kube: KubernetesApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_list = kube.custom.list_cluster_custom_object
+    failures = iter(range(3))
+
+    def unreachable_three_times(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("watch") and next(failures, None) is not None:
+            raise urllib3.exceptions.MaxRetryError(None, "/apis", "connection refused")  # type: ignore[arg-type]
+        return real_list(*args, **kwargs)
+
+    monkeypatch.setattr(kube.custom, "list_cluster_custom_object", unreachable_three_times)
+    caplog.set_level(logging.INFO, logger="autocanary")
+    watched = WatchedObjects(kube, GROUP, VERSION, "services", retry_seconds=0.05).start()
+    try:
+        wait_for(lambda: watched.synced, 10, "the LIST after three failures")
+    finally:
+        watched.stop()
+    said = [(r.levelname, r.getMessage().split(",")[0].split(" after ")[0]) for r in caplog.records]
+    assert said == [
+        ("WARNING", "watch of services broken"),
+        ("INFO", "watch of services broken"),
+        ("INFO", "watch of services broken"),
+        ("WARNING", "watch of services listed again"),
+    ]
 
 
 def test_the_sandbox_resumes_a_watch_from_a_resource_version(
