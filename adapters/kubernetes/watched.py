@@ -197,19 +197,31 @@ class WatchedObjects:
             try:
                 for event in stream:
                     kind, obj = event.get("type"), event.get("object")
-                    if kind in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
+                    if not isinstance(obj, dict):
+                        continue
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
                         with self._changed:
                             self._apply(obj, deleted=kind == "DELETED")
-                    # BOOKMARK: the Watch object kept its resourceVersion; nothing else to do
+                    # The next stream resumes after the last event (a BOOKMARK's included): with
+                    # deserialize=False the client's Watch does not track it, and resuming from
+                    # the LIST's version replayed every change since, until it was Gone.
+                    seen = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                    if seen and not _older(seen, version):
+                        version = seen
             except ApiException as exc:
                 if exc.status == GONE:  # too far behind: list again
                     raise TransientError(f"watch of {self.plural} expired") from exc
                 if exc.status in (401, 403, 404):
                     raise PermanentError(f"{exc.status} {exc.reason}") from exc
                 raise
+            except KeyError as exc:
+                if exc.args != ("raw_object",):
+                    raise
+                # The client's Watch reads an ERROR event's `raw_object`, which it only sets when
+                # deserializing: the API server ended the stream with an error (410 Gone mostly).
+                raise TransientError(f"watch of {self.plural} ended by the API server with an error") from exc
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise TransientError(f"watch of {self.plural}: {exc}") from exc
-            version = self._watch.resource_version or version
 
     def _apply(self, obj: dict[str, Any], *, deleted: bool) -> None:
         """Under the lock: keep `obj` unless the copy holds a newer version of it."""

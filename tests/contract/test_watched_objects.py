@@ -74,6 +74,32 @@ def test_streams_that_end_are_resumed_without_losing_a_change(
         watched.stop()
 
 
+def test_a_new_stream_resumes_after_the_last_change_seen_not_from_the_list(
+    api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_list = kube.custom.list_cluster_custom_object
+    watched_from: list[int] = []
+
+    def noting_where_watches_start(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("watch") and args[2] == "services":
+            watched_from.append(int(kwargs["resource_version"]))
+        return real_list(*args, **kwargs)
+
+    monkeypatch.setattr(kube.custom, "list_cluster_custom_object", noting_where_watches_start)
+    watched = WatchedObjects(kube, GROUP, VERSION, "services", watch_seconds=1).start()
+    try:
+        wait_for(lambda: watched_from, 10, "the first watch")
+        listed = watched_from[0]
+        created = create(api, namespace, hello_service("later", "World"))
+        changed = int(created["metadata"]["resourceVersion"])
+        wait_for(lambda: len(watched_from) >= 3, 10, "two more 1 s streams")
+    finally:
+        watched.stop()
+    # Resuming from the LIST's version replays every change since, and is refused once the
+    # server's history no longer reaches back to it (410 Gone, a full LIST again).
+    assert listed < changed <= watched_from[-1], (listed, changed, watched_from)
+
+
 def test_a_resource_that_cannot_be_watched_leaves_reads_to_the_api_server(kube: KubernetesApi) -> None:
     watched = WatchedObjects(kube, GROUP, VERSION, "nosuchthings", retry_seconds=0.1).start()
     wait_for(lambda: watched.refused, 10, "the refusal")
