@@ -388,15 +388,18 @@ def _watch(store: ClusterStore, plural: str, namespace: str | None, request: Req
 
     Without a resourceVersion (or with "0") every existing object comes first as ADDED; with one
     the changes after it are replayed, or, if they are no longer kept, one ERROR event with 410
-    Gone (the client lists again). Label selectors are not supported on watches here.
+    Gone (the client lists again). With `allowWatchBookmarks`, a stream that times out ends with a
+    BOOKMARK of the newest version. Label selectors are not supported on watches here.
     """
     params = request.query_params
     try:
         timeout = min(float(params.get("timeoutSeconds") or 1800), 1800.0)
         since = int(params.get("resourceVersion") or 0)
+        bookmarks = params.get("allowWatchBookmarks", "").lower() in ("1", "true")
     except ValueError as exc:
         raise ApiError(400, "BadRequest", f"invalid watch parameter: {exc}") from exc
     queue: asyncio.Queue[Change] = asyncio.Queue()
+    kind, api_version = RESOURCES[plural].kind, RESOURCES[plural].api_version
 
     def wanted(change: Change) -> bool:
         return change[1] == plural and (namespace is None or change[2] == namespace)
@@ -429,12 +432,21 @@ def _watch(store: ClusterStore, plural: str, namespace: str | None, request: Req
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
-                    return
+                    break
                 try:
                     change = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
-                    return
+                    break
                 yield change[3]
+            if bookmarks:
+                # As the API server does before it ends a watch: the newest version, so a watch
+                # of a quiet kind resumes from here and not from a version no longer kept. The
+                # changes still queued go first; there is no await between them and the version.
+                pending = [queue.get_nowait()[3] for _ in range(queue.qsize())]
+                mark = {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": store.latest_version}}
+                for line in pending:
+                    yield line
+                yield json.dumps({"type": "BOOKMARK", "object": mark}).encode() + b"\n"
         finally:
             store.unfollow(follower)
 

@@ -100,6 +100,29 @@ def test_a_new_stream_resumes_after_the_last_change_seen_not_from_the_list(
     assert listed < changed <= watched_from[-1], (listed, changed, watched_from)
 
 
+def test_a_watch_of_a_quiet_kind_resumes_from_the_bookmark_the_server_ends_its_stream_with(
+    api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_list = kube.custom.list_cluster_custom_object
+    watched_from: list[int] = []
+
+    def noting_where_watches_start(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("watch"):
+            watched_from.append(int(kwargs["resource_version"]))
+        return real_list(*args, **kwargs)
+
+    monkeypatch.setattr(kube.custom, "list_cluster_custom_object", noting_where_watches_start)
+    quiet = WatchedObjects(kube, "networking.istio.io", "v1", "virtualservices", watch_seconds=1).start()
+    try:
+        wait_for(lambda: watched_from, 10, "the first watch")
+        elsewhere = create(api, namespace, hello_service("elsewhere", "World"))  # a change of another kind
+        changed = int(elsewhere["metadata"]["resourceVersion"])
+        wait_for(lambda: watched_from[-1] >= changed or None, 10, "a watch resumed from a bookmark")
+    finally:
+        quiet.stop()
+    assert quiet.refused is None
+
+
 def test_a_resource_that_cannot_be_watched_leaves_reads_to_the_api_server(kube: KubernetesApi) -> None:
     watched = WatchedObjects(kube, GROUP, VERSION, "nosuchthings", retry_seconds=0.1).start()
     wait_for(lambda: watched.refused, 10, "the refusal")
