@@ -338,7 +338,9 @@ class RolloutStore(EventLog, Outbox, Schedule, Samples, Leases):
             *sizes, gauges, checks = pipe.execute()
         phases = {phase.value: int(size) for phase, size in zip(Phase, sizes, strict=True)}
         totals = {outcome: int(checks.get(outcome, 0)) for outcome in CHECK_OUTCOMES}
-        return phases, {rollout_id: json.loads(values) for rollout_id, values in gauges.items()}, totals
+        # One parse of all of them: at 10,000 active, 10,000 json.loads calls were a quarter of a scrape.
+        parsed = json.loads("[" + ",".join(gauges.values()) + "]")
+        return phases, dict(zip(gauges, parsed, strict=True)), totals
 
     def _list_index(self, namespace: str | None, service: str | None, phase: Phase | None, kind: str | None) -> str:
         """The narrowest index a filter has; the other filters are checked on each document read."""
