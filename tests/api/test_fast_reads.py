@@ -21,9 +21,9 @@ from api.fast_reads import RolloutReads
 from api.settings import ApiSettings
 from api.shown import Rendered
 from api.views import rollout_public
-from policies import load_policy
 from rollouts import Phase, Rollout
 from rollouts.log import LogEntry
+from tests.factories import rollout
 from tests.fakes import FakeCluster
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, 250_000, tzinfo=UTC)
@@ -34,17 +34,7 @@ TRICKY_LABELS = {"time_in_step_seconds": "-1.25e-300", "note": '"time_in_step_se
 
 
 def running(started: datetime) -> Rollout:
-    rollout = Rollout.new(
-        id="r1",
-        namespace="shop",
-        service="checkout",
-        stable_revision="checkout-00001",
-        canary_revision="checkout-00002",
-        policy=load_policy("default"),
-        now=started,
-        labels=TRICKY_LABELS,
-    )
-    return rollout.model_copy(update={"phase": Phase.PROGRESSING, "step_started_at": started})
+    return rollout(now=started, labels=TRICKY_LABELS, phase=Phase.PROGRESSING, step_started_at=started)
 
 
 @pytest.mark.parametrize("seconds", [0.0, 1e-6, 1.5, 0.1 + 0.2, 12_345.678, 86_400 * 365.0, -0.5])
@@ -93,10 +83,10 @@ def app(store: RolloutStore, routed: list[str]) -> FastAPI:
 
 @pytest.fixture
 def client(app: FastAPI, store: RolloutStore) -> Iterator[TestClient]:
-    rollout = running(NOW - timedelta(seconds=90))
-    store.create(rollout, LogEntry("created", "test", rollout.created_at, rollout.phase.value))
+    stored = running(NOW - timedelta(seconds=90))
+    store.create(stored, LogEntry("created", "test", stored.created_at, stored.phase.value))
     verdict = LogEntry("verdict", "errors: canary 0.1 % vs stable 0.2 %", NOW, "progressing", data={"evidence": 1.5})
-    store.append_events(rollout.id, [verdict])
+    store.append_events(stored.id, [verdict])
     with TestClient(app) as client:
         yield client
 

@@ -74,18 +74,24 @@ def test_streams_that_end_are_resumed_without_losing_a_change(
         watched.stop()
 
 
-def test_a_new_stream_resumes_after_the_last_change_seen_not_from_the_list(
-    api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _watch_starts(kube: KubernetesApi, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The resourceVersion each watch through `kube` starts from, in order (one kind per test)."""
     real_list = kube.custom.list_cluster_custom_object
     watched_from: list[int] = []
 
     def noting_where_watches_start(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("watch") and args[2] == "services":
+        if kwargs.get("watch"):
             watched_from.append(int(kwargs["resource_version"]))
         return real_list(*args, **kwargs)
 
     monkeypatch.setattr(kube.custom, "list_cluster_custom_object", noting_where_watches_start)
+    return watched_from
+
+
+def test_a_new_stream_resumes_after_the_last_change_seen_not_from_the_list(
+    api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watched_from = _watch_starts(kube, monkeypatch)
     watched = WatchedObjects(kube, GROUP, VERSION, "services", watch_seconds=1).start()
     try:
         wait_for(lambda: watched_from, 10, "the first watch")
@@ -103,15 +109,7 @@ def test_a_new_stream_resumes_after_the_last_change_seen_not_from_the_list(
 def test_a_watch_of_a_quiet_kind_resumes_from_the_bookmark_the_server_ends_its_stream_with(
     api: client.CustomObjectsApi, kube: KubernetesApi, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_list = kube.custom.list_cluster_custom_object
-    watched_from: list[int] = []
-
-    def noting_where_watches_start(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("watch"):
-            watched_from.append(int(kwargs["resource_version"]))
-        return real_list(*args, **kwargs)
-
-    monkeypatch.setattr(kube.custom, "list_cluster_custom_object", noting_where_watches_start)
+    watched_from = _watch_starts(kube, monkeypatch)
     quiet = WatchedObjects(kube, "networking.istio.io", "v1", "virtualservices", watch_seconds=1).start()
     try:
         wait_for(lambda: watched_from, 10, "the first watch")
